@@ -1,0 +1,49 @@
+//! The generic edgeinfer model runtime, compiled to a `wasm32-wasip2` component.
+//!
+//! `edgeinfer compile` calls `setup.load` once with the ONNX bytes, then snapshots the
+//! instance (Wizer), so every instance of the resulting component starts with the model
+//! parsed, optimized and ready for `model.infer`.
+
+#![allow(missing_docs)] // wit-bindgen generates undocumented items; this crate has no Rust users.
+
+mod convert;
+mod loaded;
+
+use exports::edgeinfer::inference::model::Guest as ModelGuest;
+use exports::edgeinfer::inference::setup::Guest as SetupGuest;
+use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "model-component",
+});
+
+struct Runtime;
+
+impl ModelGuest for Runtime {
+    fn metadata() -> ModelMetadata {
+        loaded::with_model(|model| model.metadata.clone()).unwrap_or_else(|| ModelMetadata {
+            name: String::new(),
+            version: String::new(),
+            platform: loaded::PLATFORM.to_string(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        })
+    }
+
+    fn infer(inputs: Vec<Tensor>, outputs: Vec<String>) -> Result<Vec<Tensor>, Error> {
+        loaded::with_model(|model| model.infer(inputs, &outputs))
+            .unwrap_or_else(|| Err(Error::Model("no model is loaded in this component".into())))
+    }
+}
+
+impl SetupGuest for Runtime {
+    fn load(onnx: Vec<u8>, name: String, version: String) -> Result<ModelMetadata, String> {
+        let model = loaded::LoadedModel::parse(&onnx, name, version)?;
+        let metadata = model.metadata.clone();
+        loaded::install(model);
+        Ok(metadata)
+    }
+}
+
+export!(Runtime);

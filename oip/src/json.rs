@@ -1,0 +1,278 @@
+//! The JSON form of v2 inference requests and responses.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{Datatype, ProtocolError, Tensor, element_count};
+
+/// A v2 inference request body, before its tensors are decoded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InferenceRequest {
+    /// Request id, echoed in the response.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Request parameters.
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    /// Input tensors, still in JSON form.
+    pub inputs: Vec<Value>,
+    /// Outputs the caller wants; all when absent.
+    #[serde(default)]
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+/// An output the caller asks for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestedOutput {
+    /// Output tensor name.
+    pub name: String,
+    /// Output parameters (e.g. `binary_data`).
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+}
+
+/// A v2 inference response body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InferenceResponse {
+    /// The model that answered.
+    pub model_name: String,
+    /// The version that answered.
+    pub model_version: String,
+    /// The request id, when one was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Response parameters (edgeinfer reports `fuel_used`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// Output tensors.
+    pub outputs: Vec<ResponseOutput>,
+}
+
+/// One output tensor of a response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResponseOutput {
+    /// Tensor name.
+    pub name: String,
+    /// Datatype name.
+    pub datatype: Datatype,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Output parameters (e.g. `binary_data_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// Flat row-major data; absent when sent as binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// Parses a JSON request body and decodes every input into a raw tensor.
+pub fn decode_request(body: &[u8]) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
+    let request: InferenceRequest = serde_json::from_slice(body)
+        .map_err(|e| ProtocolError::request(format!("malformed inference request JSON: {e}")))?;
+    let tensors = request.inputs.iter().map(decode_input).collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    for tensor in &tensors {
+        if !seen.insert(tensor.name.as_str()) {
+            return Err(ProtocolError::tensor(&tensor.name, "appears more than once in the request"));
+        }
+    }
+    Ok((request, tensors))
+}
+
+/// Decodes one JSON input tensor (`name`, `shape`, `datatype`, `data`).
+fn decode_input(input: &Value) -> Result<Tensor, ProtocolError> {
+    let object = input
+        .as_object()
+        .ok_or_else(|| ProtocolError::request("each entry of 'inputs' must be an object"))?;
+    let name = object
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProtocolError::request("an input has no string 'name'"))?;
+    let datatype: Datatype = object
+        .get("datatype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProtocolError::tensor(name, "has no string 'datatype'"))?
+        .parse()
+        .map_err(|e: String| ProtocolError::tensor(name, e))?;
+    let shape = decode_shape(name, object.get("shape"))?;
+    let count = element_count(&shape)
+        .ok_or_else(|| ProtocolError::tensor(name, format!("shape {shape:?} is too large")))?;
+    let data = object
+        .get("data")
+        .ok_or_else(|| ProtocolError::tensor(name, "has no 'data'"))?;
+    let mut leaves = Vec::new();
+    flatten(data, &mut leaves);
+    if leaves.len() as u64 != count {
+        return Err(ProtocolError::tensor(
+            name,
+            format!("shape {shape:?} needs {count} elements but 'data' holds {}", leaves.len()),
+        ));
+    }
+    let data = encode_leaves(name, datatype, &leaves)?;
+    Ok(Tensor { name: name.to_string(), datatype, shape, data })
+}
+
+fn decode_shape(name: &str, shape: Option<&Value>) -> Result<Vec<u64>, ProtocolError> {
+    let dims = shape
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProtocolError::tensor(name, "has no 'shape' array"))?;
+    dims.iter()
+        .map(|dim| {
+            dim.as_u64().ok_or_else(|| {
+                ProtocolError::tensor(name, format!("shape dimension {dim} is not a non-negative integer"))
+            })
+        })
+        .collect()
+}
+
+fn flatten<'a>(value: &'a Value, leaves: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| flatten(item, leaves)),
+        leaf => leaves.push(leaf),
+    }
+}
+
+/// Encodes JSON leaves as little-endian raw bytes of `datatype`.
+fn encode_leaves(name: &str, datatype: Datatype, leaves: &[&Value]) -> Result<Vec<u8>, ProtocolError> {
+    let mismatch = |leaf: &Value| ProtocolError::tensor(name, format!("value {leaf} is not a valid {datatype}"));
+    let mut out = Vec::with_capacity(leaves.len() * datatype.element_size().unwrap_or(8));
+    for &leaf in leaves {
+        match datatype {
+            Datatype::Bool => out.push(u8::from(leaf.as_bool().ok_or_else(|| mismatch(leaf))?)),
+            Datatype::Uint8 => out.extend(u8::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint16 => out.extend(u16::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint32 => out.extend(u32::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint64 => out.extend(uint(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int8 => out.extend(i8::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int16 => out.extend(i16::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int32 => out.extend(i32::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int64 => out.extend(int(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Fp32 => out.extend((leaf.as_f64().ok_or_else(|| mismatch(leaf))? as f32).to_le_bytes()),
+            Datatype::Fp64 => out.extend(leaf.as_f64().ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Fp16 => {
+                return Err(ProtocolError::tensor(name, "FP16 data must be sent with the binary tensor data extension"));
+            }
+            Datatype::Bytes => {
+                let text = leaf.as_str().ok_or_else(|| mismatch(leaf))?;
+                let len = u32::try_from(text.len()).map_err(|_| mismatch(leaf))?;
+                out.extend(len.to_le_bytes());
+                out.extend(text.as_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn uint(value: &Value) -> Option<u64> {
+    value.as_u64()
+}
+
+fn int(value: &Value) -> Option<i64> {
+    value.as_i64()
+}
+
+/// Turns raw little-endian output data into a flat JSON array.
+pub fn encode_output(tensor: &Tensor) -> Result<Value, ProtocolError> {
+    let bad = || ProtocolError::tensor(&tensor.name, "output data does not match its datatype and shape");
+    if let Some(size) = tensor.datatype.element_size() {
+        let expected = element_count(&tensor.shape).and_then(|n| n.checked_mul(size as u64));
+        if expected != Some(tensor.data.len() as u64) {
+            return Err(bad());
+        }
+    }
+    let data = &tensor.data;
+    let values: Vec<Value> = match tensor.datatype {
+        Datatype::Bool => data.iter().map(|&b| Value::from(b != 0)).collect(),
+        Datatype::Uint8 => data.iter().map(|&b| Value::from(b)).collect(),
+        Datatype::Int8 => data.iter().map(|&b| Value::from(b as i8)).collect(),
+        Datatype::Uint16 => chunks::<2>(data).map(|c| Value::from(u16::from_le_bytes(c))).collect(),
+        Datatype::Int16 => chunks::<2>(data).map(|c| Value::from(i16::from_le_bytes(c))).collect(),
+        Datatype::Uint32 => chunks::<4>(data).map(|c| Value::from(u32::from_le_bytes(c))).collect(),
+        Datatype::Int32 => chunks::<4>(data).map(|c| Value::from(i32::from_le_bytes(c))).collect(),
+        Datatype::Uint64 => chunks::<8>(data).map(|c| Value::from(u64::from_le_bytes(c))).collect(),
+        Datatype::Int64 => chunks::<8>(data).map(|c| Value::from(i64::from_le_bytes(c))).collect(),
+        Datatype::Fp32 => chunks::<4>(data).map(|c| float_value(f64::from(f32::from_le_bytes(c)), true)).collect(),
+        Datatype::Fp64 => chunks::<8>(data).map(|c| float_value(f64::from_le_bytes(c), false)).collect(),
+        Datatype::Fp16 => {
+            return Err(ProtocolError::tensor(&tensor.name, "FP16 outputs can only be returned as binary data"));
+        }
+        Datatype::Bytes => decode_bytes_items(data).ok_or_else(bad)?.into_iter().map(Value::from).collect(),
+    };
+    Ok(Value::Array(values))
+}
+
+/// JSON number for a float; FP32 values are printed with the shortest f32 representation.
+fn float_value(value: f64, single: bool) -> Value {
+    if single {
+        // Round-trip through the f32 text so 0.1f32 prints as 0.1, not 0.10000000149011612.
+        let text = (value as f32).to_string();
+        text.parse::<f64>().map(Value::from).unwrap_or(Value::Null)
+    } else {
+        Value::from(value)
+    }
+}
+
+fn chunks<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    data.chunks_exact(N).map(|c| {
+        let mut array = [0u8; N];
+        array.copy_from_slice(c);
+        array
+    })
+}
+
+/// Splits BYTES data (4-byte little-endian length, then the bytes) into strings.
+fn decode_bytes_items(mut data: &[u8]) -> Option<Vec<String>> {
+    let mut items = Vec::new();
+    while !data.is_empty() {
+        let len = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
+        let item = data.get(4..4 + len)?;
+        items.push(String::from_utf8_lossy(item).into_owned());
+        data = &data[4 + len..];
+    }
+    Some(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_and_flat_data_decode_to_the_same_bytes() {
+        let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+        let nested = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
+        let (_, a) = decode_request(flat).expect("flat");
+        let (_, b) = decode_request(nested).expect("nested");
+        assert_eq!(a, b);
+        assert_eq!(a[0].data.len(), 16);
+        assert_eq!(&a[0].data[4..8], &2f32.to_le_bytes());
+    }
+
+    #[test]
+    fn errors_name_the_input() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#, "input 'x': shape [3] needs 3 elements"),
+            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"UINT8","data":[300]}]}"#, "input 'x': value 300 is not a valid UINT8"),
+            (br#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#, "input 'x': shape dimension -1"),
+            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}]}"#, "input 'x': unknown datatype 'FLOAT'"),
+            (br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP16","data":[1]}]}"#, "input 'x': FP16 data must be sent"),
+            (br#"{"inputs": 3}"#, "malformed inference request JSON"),
+        ];
+        for (body, expected) in cases {
+            let err = decode_request(body).expect_err("must fail");
+            assert!(err.to_string().starts_with(expected), "{err} does not start with {expected}");
+        }
+    }
+
+    #[test]
+    fn outputs_round_trip_through_json() {
+        let tensor = Tensor {
+            name: "y".into(),
+            datatype: Datatype::Fp32,
+            shape: vec![2],
+            data: [0.1f32, -2.5].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        assert_eq!(encode_output(&tensor).expect("encodes").to_string(), "[0.1,-2.5]");
+        let labels = Tensor { name: "l".into(), datatype: Datatype::Int64, shape: vec![1], data: 7i64.to_le_bytes().to_vec() };
+        assert_eq!(encode_output(&labels).expect("encodes").to_string(), "[7]");
+    }
+}

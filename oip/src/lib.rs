@@ -1,0 +1,52 @@
+//! Open Inference Protocol v2 codec, shared by the edgeinfer host and model components.
+//!
+//! Turns v2 JSON requests into raw little-endian [`Tensor`]s and raw outputs back into
+//! v2 JSON responses, with errors that name the tensor at fault.
+
+mod datatype;
+mod json;
+
+pub use datatype::Datatype;
+pub use json::{
+    InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, decode_request, encode_output,
+};
+
+/// A tensor with row-major, little-endian raw data (BYTES: 4-byte length-prefixed items).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub datatype: Datatype,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Raw element data.
+    pub data: Vec<u8>,
+}
+
+/// A request the protocol cannot accept, naming the tensor at fault when there is one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", match .tensor { Some(t) => format!("input '{t}': {}", .message), None => .message.clone() })]
+pub struct ProtocolError {
+    /// The tensor concerned, if any.
+    pub tensor: Option<String>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl ProtocolError {
+    /// An error about the request as a whole.
+    pub fn request(message: impl Into<String>) -> Self {
+        ProtocolError { tensor: None, message: message.into() }
+    }
+
+    /// An error about one tensor.
+    pub fn tensor(name: &str, message: impl Into<String>) -> Self {
+        ProtocolError { tensor: Some(name.to_string()), message: message.into() }
+    }
+}
+
+/// The number of elements a shape holds, or `None` on overflow.
+pub fn element_count(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+}
