@@ -9,9 +9,9 @@
 mod convert;
 mod loaded;
 
+use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};
 use exports::edgeinfer::inference::model::Guest as ModelGuest;
 use exports::edgeinfer::inference::setup::Guest as SetupGuest;
-use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};
 
 wit_bindgen::generate!({
     path: "../wit",

@@ -1,0 +1,74 @@
+//! Host bindings for the `edgeinfer:inference` WIT package and conversions to protocol types.
+
+#![allow(missing_docs)]
+
+use edgeinfer_oip::{Datatype as OipDatatype, Tensor as OipTensor};
+
+wasmtime::component::bindgen!({
+    path: "wit",
+    world: "model-component",
+});
+
+pub use edgeinfer::inference::types::{Datatype, Error as GuestError, Tensor, TensorSpec};
+
+impl From<OipDatatype> for Datatype {
+    fn from(datatype: OipDatatype) -> Self {
+        match datatype {
+            OipDatatype::Bool => Datatype::Bool,
+            OipDatatype::Uint8 => Datatype::Uint8,
+            OipDatatype::Uint16 => Datatype::Uint16,
+            OipDatatype::Uint32 => Datatype::Uint32,
+            OipDatatype::Uint64 => Datatype::Uint64,
+            OipDatatype::Int8 => Datatype::Int8,
+            OipDatatype::Int16 => Datatype::Int16,
+            OipDatatype::Int32 => Datatype::Int32,
+            OipDatatype::Int64 => Datatype::Int64,
+            OipDatatype::Fp16 => Datatype::Fp16,
+            OipDatatype::Fp32 => Datatype::Fp32,
+            OipDatatype::Fp64 => Datatype::Fp64,
+            OipDatatype::Bytes => Datatype::Bytes,
+        }
+    }
+}
+
+impl From<Datatype> for OipDatatype {
+    fn from(datatype: Datatype) -> Self {
+        match datatype {
+            Datatype::Bool => OipDatatype::Bool,
+            Datatype::Uint8 => OipDatatype::Uint8,
+            Datatype::Uint16 => OipDatatype::Uint16,
+            Datatype::Uint32 => OipDatatype::Uint32,
+            Datatype::Uint64 => OipDatatype::Uint64,
+            Datatype::Int8 => OipDatatype::Int8,
+            Datatype::Int16 => OipDatatype::Int16,
+            Datatype::Int32 => OipDatatype::Int32,
+            Datatype::Int64 => OipDatatype::Int64,
+            Datatype::Fp16 => OipDatatype::Fp16,
+            Datatype::Fp32 => OipDatatype::Fp32,
+            Datatype::Fp64 => OipDatatype::Fp64,
+            Datatype::Bytes => OipDatatype::Bytes,
+        }
+    }
+}
+
+impl From<OipTensor> for Tensor {
+    fn from(t: OipTensor) -> Self {
+        Tensor {
+            name: t.name,
+            datatype: t.datatype.into(),
+            shape: t.shape,
+            data: t.data,
+        }
+    }
+}
+
+impl From<Tensor> for OipTensor {
+    fn from(t: Tensor) -> Self {
+        OipTensor {
+            name: t.name,
+            datatype: t.datatype.into(),
+            shape: t.shape,
+            data: t.data,
+        }
+    }
+}

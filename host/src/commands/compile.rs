@@ -1,0 +1,78 @@
+//! `edgeinfer compile MODEL.onnx --name NAME --version N --repo DIR`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use edgeinfer::{CompileRequest, Limits, compile_model};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::RuntimeArgs;
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The ONNX model file.
+    model: PathBuf,
+    /// Model name in the repository.
+    #[arg(long)]
+    name: String,
+    /// Version number.
+    #[arg(long)]
+    version: u64,
+    /// Model repository directory (created if missing).
+    #[arg(long)]
+    repo: PathBuf,
+    /// Default fuel budget per request.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Default deadline per request, in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Default memory cap per request, in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
+pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let onnx =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let defaults = Limits::default();
+    let limits = Limits {
+        fuel: args.fuel.unwrap_or(defaults.fuel),
+        timeout_ms: args.timeout_ms.unwrap_or(defaults.timeout_ms),
+        memory_mb: args.memory_mb.unwrap_or(defaults.memory_mb),
+    };
+    let request = CompileRequest {
+        onnx: &onnx,
+        source_file: args
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        name: args.name,
+        version: args.version,
+        repo: args.repo,
+        limits,
+    };
+    let spinner = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let progress = |message: &str| spinner.set_message(message.to_string());
+    let runtime = runtime.runtime()?;
+    let result = compile_model(&runtime, &request, &progress);
+    spinner.finish_and_clear();
+    let model = result.with_context(|| format!("compiling {}", request.source_file))?;
+    let manifest = model.manifest();
+    println!(
+        "compiled {} version {} into {} (sha256 {})",
+        manifest.name,
+        manifest.version,
+        model.dir().display(),
+        manifest.component.sha256
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,56 @@
+//! `edgeinfer infer --repo DIR --model NAME [--version N] --input REQUEST.json`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use edgeinfer::{LimitOverrides, ModelRepository};
+
+use super::RuntimeArgs;
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// Model repository directory.
+    #[arg(long)]
+    repo: PathBuf,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Version (default: the highest).
+    #[arg(long)]
+    version: Option<u64>,
+    /// An Open Inference Protocol v2 JSON request body ('-' for stdin).
+    #[arg(long)]
+    input: PathBuf,
+    /// Fuel budget (overrides the manifest).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Deadline in milliseconds (overrides the manifest).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory cap in MiB (overrides the manifest).
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
+pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let body = if args.input.as_os_str() == "-" {
+        let mut buffer = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer).context("reading stdin")?;
+        buffer
+    } else {
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+    };
+    let repo = ModelRepository::open(&args.repo)?;
+    let runtime = runtime.runtime()?;
+    let model = repo.load(&runtime, &args.model, args.version)?;
+    let overrides = LimitOverrides {
+        fuel: args.fuel,
+        timeout_ms: args.timeout_ms,
+        memory_mb: args.memory_mb,
+    };
+    let response = edgeinfer::protocol::infer_json(&model, &body, overrides)?;
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,59 @@
+//! Subcommands of the `edgeinfer` CLI.
+
+mod compile;
+mod infer;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use edgeinfer::{Runtime, RuntimeConfig};
+
+/// Serve ONNX models as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "edgeinfer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile an ONNX model into a component in a model repository.
+    Compile(compile::CompileArgs),
+    /// Verify every model version in a repository (digest, imports, compile, metadata).
+    Verify(verify::VerifyArgs),
+    /// Run one Open Inference Protocol v2 JSON request and print the v2 response.
+    Infer(infer::InferArgs),
+}
+
+/// Options shared by every subcommand that runs components.
+#[derive(Debug, Args)]
+struct RuntimeArgs {
+    /// Directory for compiled code (default: $EDGEINFER_CACHE_DIR or ~/.cache/edgeinfer).
+    #[arg(long, global = true, env = "EDGEINFER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        let mut config = RuntimeConfig::default();
+        if let Some(dir) = &self.cache_dir {
+            config.cache_dir = dir.clone();
+        }
+        Ok(Runtime::new(config)?)
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Compile(args) => compile::run(args, &cli.runtime),
+        Command::Verify(args) => verify::run(args, &cli.runtime),
+        Command::Infer(args) => infer::run(args, &cli.runtime),
+    }
+}

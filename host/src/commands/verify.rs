@@ -1,0 +1,38 @@
+//! `edgeinfer verify --repo DIR`: one line per version, exit 1 if any fails.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use edgeinfer::ModelRepository;
+
+use super::RuntimeArgs;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Model repository directory.
+    #[arg(long)]
+    repo: PathBuf,
+}
+
+pub fn run(args: VerifyArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let repo = ModelRepository::open(&args.repo)?;
+    let runtime = runtime.runtime()?;
+    let results = repo.verify_all(&runtime)?;
+    let mut failures = 0;
+    for (version, outcome) in &results {
+        match outcome {
+            Ok(()) => println!("ok      {}/{}", version.model, version.version),
+            Err(error) => {
+                failures += 1;
+                println!("FAILED  {}/{}: {error}", version.model, version.version);
+            }
+        }
+    }
+    println!("{} versions checked, {failures} failed", results.len());
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

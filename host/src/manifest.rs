@@ -1,0 +1,128 @@
+//! `manifest.toml`: what a compiled model version is, its digest, signature, limits and grants.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capabilities::Capability;
+use crate::limits::Limits;
+use crate::{Error, Result};
+use edgeinfer_oip::Datatype;
+
+/// The manifest format this build reads and writes.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// One model version's manifest (`<repo>/<model>/<version>/manifest.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Manifest format version; read first, must be 1.
+    pub format: u32,
+    /// Model name, e.g. `digits`.
+    pub name: String,
+    /// Model version, e.g. `1`.
+    pub version: u64,
+    /// RFC 3339 creation time, e.g. `2026-11-25T16:00:00Z`.
+    pub created_at: String,
+    /// The component file and its digest.
+    pub component: ComponentInfo,
+    /// The ONNX file the component was compiled from.
+    pub source: SourceInfo,
+    /// Default per-request limits; request or CLI overrides take precedence.
+    pub limits: Limits,
+    /// Capabilities granted beyond the sandbox's minimum (none by default).
+    #[serde(default)]
+    pub grants: Vec<Capability>,
+    /// The model's inputs.
+    pub inputs: Vec<TensorSignature>,
+    /// The model's outputs.
+    pub outputs: Vec<TensorSignature>,
+}
+
+/// The component file of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentInfo {
+    /// File name next to the manifest, e.g. `model.wasm`.
+    pub file: String,
+    /// Lowercase hex SHA-256 of that file.
+    pub sha256: String,
+    /// SHA-256 of the generic runtime the component was built from.
+    pub runtime_sha256: String,
+}
+
+/// The model file a version was compiled from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceInfo {
+    /// Original file name, e.g. `digits.onnx`.
+    pub file: String,
+    /// Lowercase hex SHA-256 of the ONNX bytes.
+    pub sha256: String,
+}
+
+/// One input or output: name, datatype, and shape with -1 for dynamic dimensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSignature {
+    /// Tensor name, e.g. `X`.
+    pub name: String,
+    /// Open Inference Protocol datatype, e.g. `FP32`.
+    pub datatype: Datatype,
+    /// Dimensions, -1 where dynamic, e.g. `[-1, 64]`.
+    pub shape: Vec<i64>,
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Self::parse(&text).map_err(|message| Error::Manifest {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses manifest text: the format field first, then the matching schema.
+    pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
+        #[derive(Deserialize)]
+        struct FormatOnly {
+            format: Option<toml::Value>,
+        }
+        let format: FormatOnly = toml::from_str(text).map_err(|e| e.to_string())?;
+        match format.format {
+            Some(toml::Value::Integer(n)) if n == i64::from(MANIFEST_FORMAT) => {}
+            Some(other) => {
+                return Err(format!(
+                    "unsupported manifest format {other}; this edgeinfer reads format {MANIFEST_FORMAT}"
+                ));
+            }
+            None => return Err("missing `format` (expected `format = 1`)".into()),
+        }
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        if manifest.component.sha256.len() != 64
+            || !manifest
+                .component
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
+        {
+            return Err("`component.sha256` must be 64 hex digits".into());
+        }
+        if manifest.component.file.contains(['/', '\\']) || manifest.component.file.starts_with('.')
+        {
+            return Err(format!(
+                "`component.file` must be a plain file name, got {:?}",
+                manifest.component.file
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Writes the manifest as TOML.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).map_err(Error::runtime)?;
+        std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+}

@@ -1,0 +1,217 @@
+//! A loaded model version: verified, compiled, pre-instantiated; each request gets a fresh
+//! instance and store under its own fuel, deadline and memory limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgeinfer_oip::Tensor;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::{GuestError, ModelComponentPre};
+use crate::capabilities;
+use crate::digest::{digests_equal, sha256_hex};
+use crate::limits::{LimitOverrides, Limits};
+use crate::manifest::Manifest;
+use crate::runtime::Runtime;
+use crate::store::StoreState;
+use crate::{Error, Result};
+
+/// The outputs of one inference and what it cost.
+#[derive(Debug, Clone)]
+pub struct InferOutcome {
+    /// Output tensors, in the model's order.
+    pub outputs: Vec<Tensor>,
+    /// Fuel the request consumed.
+    pub fuel_used: u64,
+    /// Time to create the instance.
+    pub instantiate_time: Duration,
+}
+
+/// One model version ready to serve.
+pub struct LoadedModel {
+    manifest: Manifest,
+    dir: PathBuf,
+    pre: ModelComponentPre<StoreState>,
+    runtime: Arc<Runtime>,
+}
+
+impl LoadedModel {
+    /// Loads `<dir>/manifest.toml` and its component: digest first, then the import policy,
+    /// then compilation (or the verified code cache), then a metadata call as a smoke test.
+    pub fn load(runtime: &Arc<Runtime>, dir: &Path) -> Result<LoadedModel> {
+        let manifest = Manifest::load(&dir.join("manifest.toml"))?;
+        let path = dir.join(&manifest.component.file);
+        let wasm = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let actual = sha256_hex(&wasm);
+        if !digests_equal(&actual, &manifest.component.sha256) {
+            return Err(Error::IntegrityMismatch {
+                path,
+                expected: manifest.component.sha256.clone(),
+                actual,
+            });
+        }
+        let imports = top_level_imports(&wasm)
+            .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
+        capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
+            .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
+        let component = runtime.compile(&wasm, &actual)?;
+        let instance_pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let pre =
+            ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let model = LoadedModel {
+            manifest,
+            dir: dir.to_path_buf(),
+            pre,
+            runtime: runtime.clone(),
+        };
+        model.check_metadata()?;
+        Ok(model)
+    }
+
+    /// The manifest this version was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub(crate) fn relocate(&mut self, dir: PathBuf) {
+        self.dir = dir;
+    }
+
+    /// The version directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs one inference in a fresh instance under the manifest's limits with `overrides`.
+    pub fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        outputs: &[String],
+        overrides: LimitOverrides,
+    ) -> Result<InferOutcome> {
+        let limits = self.manifest.limits.with(overrides);
+        let (mut store, started) = self.new_store(limits)?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, limits))?;
+        let instantiate_time = started.elapsed();
+        let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
+        let result = instance
+            .edgeinfer_inference_model()
+            .call_infer(&mut store, &inputs, outputs);
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        match result {
+            Err(trap) => Err(classify(trap, &store, limits)),
+            Ok(Err(GuestError::InvalidInput(invalid))) => Err(Error::InvalidInput {
+                input: invalid.input,
+                message: invalid.message,
+            }),
+            Ok(Err(GuestError::Model(message))) => Err(Error::Model(message)),
+            Ok(Ok(tensors)) => Ok(InferOutcome {
+                outputs: tensors.into_iter().map(Into::into).collect(),
+                fuel_used,
+                instantiate_time,
+            }),
+        }
+    }
+
+    /// Instantiates the model and reads its metadata, checking it against the manifest.
+    fn check_metadata(&self) -> Result<()> {
+        let limits = self.manifest.limits;
+        let (mut store, _) = self.new_store(limits)?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, limits))?;
+        let metadata = instance
+            .edgeinfer_inference_model()
+            .call_metadata(&mut store)
+            .map_err(|e| classify(e, &store, limits))?;
+        let names = |specs: &[crate::bindings::TensorSpec]| {
+            specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        };
+        let declared = |sigs: &[crate::manifest::TensorSignature]| {
+            sigs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        };
+        if names(&metadata.inputs) != declared(&self.manifest.inputs)
+            || names(&metadata.outputs) != declared(&self.manifest.outputs)
+        {
+            return Err(Error::Manifest {
+                path: self.dir.join("manifest.toml"),
+                message: "the component's signature differs from the manifest's".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn new_store(&self, limits: Limits) -> Result<(Store<StoreState>, Instant)> {
+        let started = Instant::now();
+        let mut store = Store::new(
+            self.runtime.engine(),
+            StoreState::new(limits.memory_bytes()),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_fuel(limits.fuel).map_err(Error::runtime)?;
+        store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
+        store.epoch_deadline_trap();
+        Ok((store, started))
+    }
+}
+
+/// Turns a wasmtime error into the typed error that explains it.
+fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -> Error {
+    if store.data().limiter.denied {
+        return Error::MemoryLimit {
+            limit_mb: limits.memory_mb,
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Error::FuelExhausted {
+            budget: limits.fuel,
+        },
+        Some(Trap::Interrupt) => Error::DeadlineExceeded {
+            timeout_ms: limits.timeout_ms,
+        },
+        Some(trap) => {
+            let stderr = store.data().stderr_text();
+            if stderr.is_empty() {
+                Error::GuestTrap(trap.to_string())
+            } else {
+                Error::GuestTrap(format!("{trap} ({stderr})"))
+            }
+        }
+        None => Error::GuestTrap(format!("{error:#}")),
+    }
+}
+
+/// The names a component imports at its top level (not those of nested components).
+pub(crate) fn top_level_imports(wasm: &[u8]) -> std::result::Result<Vec<String>, String> {
+    use wasmparser::{Encoding, Parser, Payload};
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| format!("not a valid component: {e}"))? {
+            Payload::Version {
+                encoding: Encoding::Module,
+                ..
+            } if depth == 0 => {
+                return Err("a core module, not a component".into());
+            }
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    names.push(import.map_err(|e| e.to_string())?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}

@@ -1,0 +1,148 @@
+//! The shared wasmtime runtime: one engine (fuel, epochs, pooling allocator, incremental
+//! compilation cache), the WASI linker, the code cache and the epoch ticker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use crate::code_cache::CodeCache;
+use crate::store::StoreState;
+use crate::{Error, Result};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached (`$EDGEINFER_CACHE_DIR`, else `~/.cache/edgeinfer`).
+    pub cache_dir: PathBuf,
+    /// Instances that may exist at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// The largest linear memory any model may be granted, in MiB.
+    pub max_memory_mb: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let cache_dir = std::env::var_os("EDGEINFER_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("edgeinfer"))
+            })
+            .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/edgeinfer")))
+            .unwrap_or_else(|| std::env::temp_dir().join("edgeinfer-cache"));
+        RuntimeConfig {
+            cache_dir,
+            max_instances: 128,
+            max_memory_mb: 4096,
+        }
+    }
+}
+
+/// One engine for every model; cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: CodeCache,
+    config: RuntimeConfig,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine, linker and epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>> {
+        let cache = CodeCache::new(&config.cache_dir)?;
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .enable_incremental_compilation(Arc::new(cache.function_store()))
+            .map_err(Error::runtime)?;
+        let mut pool = PoolingAllocationConfig::default();
+        let max_memory =
+            usize::try_from(config.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .max_memories_per_component(4)
+            .max_memory_size(max_memory)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(Error::runtime)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            config,
+            _ticker: ticker,
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The configuration the runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<StoreState> {
+        &self.linker
+    }
+
+    /// Compiles (or loads from the verified cache) a component whose digest is `digest`.
+    pub(crate) fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component> {
+        self.cache.load_or_compile(&self.engine, wasm, digest)
+    }
+
+    /// The number of epoch ticks in `timeout_ms`.
+    pub(crate) fn deadline_ticks(timeout_ms: u64) -> u64 {
+        (timeout_ms / EPOCH_TICK.as_millis() as u64).max(1)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`]; joins its thread on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("edgeinfer-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
