@@ -39,17 +39,13 @@ fn main() -> Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-env-changed=EDGEINFER_RUNTIME_CORE_WASM");
     for watched in ["guest-model", "wit", ".cargo/config.toml", "Cargo.lock"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            manifest_dir.join(watched).display()
-        );
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(watched).display());
     }
     let core_path = match std::env::var_os("EDGEINFER_RUNTIME_CORE_WASM") {
         Some(path) => PathBuf::from(path),
         None => build_guest(&manifest_dir, &out_dir)?,
     };
-    let core =
-        std::fs::read(&core_path).with_context(|| format!("reading {}", core_path.display()))?;
+    let core = std::fs::read(&core_path).with_context(|| format!("reading {}", core_path.display()))?;
     let stripped = stub_denied_imports(&core)?;
     let component = wit_component::ComponentEncoder::default()
         .module(&stripped)?
@@ -58,10 +54,7 @@ fn main() -> Result<()> {
         .context("encoding the runtime component")?;
     let runtime = out_dir.join("edgeinfer-runtime.wasm");
     std::fs::write(&runtime, component)?;
-    println!(
-        "cargo:rustc-env=EDGEINFER_RUNTIME_WASM={}",
-        runtime.display()
-    );
+    println!("cargo:rustc-env=EDGEINFER_RUNTIME_WASM={}", runtime.display());
     Ok(())
 }
 
@@ -79,15 +72,7 @@ fn build_guest(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
     let mut command = Command::new(cargo);
     command
         .current_dir(manifest_dir)
-        .args([
-            "build",
-            "-p",
-            "edgeinfer-guest-model",
-            "--target",
-            "wasm32-wasip2",
-            "--profile",
-            "guest",
-        ])
+        .args(["build", "-p", "edgeinfer-guest-model", "--target", "wasm32-wasip2", "--profile", "guest"])
         .arg("--target-dir")
         .arg(&guest_target);
     for var in [
@@ -103,9 +88,7 @@ fn build_guest(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
     ] {
         command.env_remove(var);
     }
-    let status = command
-        .status()
-        .context("running cargo for the guest runtime")?;
+    let status = command.status().context("running cargo for the guest runtime")?;
     if !status.success() {
         bail!(
             "building guest-model for wasm32-wasip2 failed ({status}); is the target installed? \
@@ -119,20 +102,11 @@ fn build_guest(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
 /// imports no filesystem, environment, clock or exit capability at all.
 fn stub_denied_imports(core: &[u8]) -> Result<Vec<u8>> {
     let mut module = walrus::Module::from_buffer(core).context("parsing the guest core module")?;
-    let memory = module
-        .memories
-        .iter()
-        .next()
-        .map(|m| m.id())
-        .context("guest has no memory")?;
+    let memory = module.memories.iter().next().map(|m| m.id()).context("guest has no memory")?;
     let denied: Vec<(walrus::FunctionId, String)> = module
         .imports
         .iter()
-        .filter(|import| {
-            !KEPT_IMPORTS
-                .iter()
-                .any(|kept| import.module.starts_with(kept))
-        })
+        .filter(|import| !KEPT_IMPORTS.iter().any(|kept| import.module.starts_with(kept)))
         .filter_map(|import| match import.kind {
             walrus::ImportKind::Function(id) => Some((id, import.name.clone())),
             _ => None,
@@ -141,27 +115,22 @@ fn stub_denied_imports(core: &[u8]) -> Result<Vec<u8>> {
     for (id, name) in denied {
         let ty = module.types.get(module.funcs.get(id).ty());
         let (params, results) = (ty.params().to_vec(), ty.results().to_vec());
-        let zeroed = ZEROED_GETTERS
-            .iter()
-            .find(|(getter, _)| *getter == name)
-            .map(|(_, size)| *size);
-        module.replace_imported_func(id, |(body, args)| {
-            match (zeroed, params.as_slice(), results.as_slice()) {
-                (Some(size), [walrus::ValType::I32], []) => {
-                    for offset in (0..size).step_by(4) {
-                        body.local_get(args[0]).i32_const(0).store(
-                            memory,
-                            walrus::ir::StoreKind::I32 { atomic: false },
-                            walrus::ir::MemArg { align: 4, offset },
-                        );
-                    }
+        let zeroed = ZEROED_GETTERS.iter().find(|(getter, _)| *getter == name).map(|(_, size)| *size);
+        module.replace_imported_func(id, |(body, args)| match (zeroed, params.as_slice(), results.as_slice()) {
+            (Some(size), [walrus::ValType::I32], []) => {
+                for offset in (0..size).step_by(4) {
+                    body.local_get(args[0]).i32_const(0).store(
+                        memory,
+                        walrus::ir::StoreKind::I32 { atomic: false },
+                        walrus::ir::MemArg { align: 4, offset },
+                    );
                 }
-                (Some(_), [], [walrus::ValType::I64]) => {
-                    body.i64_const(0);
-                }
-                _ => {
-                    body.unreachable();
-                }
+            }
+            (Some(_), [], [walrus::ValType::I64]) => {
+                body.i64_const(0);
+            }
+            _ => {
+                body.unreachable();
             }
         })?;
     }

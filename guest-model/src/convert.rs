@@ -65,8 +65,7 @@ pub fn to_tract(datum_type: DatumType, shape: &[usize], data: &[u8]) -> Result<T
     // SAFETY: `from_raw_dt` copies `data` into an aligned buffer after checking that its
     // length equals the shape's element count times the datum size; every bit pattern is a
     // valid value of the numeric types we accept (bools are normalized below).
-    let mut tensor =
-        unsafe { Tensor::from_raw_dt(datum_type, shape, data) }.map_err(|e| format!("{e:#}"))?;
+    let mut tensor = unsafe { Tensor::from_raw_dt(datum_type, shape, data) }.map_err(|e| format!("{e:#}"))?;
     if datum_type == DatumType::Bool {
         // Any non-zero byte is true; keep the representation canonical for tract.
         for byte in tensor.as_bytes_mut() {
@@ -78,16 +77,10 @@ pub fn to_tract(datum_type: DatumType, shape: &[usize], data: &[u8]) -> Result<T
 
 /// Turns a tract output into a WIT tensor, casting `TDim` to INT64.
 pub fn from_tract(name: String, tensor: &Tensor) -> Result<WitTensor, String> {
-    let datatype = wit_datatype(tensor.datum_type()).ok_or_else(|| {
-        format!(
-            "output {name} has unsupported type {:?}",
-            tensor.datum_type()
-        )
-    })?;
+    let datatype = wit_datatype(tensor.datum_type())
+        .ok_or_else(|| format!("output {name} has unsupported type {:?}", tensor.datum_type()))?;
     let served = datum_type(datatype).unwrap_or(DatumType::I64);
-    let cast = tensor
-        .cast_to_dt(served)
-        .map_err(|e| format!("output {name}: {e:#}"))?;
+    let cast = tensor.cast_to_dt(served).map_err(|e| format!("output {name}: {e:#}"))?;
     Ok(WitTensor {
         name,
         datatype,

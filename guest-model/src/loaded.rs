@@ -9,9 +9,7 @@ use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact};
 use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
 use crate::convert;
-use crate::edgeinfer::inference::types::{
-    Error, InvalidInput, ModelMetadata, Tensor as WitTensor, TensorSpec,
-};
+use crate::edgeinfer::inference::types::{Error, InvalidInput, ModelMetadata, Tensor as WitTensor, TensorSpec};
 
 /// The platform string reported in model metadata.
 pub const PLATFORM: &str = "onnx_tract";
@@ -55,12 +53,7 @@ impl LoadedModel {
             .nodes()
             .iter()
             .filter_map(|node| node.op_as::<UnimplementedOp>())
-            .map(|op| {
-                op.name()
-                    .trim_start_matches("Unimplemented(")
-                    .trim_end_matches(')')
-                    .to_string()
-            })
+            .map(|op| op.name().trim_start_matches("Unimplemented(").trim_end_matches(')').to_string())
             .collect();
         if !unsupported.is_empty() {
             let ops: Vec<String> = unsupported.into_iter().collect();
@@ -69,19 +62,14 @@ impl LoadedModel {
         name_unset_dimensions(&mut model)?;
         let output_names = outlet_names(&model, model.output_outlets().map_err(err)?);
         let input_names = outlet_names(&model, model.input_outlets().map_err(err)?);
-        let typed = model
-            .into_typed()
-            .map_err(|e| format!("cannot analyse the model: {e:#}"))?;
+        let typed = model.into_typed().map_err(|e| format!("cannot analyse the model: {e:#}"))?;
         let inputs = input_names
             .iter()
             .enumerate()
             .map(|(ix, name)| {
                 let fact = typed.input_fact(ix).map_err(err)?;
                 let spec = tensor_spec(name, fact)?;
-                Ok(InputSlot {
-                    spec,
-                    datum_type: fact.datum_type,
-                })
+                Ok(InputSlot { spec, datum_type: fact.datum_type })
             })
             .collect::<Result<Vec<_>, String>>()?;
         let outputs = output_names
@@ -107,33 +95,17 @@ impl LoadedModel {
     }
 
     /// Validates the request against the signature, runs the plan, returns the outputs asked for.
-    pub fn infer(
-        &self,
-        request: Vec<WitTensor>,
-        wanted: &[String],
-    ) -> Result<Vec<WitTensor>, Error> {
+    pub fn infer(&self, request: Vec<WitTensor>, wanted: &[String]) -> Result<Vec<WitTensor>, Error> {
         for tensor in &request {
             if !self.inputs.iter().any(|slot| slot.spec.name == tensor.name) {
-                let expected: Vec<&str> =
-                    self.inputs.iter().map(|s| s.spec.name.as_str()).collect();
-                return Err(invalid(
-                    &tensor.name,
-                    format!("unknown input; the model takes {}", expected.join(", ")),
-                ));
+                let expected: Vec<&str> = self.inputs.iter().map(|s| s.spec.name.as_str()).collect();
+                return Err(invalid(&tensor.name, format!("unknown input; the model takes {}", expected.join(", "))));
             }
         }
         for name in wanted {
             if !self.metadata.outputs.iter().any(|spec| &spec.name == name) {
-                let known: Vec<&str> = self
-                    .metadata
-                    .outputs
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect();
-                return Err(invalid(
-                    name,
-                    format!("unknown output; the model has {}", known.join(", ")),
-                ));
+                let known: Vec<&str> = self.metadata.outputs.iter().map(|s| s.name.as_str()).collect();
+                return Err(invalid(name, format!("unknown output; the model has {}", known.join(", "))));
             }
         }
         let mut values = TVec::new();
@@ -144,18 +116,13 @@ impl LoadedModel {
                 .ok_or_else(|| invalid(&slot.spec.name, "missing input".to_string()))?;
             values.push(slot.check_and_convert(tensor)?.into_tvalue());
         }
-        let results = self
-            .plan
-            .run(values)
-            .map_err(|e| Error::Model(format!("{e:#}")))?;
+        let results = self.plan.run(values).map_err(|e| Error::Model(format!("{e:#}")))?;
         self.metadata
             .outputs
             .iter()
             .zip(results.iter())
             .filter(|(spec, _)| wanted.is_empty() || wanted.contains(&spec.name))
-            .map(|(spec, value)| {
-                convert::from_tract(spec.name.clone(), value).map_err(Error::Model)
-            })
+            .map(|(spec, value)| convert::from_tract(spec.name.clone(), value).map_err(Error::Model))
             .collect()
     }
 }
@@ -174,26 +141,17 @@ impl InputSlot {
             ));
         }
         let shape_matches = tensor.shape.len() == self.spec.shape.len()
-            && tensor
-                .shape
-                .iter()
-                .zip(&self.spec.shape)
-                .all(|(&got, &want)| want < 0 || got == want as u64);
+            && tensor.shape.iter().zip(&self.spec.shape).all(|(&got, &want)| want < 0 || got == want as u64);
         if !shape_matches {
             return Err(invalid(
                 name,
-                format!(
-                    "shape {:?} does not match the model's {:?} (-1 is any size)",
-                    tensor.shape, self.spec.shape
-                ),
+                format!("shape {:?} does not match the model's {:?} (-1 is any size)", tensor.shape, self.spec.shape),
             ));
         }
         let shape: Vec<usize> = tensor
             .shape
             .iter()
-            .map(|&d| {
-                usize::try_from(d).map_err(|_| invalid(name, format!("dimension {d} is too large")))
-            })
+            .map(|&d| usize::try_from(d).map_err(|_| invalid(name, format!("dimension {d} is too large"))))
             .collect::<Result<_, _>>()?;
         let expected_len = shape
             .iter()
@@ -215,10 +173,7 @@ impl InputSlot {
 }
 
 fn invalid(input: &str, message: String) -> Error {
-    Error::InvalidInput(InvalidInput {
-        input: input.to_string(),
-        message,
-    })
+    Error::InvalidInput(InvalidInput { input: input.to_string(), message })
 }
 
 fn err(e: TractError) -> String {
@@ -230,10 +185,7 @@ fn outlet_names(model: &InferenceModel, outlets: &[OutletId]) -> Vec<String> {
     outlets
         .iter()
         .map(|&outlet| {
-            model
-                .outlet_label(outlet)
-                .map(str::to_string)
-                .unwrap_or_else(|| model.node(outlet.node).name.clone())
+            model.outlet_label(outlet).map(str::to_string).unwrap_or_else(|| model.node(outlet.node).name.clone())
         })
         .collect()
 }
@@ -249,36 +201,22 @@ fn name_unset_dimensions(model: &mut InferenceModel) -> Result<(), String> {
         let mut shape = fact.shape.clone();
         for (dim_ix, dim) in fact.shape.dims().enumerate() {
             if matches!(dim, GenericFactoid::Any) {
-                let symbol = if dim_ix == 0 {
-                    "N".to_string()
-                } else {
-                    format!("D{ix}_{dim_ix}")
-                };
+                let symbol = if dim_ix == 0 { "N".to_string() } else { format!("D{ix}_{dim_ix}") };
                 shape.set_dim(dim_ix, model.symbols.sym(&symbol).into());
             }
         }
-        model
-            .set_input_fact(ix, fact.with_shape(shape))
-            .map_err(err)?;
+        model.set_input_fact(ix, fact.with_shape(shape)).map_err(err)?;
     }
     Ok(())
 }
 
 /// The WIT signature of one tract fact: symbolic dimensions become -1.
 fn tensor_spec(name: &str, fact: &TypedFact) -> Result<TensorSpec, String> {
-    let datatype = convert::wit_datatype(fact.datum_type).ok_or_else(|| {
-        format!(
-            "tensor {name} has type {:?}, which edgeinfer cannot serve",
-            fact.datum_type
-        )
-    })?;
+    let datatype = convert::wit_datatype(fact.datum_type)
+        .ok_or_else(|| format!("tensor {name} has type {:?}, which edgeinfer cannot serve", fact.datum_type))?;
     Ok(TensorSpec {
         name: name.to_string(),
         datatype,
-        shape: fact
-            .shape
-            .iter()
-            .map(|d| d.to_i64().unwrap_or(-1))
-            .collect(),
+        shape: fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect(),
     })
 }

@@ -53,22 +53,12 @@ impl From<Datatype> for OipDatatype {
 
 impl From<OipTensor> for Tensor {
     fn from(t: OipTensor) -> Self {
-        Tensor {
-            name: t.name,
-            datatype: t.datatype.into(),
-            shape: t.shape,
-            data: t.data,
-        }
+        Tensor { name: t.name, datatype: t.datatype.into(), shape: t.shape, data: t.data }
     }
 }
 
 impl From<Tensor> for OipTensor {
     fn from(t: Tensor) -> Self {
-        OipTensor {
-            name: t.name,
-            datatype: t.datatype.into(),
-            shape: t.shape,
-            data: t.data,
-        }
+        OipTensor { name: t.name, datatype: t.datatype.into(), shape: t.shape, data: t.data }
     }
 }

@@ -47,36 +47,23 @@ const GRANTABLE: &[(&str, Capability)] = &[
 /// Checks every import name against the policy and the manifest's grants.
 ///
 /// Returns a message naming the first import refused.
-pub fn check_imports<'a>(
-    imports: impl IntoIterator<Item = &'a str>,
-    grants: &[Capability],
-) -> Result<(), String> {
+pub fn check_imports<'a>(imports: impl IntoIterator<Item = &'a str>, grants: &[Capability]) -> Result<(), String> {
     for import in imports {
-        if ALWAYS_ALLOWED
-            .iter()
-            .any(|prefix| import.starts_with(prefix))
-        {
+        if ALWAYS_ALLOWED.iter().any(|prefix| import.starts_with(prefix)) {
             continue;
         }
-        match GRANTABLE
-            .iter()
-            .find(|(prefix, _)| import.starts_with(prefix))
-        {
+        match GRANTABLE.iter().find(|(prefix, _)| import.starts_with(prefix)) {
             Some((_, needed)) if grants.contains(needed) => continue,
             Some((_, needed)) => {
-                let needed = serde_json::to_value(needed)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let needed =
+                    serde_json::to_value(needed).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
                 return Err(format!(
                     "the component imports `{import}`, which needs the `{needed}` grant, and its manifest grants {}",
                     describe(grants)
                 ));
             }
             None => {
-                return Err(format!(
-                    "the component imports `{import}`, which edgeinfer never provides to models"
-                ));
+                return Err(format!("the component imports `{import}`, which edgeinfer never provides to models"));
             }
         }
     }
@@ -84,11 +71,7 @@ pub fn check_imports<'a>(
 }
 
 fn describe(grants: &[Capability]) -> String {
-    if grants.is_empty() {
-        "none".to_string()
-    } else {
-        format!("only {grants:?}")
-    }
+    if grants.is_empty() { "none".to_string() } else { format!("only {grants:?}") }
 }
 
 #[cfg(test)]
@@ -99,25 +82,13 @@ mod tests {
     fn filesystem_needs_a_grant() {
         let imports = ["wasi:io/streams@0.2.4", "wasi:filesystem/preopens@0.2.4"];
         let refused = check_imports(imports, &[]).expect_err("refused");
-        assert!(
-            refused.contains("wasi:filesystem/preopens@0.2.4") && refused.contains("filesystem"),
-            "{refused}"
-        );
+        assert!(refused.contains("wasi:filesystem/preopens@0.2.4") && refused.contains("filesystem"), "{refused}");
         assert!(check_imports(imports, &[Capability::Filesystem]).is_ok());
     }
 
     #[test]
     fn unknown_interfaces_are_refused() {
         assert!(check_imports(["acme:spy/upload"], &[Capability::Network]).is_err());
-        assert!(
-            check_imports(
-                [
-                    "wasi:random/random@0.2.0",
-                    "edgeinfer:inference/types@0.1.0"
-                ],
-                &[]
-            )
-            .is_ok()
-        );
+        assert!(check_imports(["wasi:random/random@0.2.0", "edgeinfer:inference/types@0.1.0"], &[]).is_ok());
     }
 }

@@ -33,18 +33,13 @@ impl CodeCache {
 
     /// The per-function store for cranelift's incremental compilation.
     pub fn function_store(&self) -> FunctionCache {
-        FunctionCache {
-            dir: self.dir.join("functions"),
-        }
+        FunctionCache { dir: self.dir.join("functions") }
     }
 
     /// Returns the compiled component for `wasm` (whose digest the caller already verified),
     /// from the cache when a verified entry exists, else compiling and caching it.
     pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], digest: &str) -> Result<Component> {
-        let path = self
-            .dir
-            .join("components")
-            .join(format!("{digest}-{:016x}.cwasm", engine_hash(engine)));
+        let path = self.dir.join("components").join(format!("{digest}-{:016x}.cwasm", engine_hash(engine)));
         if let Some(bytes) = read_verified(&path) {
             // SAFETY: the bytes are exactly what `precompile_component` of an engine with the
             // same compatibility hash wrote, as the embedded SHA-256 of the payload proves.
@@ -52,9 +47,7 @@ impl CodeCache {
                 return Ok(component);
             }
         }
-        let compiled = engine
-            .precompile_component(wasm)
-            .map_err(|e| Error::Compile(format!("{e:#}")))?;
+        let compiled = engine.precompile_component(wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
         write_verified(&path, &compiled);
         // SAFETY: produced just now by this engine.
         unsafe { Component::deserialize(engine, &compiled) }.map_err(Error::runtime)
@@ -90,9 +83,7 @@ fn write_verified(path: &Path, payload: &[u8]) -> bool {
         file.persist(path)?;
         Ok(())
     };
-    write()
-        .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot write cache file"))
-        .is_ok()
+    write().map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot write cache file")).is_ok()
 }
 
 /// Cranelift's incremental compilation cache, one verified file per compiled function.

@@ -71,57 +71,34 @@ pub fn compile_model(
     let model_dir = request.repo.join(&request.name);
     let version_dir = model_dir.join(request.version.to_string());
     if version_dir.exists() {
-        return Err(Error::Compile(format!(
-            "{} already exists; pick another --version",
-            version_dir.display()
-        )));
+        return Err(Error::Compile(format!("{} already exists; pick another --version", version_dir.display())));
     }
-    std::fs::create_dir_all(&model_dir)
-        .map_err(|e| Error::io(format!("creating {}", model_dir.display()), e))?;
+    std::fs::create_dir_all(&model_dir).map_err(|e| Error::io(format!("creating {}", model_dir.display()), e))?;
 
     progress.step("preparing the runtime (compiled once, then cached)");
     let wizer = Wizer::new();
-    let (context, instrumented) = wizer
-        .instrument_component(RUNTIME_COMPONENT)
-        .map_err(|e| Error::runtime(format!("{e:#}")))?;
+    let (context, instrumented) =
+        wizer.instrument_component(RUNTIME_COMPONENT).map_err(|e| Error::runtime(format!("{e:#}")))?;
     let component = runtime.compile(&instrumented, &sha256_hex(&instrumented))?;
 
     progress.step("parsing and optimizing the model inside the sandbox");
-    let mut store = Store::new(
-        runtime.engine(),
-        StoreState::new(runtime.config().max_memory_mb as usize * (1 << 20)),
-    );
+    let mut store = Store::new(runtime.engine(), StoreState::new(runtime.config().max_memory_mb as usize * (1 << 20)));
     store.limiter(|state| &mut state.limiter);
-    store.set_fuel(u64::MAX).map_err(Error::runtime)?;
+    if runtime.config().consume_fuel {
+        store.set_fuel(u64::MAX).map_err(Error::runtime)?;
+    }
     store.set_epoch_deadline(1 << 40); // no deadline: epochs only count up from here
-    let instance = runtime
-        .linker()
-        .instantiate(&mut store, &component)
-        .map_err(Error::runtime)?;
+    let instance = runtime.linker().instantiate(&mut store, &component).map_err(Error::runtime)?;
     let bindings = ModelComponent::new(&mut store, &instance).map_err(Error::runtime)?;
     let metadata = bindings
         .edgeinfer_inference_setup()
-        .call_load(
-            &mut store,
-            request.onnx,
-            &request.name,
-            &request.version.to_string(),
-        )
-        .map_err(|trap| {
-            Error::Compile(format!(
-                "the runtime trapped while loading the model: {trap:#}"
-            ))
-        })?
+        .call_load(&mut store, request.onnx, &request.name, &request.version.to_string())
+        .map_err(|trap| Error::Compile(format!("the runtime trapped while loading the model: {trap:#}")))?
         .map_err(Error::Compile)?;
 
     progress.step("snapshotting the initialized instance");
-    let mut state = SyncInstanceState {
-        store,
-        instance,
-        failure: None,
-    };
-    let snapshot =
-        block_on(wizer.snapshot_component(&context, &mut state)).map_err(Error::runtime)?;
+    let mut state = SyncInstanceState { store, instance, failure: None };
+    let snapshot = block_on(wizer.snapshot_component(&context, &mut state)).map_err(Error::runtime)?;
     if let Some(failure) = state.failure {
         return Err(Error::Runtime(format!("snapshot failed: {failure}")));
     }
@@ -138,10 +115,7 @@ pub fn compile_model(
             sha256: sha256_hex(&snapshot),
             runtime_sha256: sha256_hex(RUNTIME_COMPONENT),
         },
-        source: SourceInfo {
-            file: request.source_file.clone(),
-            sha256: sha256_hex(request.onnx),
-        },
+        source: SourceInfo { file: request.source_file.clone(), sha256: sha256_hex(request.onnx) },
         limits: request.limits,
         grants: Vec::<Capability>::new(),
         inputs: signatures(&metadata.inputs),
@@ -150,12 +124,7 @@ pub fn compile_model(
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(&model_dir)
-        .map_err(|e| {
-            Error::io(
-                format!("creating a staging directory in {}", model_dir.display()),
-                e,
-            )
-        })?;
+        .map_err(|e| Error::io(format!("creating a staging directory in {}", model_dir.display()), e))?;
     std::fs::write(staging.path().join(COMPONENT_FILE), &snapshot)
         .map_err(|e| Error::io("writing the component", e))?;
     manifest.save(&staging.path().join("manifest.toml"))?;
@@ -174,9 +143,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     let plain = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if plain {
         Ok(())
     } else {
@@ -212,26 +179,19 @@ impl SyncInstanceState {
         func: &str,
     ) -> Option<R> {
         let result = (|| -> wasmtime::Result<R> {
-            let (_, interface_index) =
-                self.instance
-                    .get_export(&mut self.store, None, interface)
-                    .ok_or_else(|| wasmtime::format_err!("no export {interface}"))?;
+            let (_, interface_index) = self
+                .instance
+                .get_export(&mut self.store, None, interface)
+                .ok_or_else(|| wasmtime::format_err!("no export {interface}"))?;
             let (_, func_index) = self
                 .instance
                 .get_export(&mut self.store, Some(&interface_index), func)
                 .ok_or_else(|| wasmtime::format_err!("no export {interface}#{func}"))?;
-            let typed = self
-                .instance
-                .get_typed_func::<(), (R,)>(&mut self.store, func_index)?;
+            let typed = self.instance.get_typed_func::<(), (R,)>(&mut self.store, func_index)?;
             let (value,) = typed.call(&mut self.store, ())?;
             Ok(value)
         })();
-        result
-            .map_err(|e| {
-                self.failure
-                    .get_or_insert(format!("{interface}#{func}: {e:#}"))
-            })
-            .ok()
+        result.map_err(|e| self.failure.get_or_insert(format!("{interface}#{func}: {e:#}"))).ok()
     }
 }
 
@@ -248,44 +208,20 @@ impl ComponentInstanceState for SyncInstanceState {
         std::future::ready(())
     }
 
-    fn call_func_ret_s32(
-        &mut self,
-        instance: &str,
-        func: &str,
-    ) -> impl Future<Output = i32> + Send {
+    fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> impl Future<Output = i32> + Send {
         std::future::ready(self.call::<i32>(instance, func).unwrap_or_default())
     }
 
-    fn call_func_ret_s64(
-        &mut self,
-        instance: &str,
-        func: &str,
-    ) -> impl Future<Output = i64> + Send {
+    fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> impl Future<Output = i64> + Send {
         std::future::ready(self.call::<i64>(instance, func).unwrap_or_default())
     }
 
-    fn call_func_ret_f32(
-        &mut self,
-        instance: &str,
-        func: &str,
-    ) -> impl Future<Output = u32> + Send {
-        std::future::ready(
-            self.call::<f32>(instance, func)
-                .map(f32::to_bits)
-                .unwrap_or_default(),
-        )
+    fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> impl Future<Output = u32> + Send {
+        std::future::ready(self.call::<f32>(instance, func).map(f32::to_bits).unwrap_or_default())
     }
 
-    fn call_func_ret_f64(
-        &mut self,
-        instance: &str,
-        func: &str,
-    ) -> impl Future<Output = u64> + Send {
-        std::future::ready(
-            self.call::<f64>(instance, func)
-                .map(f64::to_bits)
-                .unwrap_or_default(),
-        )
+    fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> impl Future<Output = u64> + Send {
+        std::future::ready(self.call::<f64>(instance, func).map(f64::to_bits).unwrap_or_default())
     }
 }
 

@@ -9,9 +9,5 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Compares two hex digests in constant time.
 pub fn digests_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -39,9 +39,7 @@ pub enum Error {
     #[error("model error: {0}")]
     Model(String),
     /// A component's bytes do not match the digest its manifest records.
-    #[error(
-        "integrity mismatch for {path}: manifest says sha256 {expected}, file has sha256 {actual}"
-    )]
+    #[error("integrity mismatch for {path}: manifest says sha256 {expected}, file has sha256 {actual}")]
     IntegrityMismatch {
         /// The file checked.
         path: PathBuf,
@@ -88,10 +86,7 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     pub(crate) fn runtime(error: impl std::fmt::Display) -> Self {

@@ -16,11 +16,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            fuel: 5_000_000_000,
-            timeout_ms: 5_000,
-            memory_mb: 512,
-        }
+        Limits { fuel: 5_000_000_000, timeout_ms: 5_000, memory_mb: 512 }
     }
 }
 

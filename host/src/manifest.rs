@@ -76,12 +76,8 @@ pub struct TensorSignature {
 impl Manifest {
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Self::parse(&text).map_err(|message| Error::Manifest {
-            path: path.to_path_buf(),
-            message,
-        })
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Self::parse(&text).map_err(|message| Error::Manifest { path: path.to_path_buf(), message })
     }
 
     /// Parses manifest text: the format field first, then the matching schema.
@@ -101,21 +97,11 @@ impl Manifest {
             None => return Err("missing `format` (expected `format = 1`)".into()),
         }
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
-        if manifest.component.sha256.len() != 64
-            || !manifest
-                .component
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit())
-        {
+        if manifest.component.sha256.len() != 64 || !manifest.component.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("`component.sha256` must be 64 hex digits".into());
         }
-        if manifest.component.file.contains(['/', '\\']) || manifest.component.file.starts_with('.')
-        {
-            return Err(format!(
-                "`component.file` must be a plain file name, got {:?}",
-                manifest.component.file
-            ));
+        if manifest.component.file.contains(['/', '\\']) || manifest.component.file.starts_with('.') {
+            return Err(format!("`component.file` must be a plain file name, got {:?}", manifest.component.file));
         }
         Ok(manifest)
     }

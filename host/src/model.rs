@@ -42,33 +42,20 @@ impl LoadedModel {
     pub fn load(runtime: &Arc<Runtime>, dir: &Path) -> Result<LoadedModel> {
         let manifest = Manifest::load(&dir.join("manifest.toml"))?;
         let path = dir.join(&manifest.component.file);
-        let wasm = std::fs::read(&path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let wasm = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let actual = sha256_hex(&wasm);
         if !digests_equal(&actual, &manifest.component.sha256) {
-            return Err(Error::IntegrityMismatch {
-                path,
-                expected: manifest.component.sha256.clone(),
-                actual,
-            });
+            return Err(Error::IntegrityMismatch { path, expected: manifest.component.sha256.clone(), actual });
         }
-        let imports = top_level_imports(&wasm)
-            .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
+        let imports =
+            top_level_imports(&wasm).map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         let component = runtime.compile(&wasm, &actual)?;
-        let instance_pre = runtime
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| Error::Runtime(format!("{e:#}")))?;
-        let pre =
-            ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
-        let model = LoadedModel {
-            manifest,
-            dir: dir.to_path_buf(),
-            pre,
-            runtime: runtime.clone(),
-        };
+        let instance_pre =
+            runtime.linker().instantiate_pre(&component).map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone() };
         model.check_metadata()?;
         Ok(model)
     }
@@ -88,57 +75,34 @@ impl LoadedModel {
     }
 
     /// Runs one inference in a fresh instance under the manifest's limits with `overrides`.
-    pub fn infer(
-        &self,
-        inputs: Vec<Tensor>,
-        outputs: &[String],
-        overrides: LimitOverrides,
-    ) -> Result<InferOutcome> {
+    pub fn infer(&self, inputs: Vec<Tensor>, outputs: &[String], overrides: LimitOverrides) -> Result<InferOutcome> {
         let limits = self.manifest.limits.with(overrides);
         let (mut store, started) = self.new_store(limits)?;
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, limits))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
         let instantiate_time = started.elapsed();
-        let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
-        let result = instance
-            .edgeinfer_inference_model()
-            .call_infer(&mut store, &inputs, outputs);
-        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        match result {
-            Err(trap) => Err(classify(trap, &store, limits)),
-            Ok(Err(GuestError::InvalidInput(invalid))) => Err(Error::InvalidInput {
-                input: invalid.input,
-                message: invalid.message,
-            }),
-            Ok(Err(GuestError::Model(message))) => Err(Error::Model(message)),
-            Ok(Ok(tensors)) => Ok(InferOutcome {
-                outputs: tensors.into_iter().map(Into::into).collect(),
-                fuel_used,
-                instantiate_time,
-            }),
-        }
+        let (result, _) = call_infer(&mut store, &bindings, inputs, outputs, limits);
+        result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time })
+    }
+
+    /// A warm instance for callers that trade per-request isolation for speed: one store and
+    /// instance reused across calls, each call with a fresh fuel budget and deadline.
+    pub fn session(&self, overrides: LimitOverrides) -> Result<ModelSession> {
+        let limits = self.manifest.limits.with(overrides);
+        let (mut store, _) = self.new_store(limits)?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        Ok(ModelSession { store, bindings, limits, poisoned: false })
     }
 
     /// Instantiates the model and reads its metadata, checking it against the manifest.
     fn check_metadata(&self) -> Result<()> {
         let limits = self.manifest.limits;
         let (mut store, _) = self.new_store(limits)?;
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, limits))?;
-        let metadata = instance
-            .edgeinfer_inference_model()
-            .call_metadata(&mut store)
-            .map_err(|e| classify(e, &store, limits))?;
-        let names = |specs: &[crate::bindings::TensorSpec]| {
-            specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
-        };
-        let declared = |sigs: &[crate::manifest::TensorSignature]| {
-            sigs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
-        };
+        let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let metadata =
+            instance.edgeinfer_inference_model().call_metadata(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let names = |specs: &[crate::bindings::TensorSpec]| specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let declared =
+            |sigs: &[crate::manifest::TensorSignature]| sigs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         if names(&metadata.inputs) != declared(&self.manifest.inputs)
             || names(&metadata.outputs) != declared(&self.manifest.outputs)
         {
@@ -152,32 +116,73 @@ impl LoadedModel {
 
     fn new_store(&self, limits: Limits) -> Result<(Store<StoreState>, Instant)> {
         let started = Instant::now();
-        let mut store = Store::new(
-            self.runtime.engine(),
-            StoreState::new(limits.memory_bytes()),
-        );
+        let mut store = Store::new(self.runtime.engine(), StoreState::new(limits.memory_bytes()));
         store.limiter(|state| &mut state.limiter);
-        store.set_fuel(limits.fuel).map_err(Error::runtime)?;
+        if self.runtime.config().consume_fuel {
+            store.set_fuel(limits.fuel).map_err(Error::runtime)?;
+        }
         store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
         store.epoch_deadline_trap();
         Ok((store, started))
     }
 }
 
+/// A reusable instance of one model (see [`LoadedModel::session`]).
+pub struct ModelSession {
+    store: Store<StoreState>,
+    bindings: crate::bindings::ModelComponent,
+    limits: Limits,
+    poisoned: bool,
+}
+
+impl ModelSession {
+    /// Runs one inference on the warm instance. After a trap the session refuses further
+    /// calls (a trapped instance cannot be entered again): open a new one.
+    pub fn infer(&mut self, inputs: Vec<Tensor>, outputs: &[String]) -> Result<InferOutcome> {
+        if self.poisoned {
+            return Err(Error::Runtime("this session's instance trapped earlier; open a new session".into()));
+        }
+        let limits = self.limits;
+        if self.store.get_fuel().is_ok() {
+            self.store.set_fuel(limits.fuel).map_err(Error::runtime)?;
+        }
+        self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
+        let (result, trapped) = call_infer(&mut self.store, &self.bindings, inputs, outputs, limits);
+        self.poisoned = trapped;
+        result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO })
+    }
+}
+
+/// Calls `infer` on an instance: the outputs and fuel used, or the typed error, and whether
+/// the instance trapped.
+fn call_infer(
+    store: &mut Store<StoreState>,
+    bindings: &crate::bindings::ModelComponent,
+    inputs: Vec<Tensor>,
+    outputs: &[String],
+    limits: Limits,
+) -> (Result<(Vec<Tensor>, u64)>, bool) {
+    let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
+    let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
+    let fuel_used = store.get_fuel().map(|left| limits.fuel.saturating_sub(left)).unwrap_or(0);
+    match result {
+        Err(trap) => (Err(classify(trap, store, limits)), true),
+        Ok(Err(GuestError::InvalidInput(invalid))) => {
+            (Err(Error::InvalidInput { input: invalid.input, message: invalid.message }), false)
+        }
+        Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
+        Ok(Ok(tensors)) => (Ok((tensors.into_iter().map(Into::into).collect(), fuel_used)), false),
+    }
+}
+
 /// Turns a wasmtime error into the typed error that explains it.
 fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -> Error {
     if store.data().limiter.denied {
-        return Error::MemoryLimit {
-            limit_mb: limits.memory_mb,
-        };
+        return Error::MemoryLimit { limit_mb: limits.memory_mb };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => Error::FuelExhausted {
-            budget: limits.fuel,
-        },
-        Some(Trap::Interrupt) => Error::DeadlineExceeded {
-            timeout_ms: limits.timeout_ms,
-        },
+        Some(Trap::OutOfFuel) => Error::FuelExhausted { budget: limits.fuel },
+        Some(Trap::Interrupt) => Error::DeadlineExceeded { timeout_ms: limits.timeout_ms },
         Some(trap) => {
             let stderr = store.data().stderr_text();
             if stderr.is_empty() {
@@ -197,10 +202,7 @@ pub(crate) fn top_level_imports(wasm: &[u8]) -> std::result::Result<Vec<String>,
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.map_err(|e| format!("not a valid component: {e}"))? {
-            Payload::Version {
-                encoding: Encoding::Module,
-                ..
-            } if depth == 0 => {
+            Payload::Version { encoding: Encoding::Module, .. } if depth == 0 => {
                 return Err("a core module, not a component".into());
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,

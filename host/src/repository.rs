@@ -29,10 +29,7 @@ impl ModelRepository {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(Error::NotFound(format!(
-                "model repository {} is not a directory",
-                root.display()
-            )));
+            return Err(Error::NotFound(format!("model repository {} is not a directory", root.display())));
         }
         Ok(ModelRepository { root })
     }
@@ -50,15 +47,10 @@ impl ModelRepository {
                 continue;
             };
             for version_dir in read_dirs(&model)? {
-                let Some(version) = visible_name(&version_dir).and_then(|v| v.parse::<u64>().ok())
-                else {
+                let Some(version) = visible_name(&version_dir).and_then(|v| v.parse::<u64>().ok()) else {
                     continue;
                 };
-                found.push(VersionRef {
-                    model: name.clone(),
-                    version,
-                    dir: version_dir,
-                });
+                found.push(VersionRef { model: name.clone(), version, dir: version_dir });
             }
         }
         found.sort();
@@ -67,20 +59,11 @@ impl ModelRepository {
 
     /// The versions of one model, sorted ascending.
     pub fn model_versions(&self, model: &str) -> Result<Vec<VersionRef>> {
-        Ok(self
-            .versions()?
-            .into_iter()
-            .filter(|v| v.model == model)
-            .collect())
+        Ok(self.versions()?.into_iter().filter(|v| v.model == model).collect())
     }
 
     /// Loads one version, or the model's highest version when `version` is `None`.
-    pub fn load(
-        &self,
-        runtime: &Arc<Runtime>,
-        model: &str,
-        version: Option<u64>,
-    ) -> Result<LoadedModel> {
+    pub fn load(&self, runtime: &Arc<Runtime>, model: &str, version: Option<u64>) -> Result<LoadedModel> {
         let versions = self.model_versions(model)?;
         let chosen = match version {
             Some(v) => versions.iter().find(|r| r.version == v),
@@ -107,13 +90,8 @@ impl ModelRepository {
 }
 
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    Ok(entries
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect())
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    Ok(entries.filter_map(|entry| entry.ok()).map(|entry| entry.path()).filter(|path| path.is_dir()).collect())
 }
 
 fn visible_name(path: &Path) -> Option<String> {

@@ -26,22 +26,18 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// The largest linear memory any model may be granted, in MiB.
     pub max_memory_mb: u64,
+    /// Meter fuel (on by default; off only to measure its overhead).
+    pub consume_fuel: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         let cache_dir = std::env::var_os("EDGEINFER_CACHE_DIR")
             .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("edgeinfer"))
-            })
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("edgeinfer")))
             .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/edgeinfer")))
             .unwrap_or_else(|| std::env::temp_dir().join("edgeinfer-cache"));
-        RuntimeConfig {
-            cache_dir,
-            max_instances: 128,
-            max_memory_mb: 4096,
-        }
+        RuntimeConfig { cache_dir, max_instances: 128, max_memory_mb: 4096, consume_fuel: true }
     }
 }
 
@@ -60,14 +56,13 @@ impl Runtime {
         let cache = CodeCache::new(&config.cache_dir)?;
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
-            .consume_fuel(true)
+            .consume_fuel(config.consume_fuel)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .enable_incremental_compilation(Arc::new(cache.function_store()))
             .map_err(Error::runtime)?;
         let mut pool = PoolingAllocationConfig::default();
-        let max_memory =
-            usize::try_from(config.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let max_memory = usize::try_from(config.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         pool.total_component_instances(config.max_instances)
             .total_core_instances(config.max_instances * 4)
             .total_memories(config.max_instances * 2)
@@ -81,13 +76,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Arc::new(Runtime {
-            engine,
-            linker,
-            cache,
-            config,
-            _ticker: ticker,
-        }))
+        Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker }))
     }
 
     /// The engine.

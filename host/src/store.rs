@@ -25,27 +25,19 @@ impl StoreState {
             wasi,
             table: ResourceTable::new(),
             stderr,
-            limiter: MemoryLimiter {
-                cap: memory_cap,
-                denied: false,
-            },
+            limiter: MemoryLimiter { cap: memory_cap, denied: false },
         }
     }
 
     /// What the guest wrote to stderr (a panic message, typically).
     pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
     }
 }
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -56,28 +48,15 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.denied = true;
-            wasmtime::bail!(
-                "memory limit of {} bytes reached (wanted {desired})",
-                self.cap
-            );
+            wasmtime::bail!("memory limit of {} bytes reached (wanted {desired})", self.cap);
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }

@@ -95,9 +95,8 @@ impl FromStr for Datatype {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Datatype::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| format!("unknown datatype '{s}'; expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES"))
+        Datatype::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| {
+            format!("unknown datatype '{s}'; expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES")
+        })
     }
 }

@@ -69,18 +69,11 @@ pub struct ResponseOutput {
 pub fn decode_request(body: &[u8]) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
     let request: InferenceRequest = serde_json::from_slice(body)
         .map_err(|e| ProtocolError::request(format!("malformed inference request JSON: {e}")))?;
-    let tensors = request
-        .inputs
-        .iter()
-        .map(decode_input)
-        .collect::<Result<Vec<_>, _>>()?;
+    let tensors = request.inputs.iter().map(decode_input).collect::<Result<Vec<_>, _>>()?;
     let mut seen = std::collections::HashSet::new();
     for tensor in &tensors {
         if !seen.insert(tensor.name.as_str()) {
-            return Err(ProtocolError::tensor(
-                &tensor.name,
-                "appears more than once in the request",
-            ));
+            return Err(ProtocolError::tensor(&tensor.name, "appears more than once in the request"));
         }
     }
     Ok((request, tensors))
@@ -88,9 +81,7 @@ pub fn decode_request(body: &[u8]) -> Result<(InferenceRequest, Vec<Tensor>), Pr
 
 /// Decodes one JSON input tensor (`name`, `shape`, `datatype`, `data`).
 fn decode_input(input: &Value) -> Result<Tensor, ProtocolError> {
-    let object = input
-        .as_object()
-        .ok_or_else(|| ProtocolError::request("each entry of 'inputs' must be an object"))?;
+    let object = input.as_object().ok_or_else(|| ProtocolError::request("each entry of 'inputs' must be an object"))?;
     let name = object
         .get("name")
         .and_then(Value::as_str)
@@ -102,42 +93,27 @@ fn decode_input(input: &Value) -> Result<Tensor, ProtocolError> {
         .parse()
         .map_err(|e: String| ProtocolError::tensor(name, e))?;
     let shape = decode_shape(name, object.get("shape"))?;
-    let count = element_count(&shape)
-        .ok_or_else(|| ProtocolError::tensor(name, format!("shape {shape:?} is too large")))?;
-    let data = object
-        .get("data")
-        .ok_or_else(|| ProtocolError::tensor(name, "has no 'data'"))?;
+    let count =
+        element_count(&shape).ok_or_else(|| ProtocolError::tensor(name, format!("shape {shape:?} is too large")))?;
+    let data = object.get("data").ok_or_else(|| ProtocolError::tensor(name, "has no 'data'"))?;
     let mut leaves = Vec::new();
     flatten(data, &mut leaves);
     if leaves.len() as u64 != count {
         return Err(ProtocolError::tensor(
             name,
-            format!(
-                "shape {shape:?} needs {count} elements but 'data' holds {}",
-                leaves.len()
-            ),
+            format!("shape {shape:?} needs {count} elements but 'data' holds {}", leaves.len()),
         ));
     }
     let data = encode_leaves(name, datatype, &leaves)?;
-    Ok(Tensor {
-        name: name.to_string(),
-        datatype,
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.to_string(), datatype, shape, data })
 }
 
 fn decode_shape(name: &str, shape: Option<&Value>) -> Result<Vec<u64>, ProtocolError> {
-    let dims = shape
-        .and_then(Value::as_array)
-        .ok_or_else(|| ProtocolError::tensor(name, "has no 'shape' array"))?;
+    let dims = shape.and_then(Value::as_array).ok_or_else(|| ProtocolError::tensor(name, "has no 'shape' array"))?;
     dims.iter()
         .map(|dim| {
             dim.as_u64().ok_or_else(|| {
-                ProtocolError::tensor(
-                    name,
-                    format!("shape dimension {dim} is not a non-negative integer"),
-                )
+                ProtocolError::tensor(name, format!("shape dimension {dim} is not a non-negative integer"))
             })
         })
         .collect()
@@ -151,56 +127,34 @@ fn flatten<'a>(value: &'a Value, leaves: &mut Vec<&'a Value>) {
 }
 
 /// Encodes JSON leaves as little-endian raw bytes of `datatype`.
-fn encode_leaves(
-    name: &str,
-    datatype: Datatype,
-    leaves: &[&Value],
-) -> Result<Vec<u8>, ProtocolError> {
-    let mismatch = |leaf: &Value| {
-        ProtocolError::tensor(name, format!("value {leaf} is not a valid {datatype}"))
-    };
+fn encode_leaves(name: &str, datatype: Datatype, leaves: &[&Value]) -> Result<Vec<u8>, ProtocolError> {
+    let mismatch = |leaf: &Value| ProtocolError::tensor(name, format!("value {leaf} is not a valid {datatype}"));
     let mut out = Vec::with_capacity(leaves.len() * datatype.element_size().unwrap_or(8));
     for &leaf in leaves {
         match datatype {
             Datatype::Bool => out.push(u8::from(leaf.as_bool().ok_or_else(|| mismatch(leaf))?)),
             Datatype::Uint8 => out.extend(
-                u8::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?)
-                    .map_err(|_| mismatch(leaf))?
-                    .to_le_bytes(),
+                u8::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
             ),
             Datatype::Uint16 => out.extend(
-                u16::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?)
-                    .map_err(|_| mismatch(leaf))?
-                    .to_le_bytes(),
+                u16::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
             ),
             Datatype::Uint32 => out.extend(
-                u32::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?)
-                    .map_err(|_| mismatch(leaf))?
-                    .to_le_bytes(),
+                u32::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
             ),
             Datatype::Uint64 => out.extend(uint(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
             Datatype::Int8 => out.extend(
-                i8::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?)
-                    .map_err(|_| mismatch(leaf))?
-                    .to_le_bytes(),
+                i8::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
             ),
             Datatype::Int16 => out.extend(
-                i16::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?)
-                    .map_err(|_| mismatch(leaf))?
-                    .to_le_bytes(),
+                i16::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
             ),
             Datatype::Int32 => out.extend(
-                i32::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?)
-                    .map_err(|_| mismatch(leaf))?
-                    .to_le_bytes(),
+                i32::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
             ),
             Datatype::Int64 => out.extend(int(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
-            Datatype::Fp32 => {
-                out.extend((leaf.as_f64().ok_or_else(|| mismatch(leaf))? as f32).to_le_bytes())
-            }
-            Datatype::Fp64 => {
-                out.extend(leaf.as_f64().ok_or_else(|| mismatch(leaf))?.to_le_bytes())
-            }
+            Datatype::Fp32 => out.extend((leaf.as_f64().ok_or_else(|| mismatch(leaf))? as f32).to_le_bytes()),
+            Datatype::Fp64 => out.extend(leaf.as_f64().ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
             Datatype::Fp16 => {
                 return Err(ProtocolError::tensor(
                     name,
@@ -228,12 +182,7 @@ fn int(value: &Value) -> Option<i64> {
 
 /// Turns raw little-endian output data into a flat JSON array.
 pub fn encode_output(tensor: &Tensor) -> Result<Value, ProtocolError> {
-    let bad = || {
-        ProtocolError::tensor(
-            &tensor.name,
-            "output data does not match its datatype and shape",
-        )
-    };
+    let bad = || ProtocolError::tensor(&tensor.name, "output data does not match its datatype and shape");
     if let Some(size) = tensor.datatype.element_size() {
         let expected = element_count(&tensor.shape).and_then(|n| n.checked_mul(size as u64));
         if expected != Some(tensor.data.len() as u64) {
@@ -245,41 +194,18 @@ pub fn encode_output(tensor: &Tensor) -> Result<Value, ProtocolError> {
         Datatype::Bool => data.iter().map(|&b| Value::from(b != 0)).collect(),
         Datatype::Uint8 => data.iter().map(|&b| Value::from(b)).collect(),
         Datatype::Int8 => data.iter().map(|&b| Value::from(b as i8)).collect(),
-        Datatype::Uint16 => chunks::<2>(data)
-            .map(|c| Value::from(u16::from_le_bytes(c)))
-            .collect(),
-        Datatype::Int16 => chunks::<2>(data)
-            .map(|c| Value::from(i16::from_le_bytes(c)))
-            .collect(),
-        Datatype::Uint32 => chunks::<4>(data)
-            .map(|c| Value::from(u32::from_le_bytes(c)))
-            .collect(),
-        Datatype::Int32 => chunks::<4>(data)
-            .map(|c| Value::from(i32::from_le_bytes(c)))
-            .collect(),
-        Datatype::Uint64 => chunks::<8>(data)
-            .map(|c| Value::from(u64::from_le_bytes(c)))
-            .collect(),
-        Datatype::Int64 => chunks::<8>(data)
-            .map(|c| Value::from(i64::from_le_bytes(c)))
-            .collect(),
-        Datatype::Fp32 => chunks::<4>(data)
-            .map(|c| float_value(f64::from(f32::from_le_bytes(c)), true))
-            .collect(),
-        Datatype::Fp64 => chunks::<8>(data)
-            .map(|c| float_value(f64::from_le_bytes(c), false))
-            .collect(),
+        Datatype::Uint16 => chunks::<2>(data).map(|c| Value::from(u16::from_le_bytes(c))).collect(),
+        Datatype::Int16 => chunks::<2>(data).map(|c| Value::from(i16::from_le_bytes(c))).collect(),
+        Datatype::Uint32 => chunks::<4>(data).map(|c| Value::from(u32::from_le_bytes(c))).collect(),
+        Datatype::Int32 => chunks::<4>(data).map(|c| Value::from(i32::from_le_bytes(c))).collect(),
+        Datatype::Uint64 => chunks::<8>(data).map(|c| Value::from(u64::from_le_bytes(c))).collect(),
+        Datatype::Int64 => chunks::<8>(data).map(|c| Value::from(i64::from_le_bytes(c))).collect(),
+        Datatype::Fp32 => chunks::<4>(data).map(|c| float_value(f64::from(f32::from_le_bytes(c)), true)).collect(),
+        Datatype::Fp64 => chunks::<8>(data).map(|c| float_value(f64::from_le_bytes(c), false)).collect(),
         Datatype::Fp16 => {
-            return Err(ProtocolError::tensor(
-                &tensor.name,
-                "FP16 outputs can only be returned as binary data",
-            ));
+            return Err(ProtocolError::tensor(&tensor.name, "FP16 outputs can only be returned as binary data"));
         }
-        Datatype::Bytes => decode_bytes_items(data)
-            .ok_or_else(bad)?
-            .into_iter()
-            .map(Value::from)
-            .collect(),
+        Datatype::Bytes => decode_bytes_items(data).ok_or_else(bad)?.into_iter().map(Value::from).collect(),
     };
     Ok(Value::Array(values))
 }
@@ -322,8 +248,7 @@ mod tests {
     #[test]
     fn nested_and_flat_data_decode_to_the_same_bytes() {
         let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
-        let nested =
-            br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
+        let nested = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
         let (_, a) = decode_request(flat).expect("flat");
         let (_, b) = decode_request(nested).expect("nested");
         assert_eq!(a, b);
@@ -358,10 +283,7 @@ mod tests {
         ];
         for (body, expected) in cases {
             let err = decode_request(body).expect_err("must fail");
-            assert!(
-                err.to_string().starts_with(expected),
-                "{err} does not start with {expected}"
-            );
+            assert!(err.to_string().starts_with(expected), "{err} does not start with {expected}");
         }
     }
 
@@ -371,21 +293,11 @@ mod tests {
             name: "y".into(),
             datatype: Datatype::Fp32,
             shape: vec![2],
-            data: [0.1f32, -2.5]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            data: [0.1f32, -2.5].iter().flat_map(|v| v.to_le_bytes()).collect(),
         };
-        assert_eq!(
-            encode_output(&tensor).expect("encodes").to_string(),
-            "[0.1,-2.5]"
-        );
-        let labels = Tensor {
-            name: "l".into(),
-            datatype: Datatype::Int64,
-            shape: vec![1],
-            data: 7i64.to_le_bytes().to_vec(),
-        };
+        assert_eq!(encode_output(&tensor).expect("encodes").to_string(), "[0.1,-2.5]");
+        let labels =
+            Tensor { name: "l".into(), datatype: Datatype::Int64, shape: vec![1], data: 7i64.to_le_bytes().to_vec() };
         assert_eq!(encode_output(&labels).expect("encodes").to_string(), "[7]");
     }
 }

@@ -7,10 +7,7 @@ mod datatype;
 mod json;
 
 pub use datatype::Datatype;
-pub use json::{
-    InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, decode_request,
-    encode_output,
-};
+pub use json::{InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, decode_request, encode_output};
 
 /// A tensor with row-major, little-endian raw data (BYTES: 4-byte length-prefixed items).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,18 +35,12 @@ pub struct ProtocolError {
 impl ProtocolError {
     /// An error about the request as a whole.
     pub fn request(message: impl Into<String>) -> Self {
-        ProtocolError {
-            tensor: None,
-            message: message.into(),
-        }
+        ProtocolError { tensor: None, message: message.into() }
     }
 
     /// An error about one tensor.
     pub fn tensor(name: &str, message: impl Into<String>) -> Self {
-        ProtocolError {
-            tensor: Some(name.to_string()),
-            message: message.into(),
-        }
+        ProtocolError { tensor: Some(name.to_string()), message: message.into() }
     }
 }
 

@@ -1,1 +1,9 @@
-fn main() {}
+//! End-to-end tests: real components compiled from real ONNX models, run by real wasmtime.
+//! One test binary so every fixture component is compiled once per run.
+
+mod cli;
+mod common;
+mod compile;
+mod hostile;
+mod integrity;
+mod invalid_input;

@@ -36,8 +36,7 @@ pub struct CompileArgs {
 }
 
 pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
-    let onnx =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let defaults = Limits::default();
     let limits = Limits {
         fuel: args.fuel.unwrap_or(defaults.fuel),
@@ -46,11 +45,7 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
     };
     let request = CompileRequest {
         onnx: &onnx,
-        source_file: args
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        source_file: args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         name: args.name,
         version: args.version,
         repo: args.repo,

@@ -45,11 +45,7 @@ pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
     let model = repo.load(&runtime, &args.model, args.version)?;
-    let overrides = LimitOverrides {
-        fuel: args.fuel,
-        timeout_ms: args.timeout_ms,
-        memory_mb: args.memory_mb,
-    };
+    let overrides = LimitOverrides { fuel: args.fuel, timeout_ms: args.timeout_ms, memory_mb: args.memory_mb };
     let response = edgeinfer::protocol::infer_json(&model, &body, overrides)?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(ExitCode::SUCCESS)

@@ -30,9 +30,5 @@ pub fn run(args: VerifyArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> 
         }
     }
     println!("{} versions checked, {failures} failed", results.len());
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,0 +1,98 @@
+//! The `edgeinfer` binary: compile, verify and infer as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+fn edgeinfer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+        .args(args)
+        .env("EDGEINFER_CACHE_DIR", cache_dir())
+        .output()
+        .expect("run edgeinfer")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn compile_verify_infer_round_trip_and_tamper_detection() {
+    fixtures(); // warm the shared code cache first
+    let temp = tempfile::tempdir().expect("tempdir");
+    let repo = temp.path().to_str().expect("utf8");
+    let onnx = fixture("digits.onnx");
+    let out =
+        edgeinfer(&["compile", onnx.to_str().expect("utf8"), "--name", "digits", "--version", "7", "--repo", repo]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(Path::new(repo).join("digits/7/model.wasm").exists());
+
+    let again =
+        edgeinfer(&["compile", onnx.to_str().expect("utf8"), "--name", "digits", "--version", "7", "--repo", repo]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+
+    let holdout = holdout();
+    let request = serde_json::json!({
+        "id": "cli-1",
+        "inputs": [{"name": holdout.input_name, "shape": [2, 64], "datatype": "FP32", "data": &holdout.x[..2]}],
+        "outputs": [{"name": "label"}]
+    });
+    let request_path = temp.path().join("request.json");
+    std::fs::write(&request_path, request.to_string()).expect("write");
+    let out =
+        edgeinfer(&["infer", "--repo", repo, "--model", "digits", "--input", request_path.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let response: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json response");
+    assert_eq!(response["model_name"], "digits");
+    assert_eq!(response["model_version"], "7");
+    assert_eq!(response["id"], "cli-1");
+    assert_eq!(response["outputs"][0]["name"], "label");
+    assert_eq!(response["outputs"][0]["data"], serde_json::json!(&holdout.ort_labels[..2]));
+    assert!(response["parameters"]["fuel_used"].as_u64().expect("fuel") > 0);
+
+    let out = edgeinfer(&[
+        "infer",
+        "--repo",
+        repo,
+        "--model",
+        "digits",
+        "--input",
+        request_path.to_str().expect("utf8"),
+        "--fuel",
+        "1000",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("fuel exhausted"), "{}", text(&out));
+
+    let out = edgeinfer(&["verify", "--repo", repo]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ok      digits/7"), "{}", text(&out));
+
+    let wasm = Path::new(repo).join("digits/7/model.wasm");
+    let mut bytes = std::fs::read(&wasm).expect("read");
+    bytes[1000] ^= 0x20;
+    std::fs::write(&wasm, bytes).expect("write");
+    let out = edgeinfer(&["verify", "--repo", repo]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FAILED  digits/7: integrity mismatch"), "{}", text(&out));
+}
+
+#[test]
+fn unsupported_operator_is_reported_by_the_cli() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let onnx = fixture("unsupported.onnx");
+    let out = edgeinfer(&[
+        "compile",
+        onnx.to_str().expect("utf8"),
+        "--name",
+        "u",
+        "--version",
+        "1",
+        "--repo",
+        temp.path().to_str().expect("utf8"),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("unsupported ONNX operators: Col2Im"), "{}", text(&out));
+}

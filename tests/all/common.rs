@@ -1,0 +1,109 @@
+//! Shared fixtures: a runtime and a repository holding the digits and SqueezeNet models,
+//! compiled once per test run; compiled code is cached under the target directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use edgeinfer::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
+use edgeinfer_oip::{Datatype, Tensor};
+use serde::Deserialize;
+
+pub struct Fixtures {
+    pub runtime: Arc<Runtime>,
+    pub digits: LoadedModel,
+    pub squeezenet: LoadedModel,
+    _dir: tempfile::TempDir,
+}
+
+/// The held-out digits set recorded by `tests/fixtures/make_fixtures.py`.
+#[derive(Deserialize)]
+pub struct Holdout {
+    pub input_name: String,
+    pub accuracy: f64,
+    pub x: Vec<Vec<f32>>,
+    pub y: Vec<i64>,
+    pub ort_labels: Vec<i64>,
+    pub ort_probabilities: Vec<Vec<f32>>,
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Compiled code cache shared by every test (and test process) of this target directory.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("edgeinfer-cache")
+}
+
+pub fn runtime() -> Arc<Runtime> {
+    fixtures().runtime.clone()
+}
+
+pub fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let config = RuntimeConfig { cache_dir: cache_dir(), ..RuntimeConfig::default() };
+        let runtime = Runtime::new(config).expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().to_path_buf();
+        let digits = compile_fixture(&runtime, &repo, "digits.onnx", "digits", 1);
+        let squeezenet = compile_fixture(&runtime, &repo, "squeezenet.onnx", "squeezenet", 1);
+        Fixtures { runtime, digits, squeezenet, _dir: dir }
+    })
+}
+
+pub fn compile_fixture(runtime: &Arc<Runtime>, repo: &Path, file: &str, name: &str, version: u64) -> LoadedModel {
+    let onnx = std::fs::read(fixture(file)).expect("fixture");
+    let request = CompileRequest {
+        onnx: &onnx,
+        source_file: file.into(),
+        name: name.into(),
+        version,
+        repo: repo.to_path_buf(),
+        limits: Limits::default(),
+    };
+    compile_model(runtime, &request, &|_: &str| {}).unwrap_or_else(|e| panic!("compiling {file}: {e}"))
+}
+
+pub fn holdout() -> &'static Holdout {
+    static HOLDOUT: OnceLock<Holdout> = OnceLock::new();
+    HOLDOUT.get_or_init(|| {
+        let text = std::fs::read_to_string(fixture("digits_holdout.json")).expect("holdout");
+        serde_json::from_str(&text).expect("holdout json")
+    })
+}
+
+/// FP32 tensor from rows.
+pub fn fp32(name: &str, rows: &[Vec<f32>]) -> Tensor {
+    let width = rows.first().map_or(0, Vec::len);
+    Tensor {
+        name: name.into(),
+        datatype: Datatype::Fp32,
+        shape: vec![rows.len() as u64, width as u64],
+        data: rows.iter().flatten().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+pub fn f32s(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+pub fn i64s(data: &[u8]) -> Vec<i64> {
+    data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+}
+
+/// One good digits request, to show the runtime still serves after a failure.
+pub fn assert_digits_still_serve() {
+    let holdout = holdout();
+    let input = fp32(&holdout.input_name, &holdout.x[..1]);
+    let outcome = fixtures().digits.infer(vec![input], &["label".into()], Default::default()).expect("good request");
+    assert_eq!(i64s(&outcome.outputs[0].data), vec![holdout.ort_labels[0]]);
+}
+
+/// |a - b| <= atol + rtol * |b| for every element; returns the worst violation.
+pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(actual.len(), expected.len(), "length");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= atol + rtol * e.abs(), "element {i}: {a} vs expected {e}");
+    }
+}

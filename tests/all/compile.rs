@@ -1,0 +1,140 @@
+//! Compiled components agree with onnxruntime, and compile refuses what tract cannot run.
+
+use edgeinfer::{CompileRequest, Error, Limits, compile_model};
+use edgeinfer_oip::{Datatype, Tensor};
+
+use crate::common::*;
+
+#[test]
+fn digits_outputs_match_onnxruntime_and_accuracy_equals_the_recorded_one() {
+    let holdout = holdout();
+    let input = fp32(&holdout.input_name, &holdout.x);
+    let outcome = fixtures().digits.infer(vec![input], &[], Default::default()).expect("infer");
+    let names: Vec<&str> = outcome.outputs.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["label", "probabilities"]);
+    let labels = i64s(&outcome.outputs[0].data);
+    assert_eq!(labels, holdout.ort_labels, "labels differ from onnxruntime's");
+    let expected: Vec<f32> = holdout.ort_probabilities.iter().flatten().copied().collect();
+    assert_close(&f32s(&outcome.outputs[1].data), &expected, 1e-5, 1e-4);
+    let correct = labels.iter().zip(&holdout.y).filter(|(a, b)| a == b).count();
+    let accuracy = correct as f64 / holdout.y.len() as f64;
+    // The recorded figure is numpy's mean of the same comparison; allow only float rounding.
+    assert!((accuracy - holdout.accuracy).abs() < 1e-12, "accuracy {accuracy} vs recorded {}", holdout.accuracy);
+    assert!(outcome.fuel_used > 0);
+}
+
+#[test]
+fn squeezenet_output_matches_onnxruntime() {
+    let input = std::fs::read(fixture("squeezenet_input.bin")).expect("input");
+    let expected = f32s(&std::fs::read(fixture("squeezenet_expected.bin")).expect("expected"));
+    let tensor = Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: input };
+    let outcome = fixtures().squeezenet.infer(vec![tensor], &[], Default::default()).expect("infer");
+    assert_eq!(outcome.outputs[0].shape, vec![1, 1000, 1, 1]);
+    assert_close(&f32s(&outcome.outputs[0].data), &expected, 1e-6, 1e-3);
+}
+
+#[test]
+fn requested_outputs_are_the_only_ones_returned() {
+    let holdout = holdout();
+    let input = fp32(&holdout.input_name, &holdout.x[..3]);
+    let outcome = fixtures().digits.infer(vec![input], &["probabilities".into()], Default::default()).expect("infer");
+    assert_eq!(outcome.outputs.len(), 1);
+    assert_eq!(outcome.outputs[0].name, "probabilities");
+    assert_eq!(outcome.outputs[0].shape, vec![3, 10]);
+}
+
+#[test]
+fn manifest_records_signature_digests_and_dynamic_batch() {
+    let manifest = fixtures().digits.manifest();
+    assert_eq!(manifest.inputs[0].shape, vec![-1, 64]);
+    assert_eq!(manifest.inputs[0].datatype, Datatype::Fp32);
+    assert_eq!(manifest.outputs[0].datatype, Datatype::Int64, "TDim label is served as INT64");
+    let onnx = std::fs::read(fixture("digits.onnx")).expect("fixture");
+    assert_eq!(manifest.source.sha256, edgeinfer::sha256_hex(&onnx));
+    let wasm = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("component");
+    assert_eq!(manifest.component.sha256, edgeinfer::sha256_hex(&wasm));
+    assert_eq!(manifest.component.runtime_sha256, edgeinfer::sha256_hex(edgeinfer::RUNTIME_COMPONENT));
+}
+
+#[test]
+fn unsupported_operator_fails_compile_naming_it() {
+    let onnx = std::fs::read(fixture("unsupported.onnx")).expect("fixture");
+    let repo = tempfile::tempdir().expect("tempdir");
+    let request = CompileRequest {
+        onnx: &onnx,
+        source_file: "unsupported.onnx".into(),
+        name: "unsupported".into(),
+        version: 1,
+        repo: repo.path().to_path_buf(),
+        limits: Limits::default(),
+    };
+    let error = compile_model(&runtime(), &request, &|_: &str| {}).err().expect("must fail");
+    assert!(matches!(error, Error::Compile(_)), "{error:?}");
+    assert!(error.to_string().contains("Col2Im"), "{error}");
+    assert!(!repo.path().join("unsupported/1").exists(), "nothing is written for a failed compile");
+}
+
+#[test]
+fn garbage_onnx_fails_compile_cleanly() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let request = CompileRequest {
+        onnx: b"definitely not protobuf",
+        source_file: "junk.onnx".into(),
+        name: "junk".into(),
+        version: 1,
+        repo: repo.path().to_path_buf(),
+        limits: Limits::default(),
+    };
+    let error = compile_model(&runtime(), &request, &|_: &str| {}).err().expect("must fail");
+    assert!(error.to_string().contains("cannot parse the ONNX model"), "{error}");
+}
+
+#[test]
+fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
+    let mut simd_ops = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(edgeinfer::RUNTIME_COMPONENT) {
+        if let Ok(wasmparser::Payload::CodeSectionEntry(body)) = payload {
+            let mut ops = body.get_operators_reader().expect("operators");
+            while !ops.eof() {
+                let name = format!("{:?}", ops.read().expect("operator"));
+                let simd = name.starts_with("V128") || SIMD_LANES.iter().any(|lanes| name.starts_with(lanes));
+                simd_ops += usize::from(simd);
+            }
+        }
+    }
+    assert!(simd_ops > 1000, "simd128 did not take effect: {simd_ops} SIMD instructions");
+    let imports = component_imports(edgeinfer::RUNTIME_COMPONENT);
+    let allowed = [
+        "wasi:io/",
+        "wasi:random/",
+        "wasi:cli/stdin@",
+        "wasi:cli/stdout@",
+        "wasi:cli/stderr@",
+        "edgeinfer:inference/types@",
+    ];
+    for import in &imports {
+        assert!(allowed.iter().any(|p| import.starts_with(p)), "runtime imports {import}");
+    }
+    let snapshot = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("component");
+    for import in component_imports(&snapshot) {
+        assert!(imports.contains(&import), "the snapshot imports {import}, which the runtime did not");
+    }
+}
+
+const SIMD_LANES: [&str; 6] = ["I8x16", "I16x8", "I32x4", "I64x2", "F32x4", "F64x2"];
+
+pub fn component_imports(wasm: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload.expect("valid component") {
+            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                names.extend(reader.into_iter().map(|i| i.expect("import").name.name.to_string()));
+            }
+            _ => {}
+        }
+    }
+    names
+}
