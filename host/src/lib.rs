@@ -37,6 +37,7 @@ mod model;
 pub mod protocol;
 pub mod repository;
 mod runtime;
+pub mod server;
 mod store;
 
 pub use capabilities::Capability;

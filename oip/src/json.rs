@@ -69,18 +69,32 @@ pub struct ResponseOutput {
 pub fn decode_request(body: &[u8]) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
     let request: InferenceRequest = serde_json::from_slice(body)
         .map_err(|e| ProtocolError::request(format!("malformed inference request JSON: {e}")))?;
-    let tensors = request.inputs.iter().map(decode_input).collect::<Result<Vec<_>, _>>()?;
+    let no_binary = |name: &str, _: Datatype, _: &[u64], _: u64| -> Result<Vec<u8>, ProtocolError> {
+        Err(ProtocolError::tensor(name, "has binary_data_size but the request has no binary part"))
+    };
+    let tensors =
+        request.inputs.iter().map(|input| decode_input_with(input, no_binary)).collect::<Result<Vec<_>, _>>()?;
+    check_unique(&tensors)?;
+    Ok((request, tensors))
+}
+
+/// Refuses a request that names one input twice.
+pub(crate) fn check_unique(tensors: &[Tensor]) -> Result<(), ProtocolError> {
     let mut seen = std::collections::HashSet::new();
-    for tensor in &tensors {
+    for tensor in tensors {
         if !seen.insert(tensor.name.as_str()) {
             return Err(ProtocolError::tensor(&tensor.name, "appears more than once in the request"));
         }
     }
-    Ok((request, tensors))
+    Ok(())
 }
 
-/// Decodes one JSON input tensor (`name`, `shape`, `datatype`, `data`).
-fn decode_input(input: &Value) -> Result<Tensor, ProtocolError> {
+/// Decodes one input tensor (`name`, `shape`, `datatype`, then `data`, or
+/// `parameters.binary_data_size` bytes taken by `binary`).
+pub(crate) fn decode_input_with(
+    input: &Value,
+    binary: impl FnOnce(&str, Datatype, &[u64], u64) -> Result<Vec<u8>, ProtocolError>,
+) -> Result<Tensor, ProtocolError> {
     let object = input.as_object().ok_or_else(|| ProtocolError::request("each entry of 'inputs' must be an object"))?;
     let name = object
         .get("name")
@@ -95,6 +109,16 @@ fn decode_input(input: &Value) -> Result<Tensor, ProtocolError> {
     let shape = decode_shape(name, object.get("shape"))?;
     let count =
         element_count(&shape).ok_or_else(|| ProtocolError::tensor(name, format!("shape {shape:?} is too large")))?;
+    if let Some(size) = object.get("parameters").and_then(|p| p.get("binary_data_size")) {
+        let size = size
+            .as_u64()
+            .ok_or_else(|| ProtocolError::tensor(name, format!("binary_data_size {size} is not a byte count")))?;
+        if object.contains_key("data") {
+            return Err(ProtocolError::tensor(name, "has both 'data' and binary_data_size"));
+        }
+        let data = binary(name, datatype, &shape, size)?;
+        return Ok(Tensor { name: name.to_string(), datatype, shape, data });
+    }
     let data = object.get("data").ok_or_else(|| ProtocolError::tensor(name, "has no 'data'"))?;
     let mut leaves = Vec::new();
     flatten(data, &mut leaves);
@@ -285,6 +309,24 @@ mod tests {
             let err = decode_request(body).expect_err("must fail");
             assert!(err.to_string().starts_with(expected), "{err} does not start with {expected}");
         }
+    }
+
+    #[test]
+    fn binary_inputs_take_their_bytes_in_order() {
+        let json = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"b","shape":[1],"datatype":"INT64","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = json.to_vec();
+        body.extend([1f32, 2f32].iter().flat_map(|v| v.to_le_bytes()));
+        body.extend(9i64.to_le_bytes());
+        let length = json.len().to_string();
+        let (header, binary) = crate::split_body(&body, Some(&length)).expect("split");
+        let (_, tensors) = crate::decode_request_with_binary(header, binary).expect("decode");
+        assert_eq!(tensors[0].data, [1f32, 2f32].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        assert_eq!(tensors[1].data, 9i64.to_le_bytes());
+        let lying = (json.len() + 100).to_string();
+        assert!(crate::split_body(&body, Some(&lying)).is_err());
+        let short = &body[..body.len() - 1];
+        let err = crate::decode_request_with_binary(header, &short[json.len()..]).expect_err("short");
+        assert!(err.to_string().contains("input 'b'"), "{err}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! Turns v2 JSON requests into raw little-endian [`Tensor`]s and raw outputs back into
 //! v2 JSON responses, with errors that name the tensor at fault.
 
+mod binary;
 mod datatype;
 mod json;
 
+pub use binary::{HEADER_LENGTH, decode_request_with_binary, split_body, wants_binary};
 pub use datatype::Datatype;
 pub use json::{InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, decode_request, encode_output};
 

@@ -2,6 +2,7 @@
 
 mod compile;
 mod infer;
+mod serve;
 mod verify;
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Run one Open Inference Protocol v2 JSON request and print the v2 response.
     Infer(infer::InferArgs),
+    /// Serve a model repository over the Open Inference Protocol v2 (HTTP/REST).
+    Serve(serve::ServeArgs),
 }
 
 /// Options shared by every subcommand that runs components.
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(args) => compile::run(args, &cli.runtime),
         Command::Verify(args) => verify::run(args, &cli.runtime),
         Command::Infer(args) => infer::run(args, &cli.runtime),
+        Command::Serve(args) => serve::run(args, &cli.runtime),
     }
 }

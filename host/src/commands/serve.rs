@@ -1,0 +1,79 @@
+//! `edgeinfer serve [--repo DIR] [--listen ADDR] [--config FILE]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use edgeinfer::ModelRepository;
+use edgeinfer::server::{App, ModelRegistry, ServerConfig, demo_repository, serve};
+
+use super::RuntimeArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model repository (default: the embedded demo model, the digits classifier).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8000).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Server settings file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    // Every setting is checked before any socket is bound.
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(repo) = args.repo {
+        config.repo = Some(repo);
+    }
+    let runtime = runtime.runtime()?;
+    let repo_dir = match &config.repo {
+        Some(dir) => dir.clone(),
+        None => demo_repository(&runtime).context("preparing the embedded demo model")?,
+    };
+    let repo = ModelRepository::open(&repo_dir)?;
+    let registry = Arc::new(ModelRegistry::new(runtime, repo));
+    for (model, version, reason) in registry.load_all()? {
+        eprintln!("refused {model}/{version}: {reason}");
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!("edgeinfer serving {} on http://{addr}", repo_dir.display());
+        serve(listener, App::new(registry, config), shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    eprintln!("shutting down: finishing in-flight requests");
+}

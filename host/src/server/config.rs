@@ -1,0 +1,91 @@
+//! `edgeinfer.toml`: the server's settings. Unknown keys are errors, reported with the file,
+//! the key and the reason before any socket is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits::LimitOverrides;
+use crate::{Error, Result};
+
+/// Server settings; every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `"127.0.0.1:8000"`.
+    pub listen: SocketAddr,
+    /// Model repository; unset serves the embedded demo model, e.g. `"models"`.
+    pub repo: Option<PathBuf>,
+    /// Inferences running at once (default: the number of cores), e.g. `4`.
+    pub max_concurrent_inferences: usize,
+    /// Requests allowed to wait for a slot; beyond that, 503 with `Retry-After`, e.g. `64`.
+    pub max_queue: usize,
+    /// Largest request body in bytes, e.g. `8388608` (8 MiB).
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request's headers and body, in ms, e.g. `10000`.
+    pub request_read_timeout_ms: u64,
+    /// Limits applied on top of every model's manifest limits.
+    pub limits: LimitOverrides,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            repo: None,
+            max_concurrent_inferences: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_queue: 64,
+            max_body_bytes: 8 << 20,
+            request_read_timeout_ms: 10_000,
+            limits: LimitOverrides::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a config file, naming the file, key and reason on error.
+    pub fn load(path: &Path) -> Result<ServerConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let config: ServerConfig = toml::from_str(&text)
+            .map_err(|e| Error::Manifest { path: path.to_path_buf(), message: e.to_string().trim().to_string() })?;
+        config.validate().map_err(|message| Error::Manifest { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.max_concurrent_inferences == 0 {
+            return Err("`max_concurrent_inferences` must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("`max_body_bytes` must be at least 1024".into());
+        }
+        if self.request_read_timeout_ms == 0 {
+            return Err("`request_read_timeout_ms` must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Optional `<repo>/<model>/config.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The version served when a request names none (default: the highest loaded), e.g. `2`.
+    pub default_version: Option<u64>,
+    /// Limits for every version of the model, over the manifests'.
+    pub limits: LimitOverrides,
+}
+
+impl ModelConfig {
+    /// Reads `<model_dir>/config.toml` when present.
+    pub fn load(model_dir: &Path) -> Result<ModelConfig> {
+        let path = model_dir.join("config.toml");
+        if !path.exists() {
+            return Ok(ModelConfig::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        toml::from_str(&text).map_err(|e| Error::Manifest { path, message: e.to_string().trim().to_string() })
+    }
+}

@@ -1,0 +1,155 @@
+//! The HTTP server: Open Inference Protocol v2 over hyper, with the model repository and
+//! statistics extensions, bounded concurrency and graceful shutdown.
+
+mod config;
+mod infer;
+mod registry;
+mod response;
+mod routes;
+mod stats;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+
+pub use config::{ModelConfig, ServerConfig};
+pub use registry::{ModelRegistry, ServedVersion};
+pub use stats::VersionStats;
+
+use crate::compile::{CompileRequest, compile_model};
+use crate::digest::sha256_hex;
+use crate::limits::Limits;
+use crate::runtime::Runtime;
+use crate::{Error, Result};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Shared state of a running server.
+pub struct App {
+    registry: Arc<ModelRegistry>,
+    config: ServerConfig,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl App {
+    /// Server state over a registry.
+    pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Arc<App> {
+        let slots = Arc::new(Semaphore::new(config.max_concurrent_inferences));
+        Arc::new(App { registry, config, slots, waiting: AtomicUsize::new(0) })
+    }
+}
+
+/// A server running on a tokio runtime; dropping the handle does not stop it, `shutdown` does.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `config.listen` and serves `registry` until [`RunningServer::shutdown`].
+pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
+    let (stop, stopped) = oneshot::channel();
+    let app = App::new(registry, config);
+    let task = tokio::spawn(serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer { addr, stop: Some(stop), task })
+}
+
+/// Accepts connections until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let read_timeout = Duration::from_millis(app.config.request_read_timeout_ms);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let service = service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(routes::handle(app, request).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing"),
+    }
+}
+
+/// The demo model (scikit-learn digits classifier) shipped inside the binary.
+pub const DEMO_MODEL_ONNX: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/digits.onnx"));
+
+/// A repository holding the demo model, compiled into the cache directory on first use.
+pub fn demo_repository(runtime: &Arc<Runtime>) -> Result<PathBuf> {
+    let repo = runtime.config().cache_dir.join("demo-repo");
+    let version_dir = repo.join("digits/1");
+    let current = crate::manifest::Manifest::load(&version_dir.join("manifest.toml")).ok().is_some_and(|m| {
+        m.source.sha256 == sha256_hex(DEMO_MODEL_ONNX)
+            && m.component.runtime_sha256 == sha256_hex(crate::compile::RUNTIME_COMPONENT)
+    });
+    if current {
+        return Ok(repo);
+    }
+    if version_dir.exists() {
+        std::fs::remove_dir_all(&version_dir).map_err(|e| Error::io("replacing the stale demo model", e))?;
+    }
+    tracing::info!("compiling the embedded demo model (first run only)");
+    let request = CompileRequest {
+        onnx: DEMO_MODEL_ONNX,
+        source_file: "digits.onnx".into(),
+        name: "digits".into(),
+        version: 1,
+        repo: repo.clone(),
+        limits: Limits::default(),
+    };
+    compile_model(runtime, &request, &|step: &str| tracing::info!("{step}"))?;
+    Ok(repo)
+}

@@ -1,0 +1,77 @@
+//! Turning results into HTTP responses: one place maps errors to statuses.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::Error;
+
+/// The response body type of every handler.
+pub type Body = Full<Bytes>;
+
+/// An error that knows its HTTP status; rendered as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The status to answer with.
+    pub status: StatusCode,
+    /// The message.
+    pub message: String,
+    /// Seconds for `Retry-After` (429/503).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = json_response(self.status, &json!({ "error": self.message }));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        let status = match &error {
+            Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Manifest { .. } | Error::IntegrityMismatch { .. } | Error::CapabilityRefused(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+impl From<edgeinfer_oip::ProtocolError> for ApiError {
+    fn from(error: edgeinfer_oip::ProtocolError) -> Self {
+        ApiError::bad_request(error.to_string())
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

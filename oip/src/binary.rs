@@ -1,0 +1,110 @@
+//! The binary tensor data extension: a JSON header followed by raw tensor bytes.
+//!
+//! Requests carry `Inference-Header-Content-Length: N`; the first N bytes are the JSON
+//! request, and inputs with `parameters.binary_data_size` take their data, in order, from
+//! the bytes after it. Outputs asked for with `binary_data: true` come back the same way.
+
+use serde_json::{Map, Value};
+
+use crate::json::{InferenceRequest, decode_input_with};
+use crate::{Datatype, ProtocolError, Tensor, element_count};
+
+/// The header naming the JSON part's length.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Splits a request body into its JSON header and binary part.
+pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'a [u8], &'a [u8]), ProtocolError> {
+    let Some(length) = header_length else { return Ok((body, &[])) };
+    let length: usize = length.trim().parse().map_err(|_| {
+        ProtocolError::request(format!("Inference-Header-Content-Length '{length}' is not a byte count"))
+    })?;
+    if length > body.len() {
+        return Err(ProtocolError::request(format!(
+            "Inference-Header-Content-Length {length} exceeds the body's {} bytes",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(length))
+}
+
+/// Parses a request whose inputs may take data from `binary`; every binary byte must be used.
+pub fn decode_request_with_binary(
+    json: &[u8],
+    binary: &[u8],
+) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
+    let request: InferenceRequest = serde_json::from_slice(json)
+        .map_err(|e| ProtocolError::request(format!("malformed inference request JSON: {e}")))?;
+    let mut offset = 0usize;
+    let mut tensors = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        let tensor = decode_input_with(input, |name, datatype, shape, size| {
+            take_binary(binary, &mut offset, name, datatype, shape, size)
+        })?;
+        tensors.push(tensor);
+    }
+    if offset != binary.len() {
+        return Err(ProtocolError::request(format!(
+            "the binary part holds {} bytes but the inputs' binary_data_size add up to {offset}",
+            binary.len()
+        )));
+    }
+    crate::json::check_unique(&tensors)?;
+    Ok((request, tensors))
+}
+
+fn take_binary(
+    binary: &[u8],
+    offset: &mut usize,
+    name: &str,
+    datatype: Datatype,
+    shape: &[u64],
+    size: u64,
+) -> Result<Vec<u8>, ProtocolError> {
+    let size = usize::try_from(size).map_err(|_| ProtocolError::tensor(name, "binary_data_size is too large"))?;
+    let end = offset.checked_add(size).filter(|&end| end <= binary.len()).ok_or_else(|| {
+        ProtocolError::tensor(
+            name,
+            format!("binary_data_size {size} runs past the end of the binary part ({} bytes)", binary.len()),
+        )
+    })?;
+    let data = &binary[*offset..end];
+    *offset = end;
+    if let Some(element) = datatype.element_size() {
+        let expected = element_count(shape).and_then(|n| n.checked_mul(element as u64));
+        if expected != Some(size as u64) {
+            return Err(ProtocolError::tensor(
+                name,
+                format!(
+                    "binary_data_size {size} does not match shape {shape:?} of {datatype} ({} bytes)",
+                    expected.map_or("too many".to_string(), |e| e.to_string())
+                ),
+            ));
+        }
+    } else if !valid_bytes_items(data, shape) {
+        return Err(ProtocolError::tensor(name, "BYTES binary data is not a sequence of length-prefixed items"));
+    }
+    Ok(data.to_vec())
+}
+
+fn valid_bytes_items(mut data: &[u8], shape: &[u64]) -> bool {
+    let mut items = 0u64;
+    while !data.is_empty() {
+        let Some(len) = data.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+            return false;
+        };
+        let Some(rest) = data.get(4 + len..) else { return false };
+        data = rest;
+        items += 1;
+    }
+    element_count(shape) == Some(items)
+}
+
+/// Whether the caller wants `output` as binary data (per output, or request-wide).
+pub fn wants_binary(
+    request_parameters: Option<&Map<String, Value>>,
+    output_parameters: Option<&Map<String, Value>>,
+) -> bool {
+    let flag =
+        |params: Option<&Map<String, Value>>, key: &str| params.and_then(|p| p.get(key)).and_then(Value::as_bool);
+    flag(output_parameters, "binary_data").or_else(|| flag(request_parameters, "binary_data_output")).unwrap_or(false)
+}
