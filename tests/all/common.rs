@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 pub struct Fixtures {
     pub runtime: Arc<Runtime>,
+    pub repo: PathBuf,
     pub digits: LoadedModel,
     pub squeezenet: LoadedModel,
     _dir: tempfile::TempDir,
@@ -48,7 +49,7 @@ pub fn fixtures() -> &'static Fixtures {
         let repo = dir.path().to_path_buf();
         let digits = compile_fixture(&runtime, &repo, "digits.onnx", "digits", 1);
         let squeezenet = compile_fixture(&runtime, &repo, "squeezenet.onnx", "squeezenet", 1);
-        Fixtures { runtime, digits, squeezenet, _dir: dir }
+        Fixtures { runtime, repo, digits, squeezenet, _dir: dir }
     })
 }
 

@@ -10,7 +10,7 @@ use edgeinfer_oip::{Datatype, Tensor};
 use crate::common::*;
 
 /// A core module implementing the model world's canonical ABI; `$body` is what `infer` does.
-fn hostile_core(body: &str, extra: &str) -> String {
+pub fn hostile_core(body: &str, extra: &str) -> String {
     format!(
         r#"(module
           (memory (export "memory") 1)
@@ -34,7 +34,7 @@ fn hostile_core(body: &str, extra: &str) -> String {
 }
 
 /// Turns a core module into a component of the `model-component` world.
-fn componentize(core_wat: &str) -> Vec<u8> {
+pub fn componentize(core_wat: &str) -> Vec<u8> {
     let mut resolve = wit_parser::Resolve::default();
     let (package, _) = resolve.push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit")).expect("wit");
     let world = resolve.select_world(&[package], Some("model-component")).expect("world");
@@ -45,13 +45,13 @@ fn componentize(core_wat: &str) -> Vec<u8> {
 }
 
 /// Writes a version directory with a correct manifest for `wasm`.
-fn install(dir: &Path, wasm: &[u8], limits: Limits) -> PathBuf {
+pub fn install(dir: &Path, wasm: &[u8], limits: Limits) -> PathBuf {
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::write(dir.join("model.wasm"), wasm).expect("write");
     let manifest = Manifest {
         format: 1,
-        name: "hostile".into(),
-        version: 1,
+        name: dir.parent().and_then(|p| p.file_name()).map_or("hostile".into(), |n| n.to_string_lossy().into_owned()),
+        version: dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).unwrap_or(1),
         created_at: "2026-11-25T00:00:00Z".into(),
         component: ComponentInfo { file: "model.wasm".into(), sha256: sha256_hex(wasm), runtime_sha256: String::new() },
         source: SourceInfo { file: "hostile.wat".into(), sha256: String::new() },
@@ -75,7 +75,7 @@ fn one_input() -> Vec<Tensor> {
     vec![Tensor { name: "x".into(), datatype: Datatype::Fp32, shape: vec![1], data: 1f32.to_le_bytes().to_vec() }]
 }
 
-const INFINITE_LOOP: &str = "(loop $forever (br $forever))";
+pub const INFINITE_LOOP: &str = "(loop $forever (br $forever))";
 
 #[test]
 fn infinite_loop_is_stopped_by_fuel() {

@@ -5,5 +5,7 @@ mod cli;
 mod common;
 mod compile;
 mod hostile;
+mod http;
 mod integrity;
 mod invalid_input;
+mod server;
