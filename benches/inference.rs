@@ -1,1 +1,95 @@
-fn main() {}
+//! Native tract vs the same model as a component: warm instance, fresh instance per request,
+//! fuel on vs off, instance start alone, and compile-to-ready of a second model.
+//!
+//! `cargo bench --features bench-native --bench inference` prints a table; every figure is a
+//! median of repeated runs in this one process, and ratios are against native tract.
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use edgeinfer::LimitOverrides;
+use edgeinfer_oip::Tensor;
+use support::*;
+use tract_onnx::prelude::*;
+
+struct Case {
+    name: &'static str,
+    file: &'static str,
+    input: Tensor,
+    runs: usize,
+}
+
+fn native_plan(file: &str, input: &Tensor) -> Arc<TypedRunnableModel> {
+    let mut model = tract_onnx::onnx().model_for_path(fixture(file)).expect("onnx");
+    let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
+    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).expect("fact");
+    model.into_optimized().expect("optimize").into_runnable().expect("plan")
+}
+
+fn main() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let fueled = runtime(true);
+    let unfueled = runtime(false);
+    let cases = [
+        Case { name: "digits (MLP, batch 1)", file: "digits.onnx", input: digits_input(1), runs: 2000 },
+        Case { name: "squeezenet (CNN, 1x3x224x224)", file: "squeezenet.onnx", input: squeezenet_input(), runs: 30 },
+    ];
+    let mut compile_times = Vec::new();
+    println!(
+        "| model | native tract ms | warm instance ms | fresh instance + infer ms | warm/native | fresh/native | fuel on/off (warm) | instance start ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for case in &cases {
+        let (model, compile_time) = compile(&fueled, repo.path(), case.file, case.file.trim_end_matches(".onnx"));
+        compile_times.push((case.name, compile_time));
+        let plain = edgeinfer::LoadedModel::load(&unfueled, model.dir()).expect("load without fuel");
+
+        let plan = native_plan(case.file, &case.input);
+        let native_input = || -> TVec<TValue> {
+            let shape: Vec<usize> = case.input.shape.iter().map(|&d| d as usize).collect();
+            // SAFETY: the fixture's raw bytes are little-endian f32 of exactly this shape.
+            let tensor = unsafe { tract_onnx::prelude::Tensor::from_raw::<f32>(&shape, &case.input.data) }.expect("tensor");
+            tvec!(tensor.into_tvalue())
+        };
+        let warmup = (case.runs / 10).max(3);
+        let native = sample(warmup, case.runs, || timed(|| drop(plan.run(native_input()).expect("native run"))));
+
+        let mut session = model.session(LimitOverrides::default()).expect("session");
+        let warm = sample(warmup, case.runs, || {
+            timed(|| drop(session.infer(vec![case.input.clone()], &[]).expect("warm infer")))
+        });
+        let mut plain_session = plain.session(LimitOverrides::default()).expect("session");
+        let warm_unfueled = sample(warmup, case.runs, || {
+            timed(|| drop(plain_session.infer(vec![case.input.clone()], &[]).expect("warm infer")))
+        });
+        let mut starts = Vec::new();
+        let fresh = sample(warmup, case.runs, || {
+            timed(|| {
+                let outcome = model.infer(vec![case.input.clone()], &[], LimitOverrides::default()).expect("infer");
+                starts.push(outcome.instantiate_time);
+            })
+        });
+        starts.sort();
+        let median = |s: &[Duration]| percentile(s, 50.0);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            case.name,
+            ms(median(&native)),
+            ms(median(&warm)),
+            ms(median(&fresh)),
+            ratio(median(&warm), median(&native)),
+            ratio(median(&fresh), median(&native)),
+            ratio(median(&warm), median(&warm_unfueled)),
+            ms(median(&starts)),
+        );
+    }
+    println!();
+    println!("| compile (ONNX -> ready component) | seconds |");
+    println!("|---|---|");
+    for (name, time) in compile_times {
+        println!("| {name} | {:.2} |", time.as_secs_f64());
+    }
+    println!("(the first compile in a fresh cache also compiles the runtime; later ones reuse its cached code)");
+}
