@@ -32,12 +32,14 @@ fn main() {
     let registry = Arc::new(ModelRegistry::new(runtime, ModelRepository::open(repo.path()).expect("repo")));
     registry.load_all().expect("load");
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
-    let config = ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), max_queue: 1024, ..ServerConfig::default() };
+    let config =
+        ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), max_queue: 1024, ..ServerConfig::default() };
     let server = tokio.block_on(start(registry, config)).expect("server");
     let url = format!("http://{}/v2/models/digits/infer", server.addr);
 
     let row: Vec<f32> = vec![0.25; 64];
-    let json_body = serde_json::json!({"inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "data": row}]}).to_string();
+    let json_body =
+        serde_json::json!({"inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "data": row}]}).to_string();
     let header = serde_json::json!({
         "inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": 256}}],
         "parameters": {"binary_data_output": true}
@@ -46,11 +48,17 @@ fn main() {
     let mut binary_body = header.clone().into_bytes();
     binary_body.extend(row.iter().flat_map(|v| v.to_le_bytes()));
 
-    println!("in-process (fresh instance + infer): p50 {} ms, p99 {} ms", ms(percentile(&in_process, 50.0)), ms(percentile(&in_process, 99.0)));
+    println!(
+        "in-process (fresh instance + infer): p50 {} ms, p99 {} ms",
+        ms(percentile(&in_process, 50.0)),
+        ms(percentile(&in_process, 99.0))
+    );
     println!();
     println!("| body | concurrency | requests/s | p50 ms | p99 ms | p50 / in-process p50 |");
     println!("|---|---|---|---|---|---|");
-    for (label, body, header_len) in [("JSON", json_body.into_bytes(), None), ("binary", binary_body, Some(header.len()))] {
+    for (label, body, header_len) in
+        [("JSON", json_body.into_bytes(), None), ("binary", binary_body, Some(header.len()))]
+    {
         for concurrency in [1usize, 8, 64] {
             let (elapsed, latencies) = tokio.block_on(load(&url, &body, header_len, concurrency));
             println!(

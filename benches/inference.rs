@@ -50,7 +50,8 @@ fn main() {
         let native_input = || -> TVec<TValue> {
             let shape: Vec<usize> = case.input.shape.iter().map(|&d| d as usize).collect();
             // SAFETY: the fixture's raw bytes are little-endian f32 of exactly this shape.
-            let tensor = unsafe { tract_onnx::prelude::Tensor::from_raw::<f32>(&shape, &case.input.data) }.expect("tensor");
+            let tensor =
+                unsafe { tract_onnx::prelude::Tensor::from_raw::<f32>(&shape, &case.input.data) }.expect("tensor");
             tvec!(tensor.into_tvalue())
         };
         let warmup = (case.runs / 10).max(3);

@@ -81,7 +81,7 @@ pub const INFINITE_LOOP: &str = "(loop $forever (br $forever))";
 fn infinite_loop_is_stopped_by_fuel() {
     let limits = Limits { fuel: 5_000_000, timeout_ms: 60_000, memory_mb: 64 };
     let (_dir, model) = load_hostile(INFINITE_LOOP, "", limits);
-    let error = model.infer(one_input(), &[], LimitOverrides::default()).err().expect("must fail");
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
     assert!(matches!(error, Error::FuelExhausted { budget: 5_000_000 }), "{error:?}");
     assert!(error.to_string().contains("fuel exhausted"));
     assert_digits_still_serve();
@@ -92,14 +92,13 @@ fn infinite_loop_is_stopped_by_the_deadline() {
     let limits = Limits { fuel: u64::MAX / 2, timeout_ms: 200, memory_mb: 64 };
     let (_dir, model) = load_hostile(INFINITE_LOOP, "", limits);
     let started = std::time::Instant::now();
-    let error = model.infer(one_input(), &[], LimitOverrides::default()).err().expect("must fail");
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
     assert!(matches!(error, Error::DeadlineExceeded { timeout_ms: 200 }), "{error:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "the deadline did stop it");
     // The same component with a per-request override.
     let error = model
         .infer(one_input(), &[], LimitOverrides { timeout_ms: Some(50), ..Default::default() })
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     assert!(matches!(error, Error::DeadlineExceeded { timeout_ms: 50 }), "{error:?}");
     assert_digits_still_serve();
 }
@@ -109,7 +108,7 @@ fn memory_bomb_hits_the_memory_cap() {
     let bomb = "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable";
     let limits = Limits { fuel: 1_000_000_000, timeout_ms: 10_000, memory_mb: 32 };
     let (_dir, model) = load_hostile(bomb, "", limits);
-    let error = model.infer(one_input(), &[], LimitOverrides::default()).err().expect("must fail");
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
     assert!(matches!(error, Error::MemoryLimit { limit_mb: 32 }), "{error:?}");
     assert_digits_still_serve();
 }
@@ -119,11 +118,11 @@ fn deep_recursion_traps_with_stack_overflow() {
     let extra = "(func $deeper (param i32) (result i32) (call $deeper (i32.add (local.get 0) (i32.const 1))))";
     let limits = Limits { fuel: 10_000_000_000, timeout_ms: 10_000, memory_mb: 64 };
     let (_dir, model) = load_hostile("(drop (call $deeper (i32.const 0)))", extra, limits);
-    let error = model.infer(one_input(), &[], LimitOverrides::default()).err().expect("must fail");
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
     assert!(matches!(error, Error::GuestTrap(_)), "{error:?}");
     assert!(error.to_string().contains("stack"), "{error}");
     // A trapped instance is never reused: the next call on the same model gets a fresh one.
-    let again = model.infer(one_input(), &[], LimitOverrides::default()).err().expect("must fail");
+    let again = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
     assert!(again.to_string().contains("stack"), "{again}");
     assert_digits_still_serve();
 }

@@ -428,10 +428,10 @@ fn invalid_config_is_refused_with_file_key_and_reason() {
     let temp = tempfile::tempdir().expect("tempdir");
     let path = temp.path().join("edgeinfer.toml");
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\nmax_queue = 4\nmax_qeueu = 5\n").expect("write");
-    let error = ServerConfig::load(&path).err().expect("must fail").to_string();
+    let error = ServerConfig::load(&path).expect_err("must fail").to_string();
     assert!(error.contains("edgeinfer.toml") && error.contains("max_qeueu"), "{error}");
     std::fs::write(&path, "max_concurrent_inferences = 0\n").expect("write");
-    let error = ServerConfig::load(&path).err().expect("must fail").to_string();
+    let error = ServerConfig::load(&path).expect_err("must fail").to_string();
     assert!(error.contains("max_concurrent_inferences"), "{error}");
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\nmax_queue = 4\n[limits]\nfuel = 1000\n").expect("write");
     let config = ServerConfig::load(&path).expect("valid");
