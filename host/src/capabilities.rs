@@ -70,6 +70,29 @@ pub fn check_imports<'a>(imports: impl IntoIterator<Item = &'a str>, grants: &[C
     Ok(())
 }
 
+/// The names a component imports at its top level (not those of nested components).
+pub fn component_imports(wasm: &[u8]) -> std::result::Result<Vec<String>, String> {
+    use wasmparser::{Encoding, Parser, Payload};
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| format!("not a valid component: {e}"))? {
+            Payload::Version { encoding: Encoding::Module, .. } if depth == 0 => {
+                return Err("a core module, not a component".into());
+            }
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    names.push(import.map_err(|e| e.to_string())?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 fn describe(grants: &[Capability]) -> String {
     if grants.is_empty() { "none".to_string() } else { format!("only {grants:?}") }
 }

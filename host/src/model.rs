@@ -47,8 +47,8 @@ impl LoadedModel {
         if !digests_equal(&actual, &manifest.component.sha256) {
             return Err(Error::IntegrityMismatch { path, expected: manifest.component.sha256.clone(), actual });
         }
-        let imports =
-            top_level_imports(&wasm).map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
+        let imports = capabilities::component_imports(&wasm)
+            .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         let component = runtime.compile(&wasm, &actual)?;
@@ -193,27 +193,4 @@ fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -
         }
         None => Error::GuestTrap(format!("{error:#}")),
     }
-}
-
-/// The names a component imports at its top level (not those of nested components).
-pub(crate) fn top_level_imports(wasm: &[u8]) -> std::result::Result<Vec<String>, String> {
-    use wasmparser::{Encoding, Parser, Payload};
-    let mut names = Vec::new();
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(wasm) {
-        match payload.map_err(|e| format!("not a valid component: {e}"))? {
-            Payload::Version { encoding: Encoding::Module, .. } if depth == 0 => {
-                return Err("a core module, not a component".into());
-            }
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(reader) if depth == 0 => {
-                for import in reader {
-                    names.push(import.map_err(|e| e.to_string())?.name.name.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(names)
 }

@@ -123,18 +123,6 @@ fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
 
 const SIMD_LANES: [&str; 6] = ["I8x16", "I16x8", "I32x4", "I64x2", "F32x4", "F64x2"];
 
-pub fn component_imports(wasm: &[u8]) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut depth = 0usize;
-    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        match payload.expect("valid component") {
-            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
-            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
-            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
-                names.extend(reader.into_iter().map(|i| i.expect("import").name.name.to_string()));
-            }
-            _ => {}
-        }
-    }
-    names
+fn component_imports(wasm: &[u8]) -> Vec<String> {
+    edgeinfer::capabilities::component_imports(wasm).expect("a component")
 }

@@ -24,25 +24,14 @@ pub struct CompileArgs {
     /// Model repository directory (created if missing).
     #[arg(long)]
     repo: PathBuf,
-    /// Default fuel budget per request.
-    #[arg(long)]
-    fuel: Option<u64>,
-    /// Default deadline per request, in milliseconds.
-    #[arg(long)]
-    timeout_ms: Option<u64>,
-    /// Default memory cap per request, in MiB.
-    #[arg(long)]
-    memory_mb: Option<u64>,
+    /// Default limits written to the manifest.
+    #[command(flatten)]
+    limits: super::LimitArgs,
 }
 
 pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let defaults = Limits::default();
-    let limits = Limits {
-        fuel: args.fuel.unwrap_or(defaults.fuel),
-        timeout_ms: args.timeout_ms.unwrap_or(defaults.timeout_ms),
-        memory_mb: args.memory_mb.unwrap_or(defaults.memory_mb),
-    };
+    let limits = Limits::default().with(args.limits.overrides());
     let request = CompileRequest {
         onnx: &onnx,
         source_file: args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),

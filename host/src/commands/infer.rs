@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use edgeinfer::{LimitOverrides, ModelRepository};
+use edgeinfer::ModelRepository;
 
 use super::RuntimeArgs;
 
@@ -23,15 +23,9 @@ pub struct InferArgs {
     /// An Open Inference Protocol v2 JSON request body ('-' for stdin).
     #[arg(long)]
     input: PathBuf,
-    /// Fuel budget (overrides the manifest).
-    #[arg(long)]
-    fuel: Option<u64>,
-    /// Deadline in milliseconds (overrides the manifest).
-    #[arg(long)]
-    timeout_ms: Option<u64>,
-    /// Memory cap in MiB (overrides the manifest).
-    #[arg(long)]
-    memory_mb: Option<u64>,
+    /// Limits overriding the manifest's.
+    #[command(flatten)]
+    limits: super::LimitArgs,
 }
 
 pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
@@ -45,8 +39,7 @@ pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
     let model = repo.load(&runtime, &args.model, args.version)?;
-    let overrides = LimitOverrides { fuel: args.fuel, timeout_ms: args.timeout_ms, memory_mb: args.memory_mb };
-    let response = edgeinfer::protocol::infer_json(&model, &body, overrides)?;
+    let response = edgeinfer::protocol::infer_json(&model, &body, args.limits.overrides())?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(ExitCode::SUCCESS)
 }

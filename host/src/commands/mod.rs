@@ -34,6 +34,26 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// Per-request limits given on the command line.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Fuel budget per request.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Deadline per request, in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory cap per request, in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
+impl LimitArgs {
+    fn overrides(&self) -> edgeinfer::LimitOverrides {
+        edgeinfer::LimitOverrides { fuel: self.fuel, timeout_ms: self.timeout_ms, memory_mb: self.memory_mb }
+    }
+}
+
 /// Options shared by every subcommand that runs components.
 #[derive(Debug, Args)]
 struct RuntimeArgs {
