@@ -461,3 +461,23 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Triton's own Python HTTP client (`tritonclient[http]`, installed by `.ci/run`) against
+/// the server. Set EDGEINFER_SKIP_PYTHON_CLIENT=1 to skip where it is not installed.
+#[test]
+fn triton_python_client_works_unchanged() {
+    if std::env::var_os("EDGEINFER_SKIP_PYTHON_CLIENT").is_some() {
+        eprintln!("skipped: EDGEINFER_SKIP_PYTHON_CLIENT is set");
+        return;
+    }
+    let server = TestServer::fixtures();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/triton_client.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(server.addr.to_string())
+        .arg(fixture("digits_holdout.json"))
+        .output()
+        .expect("python3 runs (set EDGEINFER_SKIP_PYTHON_CLIENT=1 where it is missing)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("ok"), "{text}");
+}
