@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use sha2::Digest;
 use wasmtime::Store;
 use wasmtime::component::{Instance, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
@@ -82,7 +83,10 @@ pub fn compile_model(
     let component = runtime.compile(&instrumented, &sha256_hex(&instrumented))?;
 
     progress.step("parsing and optimizing the model inside the sandbox");
-    let mut store = Store::new(runtime.engine(), StoreState::new(runtime.config().max_memory_mb as usize * (1 << 20)));
+    // Randomness (hash seeds) derives from the model, so the same ONNX gives the same bytes.
+    let seed = sha2::Sha256::digest(request.onnx);
+    let memory_cap = runtime.config().max_memory_mb as usize * (1 << 20);
+    let mut store = Store::new(runtime.engine(), StoreState::deterministic(memory_cap, &seed));
     store.limiter(|state| &mut state.limiter);
     if runtime.config().consume_fuel {
         store.set_fuel(u64::MAX).map_err(Error::runtime)?;

@@ -3,6 +3,7 @@
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How much of a guest's stderr is kept to explain a trap.
@@ -27,6 +28,21 @@ impl StoreState {
             stderr,
             limiter: MemoryLimiter { cap: memory_cap, denied: false },
         }
+    }
+
+    /// Like [`StoreState::new`], but every random byte the guest draws comes from `seed`, so
+    /// a snapshot taken afterwards is reproducible (same model, same component bytes).
+    pub(crate) fn deterministic(memory_cap: usize, seed: &[u8]) -> Self {
+        let mut state = Self::new(memory_cap);
+        state.wasi = WasiCtxBuilder::new()
+            .stderr(state.stderr.clone())
+            .secure_random(Deterministic::new(seed.to_vec()))
+            .insecure_random(Deterministic::new(seed.to_vec()))
+            .insecure_random_seed(u128::from_le_bytes(
+                seed.get(..16).and_then(|s| s.try_into().ok()).unwrap_or([7; 16]),
+            ))
+            .build();
+        state
     }
 
     /// What the guest wrote to stderr (a panic message, typically).

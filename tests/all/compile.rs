@@ -57,6 +57,13 @@ fn manifest_records_signature_digests_and_dynamic_batch() {
 }
 
 #[test]
+fn compile_is_reproducible() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let again = compile_fixture(&runtime(), repo.path(), "digits.onnx", "digits", 1);
+    assert_eq!(again.manifest().component.sha256, fixtures().digits.manifest().component.sha256);
+}
+
+#[test]
 fn unsupported_operator_fails_compile_naming_it() {
     let onnx = std::fs::read(fixture("unsupported.onnx")).expect("fixture");
     let repo = tempfile::tempdir().expect("tempdir");
