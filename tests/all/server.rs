@@ -190,6 +190,42 @@ fn repository_extension_unloads_and_reloads() {
 }
 
 #[test]
+fn per_model_config_sets_the_default_version_and_limits() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixtures().repo.join("digits"), &temp.path().join("digits"));
+    copy_dir(&temp.path().join("digits/1"), &temp.path().join("digits/2"));
+    let manifest = temp.path().join("digits/2/manifest.toml");
+    let text = std::fs::read_to_string(&manifest).expect("read").replace("version = 1", "version = 2");
+    std::fs::write(&manifest, text).expect("write");
+
+    let server = TestServer::start(temp.path(), ServerConfig::default());
+    assert_eq!(post_json(server.addr, "/v2/models/digits/infer", &digits_request(1)).json()["model_version"], "2");
+    assert_eq!(get(server.addr, "/v2/models/digits").json()["versions"], json!(["1", "2"]));
+    drop(server);
+
+    std::fs::write(temp.path().join("digits/config.toml"), "default_version = 1\n[limits]\nfuel = 1000\n")
+        .expect("write");
+    let server = TestServer::start(temp.path(), ServerConfig::default());
+    let reply = post_json(server.addr, "/v2/models/digits/infer", &digits_request(1));
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(reply.json()["error"].as_str().expect("error").contains("fuel exhausted"), "{}", reply.text());
+    drop(server);
+
+    std::fs::write(temp.path().join("digits/config.toml"), "default_version = 1\n").expect("write");
+    let server = TestServer::start(temp.path(), ServerConfig::default());
+    let reply = post_json(server.addr, "/v2/models/digits/infer", &digits_request(1));
+    assert_eq!(reply.json()["model_version"], "1", "{}", reply.text());
+    drop(server);
+
+    std::fs::write(temp.path().join("digits/config.toml"), "default_versoin = 1\n").expect("write");
+    let server = TestServer::start(temp.path(), ServerConfig::default());
+    let index = request(server.addr, "POST", "/v2/repository/index", &[], b"").json();
+    let reason = index[0]["reason"].as_str().expect("reason").to_string();
+    assert!(reason.contains("config.toml") && reason.contains("default_versoin"), "{reason}");
+    assert_eq!(post_json(server.addr, "/v2/models/digits/infer", &digits_request(1)).status, 404);
+}
+
+#[test]
 fn statistics_count_successes_and_failures() {
     let server = TestServer::fixtures();
     let addr = server.addr;
