@@ -70,7 +70,7 @@ pub fn compile_model(
 ) -> Result<LoadedModel> {
     validate_name(&request.name)?;
     let model_dir = request.repo.join(&request.name);
-    let version_dir = model_dir.join(request.version.to_string());
+    let version_dir = version_dir(&request.repo, &request.name, request.version);
     if version_dir.exists() {
         return Err(Error::Compile(format!("{} already exists; pick another --version", version_dir.display())));
     }
