@@ -9,7 +9,7 @@ wasmtime::component::bindgen!({
     world: "model-component",
 });
 
-pub use edgeinfer::inference::types::{Datatype, Error as GuestError, Tensor, TensorSpec};
+pub use self::edgeinfer::inference::types::{Datatype, Error as GuestError, Tensor, TensorSpec};
 
 impl From<OipDatatype> for Datatype {
     fn from(datatype: OipDatatype) -> Self {
