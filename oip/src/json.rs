@@ -157,26 +157,14 @@ fn encode_leaves(name: &str, datatype: Datatype, leaves: &[&Value]) -> Result<Ve
     for &leaf in leaves {
         match datatype {
             Datatype::Bool => out.push(u8::from(leaf.as_bool().ok_or_else(|| mismatch(leaf))?)),
-            Datatype::Uint8 => out.extend(
-                u8::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
-            ),
-            Datatype::Uint16 => out.extend(
-                u16::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
-            ),
-            Datatype::Uint32 => out.extend(
-                u32::try_from(uint(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
-            ),
-            Datatype::Uint64 => out.extend(uint(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
-            Datatype::Int8 => out.extend(
-                i8::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
-            ),
-            Datatype::Int16 => out.extend(
-                i16::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
-            ),
-            Datatype::Int32 => out.extend(
-                i32::try_from(int(leaf).ok_or_else(|| mismatch(leaf))?).map_err(|_| mismatch(leaf))?.to_le_bytes(),
-            ),
-            Datatype::Int64 => out.extend(int(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint8 => out.extend(unsigned::<u8>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint16 => out.extend(unsigned::<u16>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint32 => out.extend(unsigned::<u32>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Uint64 => out.extend(unsigned::<u64>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int8 => out.extend(signed::<i8>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int16 => out.extend(signed::<i16>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int32 => out.extend(signed::<i32>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
+            Datatype::Int64 => out.extend(signed::<i64>(leaf).ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
             Datatype::Fp32 => out.extend((leaf.as_f64().ok_or_else(|| mismatch(leaf))? as f32).to_le_bytes()),
             Datatype::Fp64 => out.extend(leaf.as_f64().ok_or_else(|| mismatch(leaf))?.to_le_bytes()),
             Datatype::Fp16 => {
@@ -196,12 +184,14 @@ fn encode_leaves(name: &str, datatype: Datatype, leaves: &[&Value]) -> Result<Ve
     Ok(out)
 }
 
-fn uint(value: &Value) -> Option<u64> {
-    value.as_u64()
+/// A JSON integer that fits the unsigned type `T`.
+fn unsigned<T: TryFrom<u64>>(value: &Value) -> Option<T> {
+    value.as_u64().and_then(|v| T::try_from(v).ok())
 }
 
-fn int(value: &Value) -> Option<i64> {
-    value.as_i64()
+/// A JSON integer that fits the signed type `T`.
+fn signed<T: TryFrom<i64>>(value: &Value) -> Option<T> {
+    value.as_i64().and_then(|v| T::try_from(v).ok())
 }
 
 /// Turns raw little-endian output data into a flat JSON array.

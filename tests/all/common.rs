@@ -55,15 +55,27 @@ pub fn fixtures() -> &'static Fixtures {
 
 pub fn compile_fixture(runtime: &Arc<Runtime>, repo: &Path, file: &str, name: &str, version: u64) -> LoadedModel {
     let onnx = std::fs::read(fixture(file)).expect("fixture");
+    try_compile(runtime, repo, &onnx, file, name, version).unwrap_or_else(|e| panic!("compiling {file}: {e}"))
+}
+
+/// Compiles ONNX bytes into `repo` with default limits.
+pub fn try_compile(
+    runtime: &Arc<Runtime>,
+    repo: &Path,
+    onnx: &[u8],
+    file: &str,
+    name: &str,
+    version: u64,
+) -> edgeinfer::Result<LoadedModel> {
     let request = CompileRequest {
-        onnx: &onnx,
+        onnx,
         source_file: file.into(),
         name: name.into(),
         version,
         repo: repo.to_path_buf(),
         limits: Limits::default(),
     };
-    compile_model(runtime, &request, &|_: &str| {}).unwrap_or_else(|e| panic!("compiling {file}: {e}"))
+    compile_model(runtime, &request, &|_: &str| {})
 }
 
 pub fn holdout() -> &'static Holdout {

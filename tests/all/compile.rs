@@ -1,6 +1,6 @@
 //! Compiled components agree with onnxruntime, and compile refuses what tract cannot run.
 
-use edgeinfer::{CompileRequest, Error, Limits, compile_model};
+use edgeinfer::Error;
 use edgeinfer_oip::{Datatype, Tensor};
 
 use crate::common::*;
@@ -67,15 +67,8 @@ fn compile_is_reproducible() {
 fn unsupported_operator_fails_compile_naming_it() {
     let onnx = std::fs::read(fixture("unsupported.onnx")).expect("fixture");
     let repo = tempfile::tempdir().expect("tempdir");
-    let request = CompileRequest {
-        onnx: &onnx,
-        source_file: "unsupported.onnx".into(),
-        name: "unsupported".into(),
-        version: 1,
-        repo: repo.path().to_path_buf(),
-        limits: Limits::default(),
-    };
-    let error = compile_model(&runtime(), &request, &|_: &str| {}).err().expect("must fail");
+    let error =
+        try_compile(&runtime(), repo.path(), &onnx, "unsupported.onnx", "unsupported", 1).err().expect("must fail");
     assert!(matches!(error, Error::Compile(_)), "{error:?}");
     assert!(error.to_string().contains("Col2Im"), "{error}");
     assert!(!repo.path().join("unsupported/1").exists(), "nothing is written for a failed compile");
@@ -84,15 +77,9 @@ fn unsupported_operator_fails_compile_naming_it() {
 #[test]
 fn garbage_onnx_fails_compile_cleanly() {
     let repo = tempfile::tempdir().expect("tempdir");
-    let request = CompileRequest {
-        onnx: b"definitely not protobuf",
-        source_file: "junk.onnx".into(),
-        name: "junk".into(),
-        version: 1,
-        repo: repo.path().to_path_buf(),
-        limits: Limits::default(),
-    };
-    let error = compile_model(&runtime(), &request, &|_: &str| {}).err().expect("must fail");
+    let error = try_compile(&runtime(), repo.path(), b"definitely not protobuf", "junk.onnx", "junk", 1)
+        .err()
+        .expect("must fail");
     assert!(error.to_string().contains("cannot parse the ONNX model"), "{error}");
 }
 
