@@ -30,6 +30,7 @@ pub fn compile(runtime: &Arc<Runtime>, repo: &Path, file: &str, name: &str) -> (
         version: 1,
         repo: repo.to_path_buf(),
         limits: Limits::default(),
+        examples: Vec::new(),
     };
     let started = Instant::now();
     let model = compile_model(runtime, &request, &|_: &str| {}).expect("compile");

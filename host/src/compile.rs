@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use edgeinfer_oip::Tensor;
 use sha2::Digest;
 use wasmtime::Store;
 use wasmtime::component::{Instance, WasmList};
@@ -18,8 +19,8 @@ use wasmtime_wizer::{ComponentInstanceState, Wizer};
 use crate::bindings::ModelComponent;
 use crate::capabilities::Capability;
 use crate::digest::sha256_hex;
-use crate::limits::Limits;
-use crate::manifest::{ComponentInfo, MANIFEST_FORMAT, Manifest, SourceInfo, TensorSignature};
+use crate::limits::{LimitOverrides, Limits};
+use crate::manifest::{ComponentInfo, Example, ExampleTensor, MANIFEST_FORMAT, Manifest, SourceInfo, TensorSignature};
 use crate::model::LoadedModel;
 use crate::runtime::Runtime;
 use crate::store::StoreState;
@@ -46,6 +47,9 @@ pub struct CompileRequest<'a> {
     pub repo: PathBuf,
     /// Default per-request limits written to the manifest.
     pub limits: Limits,
+    /// Example inputs: each is run once and its outputs recorded in the manifest as the
+    /// smoke test every later load must pass.
+    pub examples: Vec<Vec<Tensor>>,
 }
 
 /// Reports compile steps that take a while (instrumenting, compiling, snapshotting).
@@ -124,6 +128,7 @@ pub fn compile_model(
         grants: Vec::<Capability>::new(),
         inputs: signatures(&metadata.inputs),
         outputs: signatures(&metadata.outputs),
+        examples: Vec::new(),
     };
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
@@ -131,15 +136,41 @@ pub fn compile_model(
         .map_err(|e| Error::io(format!("creating a staging directory in {}", model_dir.display()), e))?;
     std::fs::write(staging.path().join(COMPONENT_FILE), &snapshot)
         .map_err(|e| Error::io("writing the component", e))?;
-    manifest.save(&staging.path().join("manifest.toml"))?;
 
     progress.step("compiling the model component (shares the runtime's cached code)");
-    let mut loaded = LoadedModel::load(runtime, staging.path())
-        .map_err(|e| Error::Compile(format!("the compiled component failed its check: {e}")))?;
+    let check = |manifest: &Manifest| {
+        manifest.save(&staging.path().join("manifest.toml"))?;
+        LoadedModel::load(runtime, staging.path())
+            .map_err(|e| Error::Compile(format!("the compiled component failed its check: {e}")))
+    };
+    let mut loaded = check(&manifest)?;
+    if !request.examples.is_empty() {
+        progress.step("recording the smoke-test examples");
+        let mut manifest = manifest;
+        manifest.examples = record_examples(&loaded, &request.examples)?;
+        loaded = check(&manifest)?;
+    }
     std::fs::rename(staging.keep(), &version_dir)
         .map_err(|e| Error::io(format!("moving into {}", version_dir.display()), e))?;
     loaded.relocate(version_dir);
     Ok(loaded)
+}
+
+/// Runs each example input and pairs it with the outputs it gave.
+fn record_examples(model: &LoadedModel, examples: &[Vec<Tensor>]) -> Result<Vec<Example>> {
+    examples
+        .iter()
+        .enumerate()
+        .map(|(index, inputs)| {
+            let outcome = model
+                .infer(inputs.clone(), &[], LimitOverrides::default())
+                .map_err(|e| Error::Compile(format!("example {}: {e}", index + 1)))?;
+            Ok(Example {
+                inputs: inputs.iter().map(ExampleTensor::from).collect(),
+                outputs: outcome.outputs.iter().map(ExampleTensor::from).collect(),
+            })
+        })
+        .collect()
 }
 
 /// Model names become directory names and URL segments: keep them plain.

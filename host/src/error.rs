@@ -62,6 +62,24 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A version gave other outputs than its manifest's examples expect.
+    #[error("smoke test failed for {dir}: example {example}: {message}")]
+    SmokeTest {
+        /// The version directory.
+        dir: PathBuf,
+        /// Which example (1-based).
+        example: usize,
+        /// What differed.
+        message: String,
+    },
+    /// Every version of a model was refused; each reason names its version.
+    #[error("no version of model '{model}' could be loaded: {}", reasons.iter().map(|(v, why)| format!("version {v}: {why}")).collect::<Vec<_>>().join("; "))]
+    Refused {
+        /// The model.
+        model: String,
+        /// Version and reason, for each refused version.
+        reasons: Vec<(u64, String)>,
+    },
     /// No such model or version.
     #[error("{0}")]
     NotFound(String),

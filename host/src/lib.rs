@@ -28,6 +28,7 @@
 mod bindings;
 pub mod capabilities;
 mod code_cache;
+pub mod compare;
 pub mod compile;
 mod digest;
 mod error;

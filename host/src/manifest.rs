@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::Capability;
 use crate::limits::Limits;
 use crate::{Error, Result};
-use edgeinfer_oip::Datatype;
+use edgeinfer_oip::{Datatype, Tensor};
 
 /// The manifest format this build reads and writes.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -37,6 +37,54 @@ pub struct Manifest {
     pub inputs: Vec<TensorSignature>,
     /// The model's outputs.
     pub outputs: Vec<TensorSignature>,
+    /// Example requests with their expected outputs: the smoke test a version must pass
+    /// before it takes traffic (recorded by `edgeinfer compile --example`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<Example>,
+}
+
+/// One smoke-test case: inputs and the outputs they must give.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    /// The request's inputs.
+    pub inputs: Vec<ExampleTensor>,
+    /// The expected outputs (floats compared with a small tolerance).
+    pub outputs: Vec<ExampleTensor>,
+}
+
+/// A tensor written into a manifest: raw little-endian data as hex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleTensor {
+    /// Tensor name, e.g. `X`.
+    pub name: String,
+    /// Datatype, e.g. `FP32`.
+    pub datatype: Datatype,
+    /// Dimensions, e.g. `[1, 64]`.
+    pub shape: Vec<u64>,
+    /// Lowercase hex of the raw little-endian element data.
+    pub data: String,
+}
+
+impl From<&Tensor> for ExampleTensor {
+    fn from(tensor: &Tensor) -> Self {
+        ExampleTensor {
+            name: tensor.name.clone(),
+            datatype: tensor.datatype,
+            shape: tensor.shape.clone(),
+            data: hex::encode(&tensor.data),
+        }
+    }
+}
+
+impl ExampleTensor {
+    /// The tensor, or why its data is not valid hex.
+    pub fn to_tensor(&self) -> std::result::Result<Tensor, String> {
+        let data =
+            hex::decode(&self.data).map_err(|e| format!("example tensor '{}': data is not hex: {e}", self.name))?;
+        Ok(Tensor { name: self.name.clone(), datatype: self.datatype, shape: self.shape.clone(), data })
+    }
 }
 
 /// The component file of a version.

@@ -57,6 +57,7 @@ impl LoadedModel {
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone() };
         model.check_metadata()?;
+        model.smoke_test()?;
         Ok(model)
     }
 
@@ -110,6 +111,21 @@ impl LoadedModel {
                 path: self.dir.join("manifest.toml"),
                 message: "the component's signature differs from the manifest's".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Runs the manifest's examples and compares the outputs with the recorded ones.
+    fn smoke_test(&self) -> Result<()> {
+        for (index, example) in self.manifest.examples.iter().enumerate() {
+            let failed = |why: String| Error::SmokeTest { dir: self.dir.clone(), example: index + 1, message: why };
+            let to_tensors = |tensors: &[crate::manifest::ExampleTensor]| {
+                tensors.iter().map(|t| t.to_tensor()).collect::<std::result::Result<Vec<_>, _>>()
+            };
+            let inputs = to_tensors(&example.inputs).map_err(failed)?;
+            let expected = to_tensors(&example.outputs).map_err(failed)?;
+            let outcome = self.infer(inputs, &[], LimitOverrides::default()).map_err(|e| failed(e.to_string()))?;
+            crate::compare::outputs_agree(&outcome.outputs, &expected).map_err(failed)?;
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ pub fn try_compile(
         version,
         repo: repo.to_path_buf(),
         limits: Limits::default(),
+        examples: Vec::new(),
     };
     compile_model(runtime, &request, &|_: &str| {})
 }

@@ -59,6 +59,7 @@ pub fn install(dir: &Path, wasm: &[u8], limits: Limits) -> PathBuf {
         grants: vec![],
         inputs: vec![],
         outputs: vec![],
+        examples: vec![],
     };
     manifest.save(&dir.join("manifest.toml")).expect("manifest");
     dir.to_path_buf()

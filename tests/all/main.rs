@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod compile;
+mod deploy;
 mod hostile;
 mod http;
 mod integrity;

@@ -14,16 +14,21 @@ use crate::common::*;
 use crate::hostile::{INFINITE_LOOP, componentize, hostile_core, install};
 use crate::http::*;
 
-struct TestServer {
+pub struct TestServer {
     tokio: tokio::runtime::Runtime,
     server: Option<RunningServer>,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl TestServer {
     fn start(repo: &Path, config: ServerConfig) -> TestServer {
         let registry = Arc::new(ModelRegistry::new(runtime(), ModelRepository::open(repo).expect("repo")));
         registry.load_all().expect("load");
+        Self::with_registry(registry, ServerConfig { watch: false, ..config })
+    }
+
+    /// Serves an already loaded registry on a loopback port.
+    pub fn with_registry(registry: Arc<ModelRegistry>, config: ServerConfig) -> TestServer {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
         let config = ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..config };
         let server = tokio.block_on(start(registry, config)).expect("start");
@@ -35,7 +40,7 @@ impl TestServer {
         Self::start(&fixtures().repo, ServerConfig::default())
     }
 
-    fn shutdown(&mut self) {
+    pub fn shutdown(&mut self) {
         if let Some(server) = self.server.take() {
             self.tokio.block_on(server.shutdown());
         }
@@ -48,7 +53,7 @@ impl Drop for TestServer {
     }
 }
 
-fn digits_request(rows: usize) -> Value {
+pub fn digits_request(rows: usize) -> Value {
     let holdout = holdout();
     json!({
         "id": "req-7",

@@ -24,6 +24,10 @@ pub struct CompileArgs {
     /// Model repository directory (created if missing).
     #[arg(long)]
     repo: PathBuf,
+    /// An Open Inference Protocol v2 JSON request whose outputs are recorded in the manifest
+    /// as a smoke test; every later load (and hot swap) must reproduce them. Repeatable.
+    #[arg(long = "example", value_name = "REQUEST.json")]
+    examples: Vec<PathBuf>,
     /// Default limits written to the manifest.
     #[command(flatten)]
     limits: super::LimitArgs,
@@ -32,6 +36,16 @@ pub struct CompileArgs {
 pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let limits = Limits::default().with(args.limits.overrides());
+    let examples = args
+        .examples
+        .iter()
+        .map(|path| {
+            let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let (_, inputs) =
+                edgeinfer_oip::decode_request(&body).with_context(|| format!("decoding {}", path.display()))?;
+            anyhow::Ok(inputs)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let request = CompileRequest {
         onnx: &onnx,
         source_file: args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -39,6 +53,7 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
         version: args.version,
         repo: args.repo,
         limits,
+        examples,
     };
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")

@@ -3,6 +3,7 @@
 mod compile;
 mod infer;
 mod serve;
+mod traffic;
 mod verify;
 
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ enum Command {
     Infer(infer::InferArgs),
     /// Serve a model repository over the Open Inference Protocol v2 (HTTP/REST).
     Serve(serve::ServeArgs),
+    /// Show or set a served model's traffic split and shadow (admin API).
+    Traffic(traffic::TrafficArgs),
+    /// Put a served model's traffic back to the split before the current one (admin API).
+    Rollback(traffic::RollbackArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -79,5 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(args, &cli.runtime),
         Command::Infer(args) => infer::run(args, &cli.runtime),
         Command::Serve(args) => serve::run(args, &cli.runtime),
+        Command::Traffic(args) => traffic::traffic(args),
+        Command::Rollback(args) => traffic::rollback(args),
     }
 }

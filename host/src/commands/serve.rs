@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use edgeinfer::ModelRepository;
-use edgeinfer::server::{App, ModelRegistry, ServerConfig, demo_repository, serve};
+use edgeinfer::server::{App, ModelRegistry, ServerConfig, demo_repository, serve, watch};
 
 use super::RuntimeArgs;
 
@@ -43,10 +43,14 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         None => demo_repository(&runtime).context("preparing the embedded demo model")?,
     };
     let repo = ModelRepository::open(&repo_dir)?;
-    let registry = Arc::new(ModelRegistry::new(runtime, repo));
+    let history = config.history_file.clone().unwrap_or_else(|| ModelRegistry::default_history_path(&repo_dir));
+    let registry = ModelRegistry::with_history(runtime, repo, &history)
+        .with_context(|| format!("opening the history log {}", history.display()))?;
+    let registry = Arc::new(registry);
     for (model, version, reason) in registry.load_all()? {
         eprintln!("refused {model}/{version}: {reason}");
     }
+    let _watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async move {
         let listener =

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub request_read_timeout_ms: u64,
     /// Limits applied on top of every model's manifest limits.
     pub limits: LimitOverrides,
+    /// Watch the repository and load versions that appear, e.g. `true` (the default).
+    pub watch: bool,
+    /// The history log (default `<repo>/.edgeinfer/history.jsonl`), e.g. `"/var/lib/edgeinfer/history.jsonl"`.
+    pub history_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +43,8 @@ impl Default for ServerConfig {
             max_body_bytes: 8 << 20,
             request_read_timeout_ms: 10_000,
             limits: LimitOverrides::default(),
+            watch: true,
+            history_file: None,
         }
     }
 }
@@ -76,6 +82,21 @@ pub struct ModelConfig {
     pub default_version: Option<u64>,
     /// Limits for every version of the model, over the manifests'.
     pub limits: LimitOverrides,
+    /// What a version newer than every live one does once the watcher has loaded it:
+    /// `"switch"` takes all traffic (blue/green, the default) or `"wait"` takes none until
+    /// `PUT /v2/admin/models/{m}/traffic` gives it a share (canary).
+    pub on_new_version: NewVersionPolicy,
+}
+
+/// See [`ModelConfig::on_new_version`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NewVersionPolicy {
+    /// Take all traffic as soon as loaded.
+    #[default]
+    Switch,
+    /// Load and wait for an explicit split.
+    Wait,
 }
 
 impl ModelConfig {

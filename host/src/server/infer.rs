@@ -1,5 +1,6 @@
 //! The infer endpoint: decode (JSON or binary extension), run, frame the response.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,15 +11,18 @@ use hyper::{Response, StatusCode};
 
 use super::registry::ServedVersion;
 use super::response::{ApiError, Body};
+use super::shadow::{ShadowJob, ShadowRunner};
 use crate::limits::LimitOverrides;
 use crate::protocol::{encode_response, requested_outputs};
 
-/// Runs one request on `served` (blocking: call from a blocking thread).
+/// Runs one request on `served` (blocking: call from a blocking thread); when `shadow` is
+/// given, a copy of a successful request is queued for the shadow version.
 pub fn run(
     served: &ServedVersion,
     body: &[u8],
     header_length: Option<&str>,
     server_limits: LimitOverrides,
+    shadow: Option<(Arc<ServedVersion>, &ShadowRunner)>,
 ) -> Result<Response<Body>, ApiError> {
     let started = Instant::now();
     let (json, binary) = split_body(body, header_length)?;
@@ -27,8 +31,20 @@ pub fn run(
 
     let infer_started = Instant::now();
     let limits = merge(served.limits, server_limits);
-    let outcome = served.model.infer(inputs, &requested_outputs(&request), limits)?;
+    let requested = requested_outputs(&request);
+    let shadow_inputs = shadow.as_ref().map(|_| inputs.clone());
+    let outcome = served.model.infer(inputs, &requested, limits)?;
     served.stats.compute_infer.record(infer_started.elapsed());
+    if let (Some((shadow, runner)), Some(inputs)) = (shadow, shadow_inputs) {
+        runner.submit(ShadowJob {
+            live_version: served.version(),
+            live_outputs: outcome.outputs.clone(),
+            shadow,
+            inputs,
+            requested,
+            limits,
+        });
+    }
     served.stats.fuel.fetch_add(outcome.fuel_used, std::sync::atomic::Ordering::Relaxed);
 
     let output_started = Instant::now();

@@ -1,12 +1,17 @@
 //! The HTTP server: Open Inference Protocol v2 over hyper, with the model repository and
 //! statistics extensions, bounded concurrency and graceful shutdown.
 
+mod admin;
 mod config;
+mod deployment;
+mod history;
 mod infer;
 mod registry;
 mod response;
 mod routes;
+mod shadow;
 mod stats;
+mod watcher;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,9 +28,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
-pub use config::{ModelConfig, ServerConfig};
-pub use registry::{ModelRegistry, ServedVersion};
+pub use config::{ModelConfig, NewVersionPolicy, ServerConfig};
+pub use deployment::{Deployment, TrafficChange};
+pub use history::{ChangeKind, HistoryEvent, HistoryLog};
+pub use registry::{Agreement, ChangeError, ModelRegistry, Route, ServedVersion};
 pub use stats::VersionStats;
+pub use watcher::{RepositoryWatcher, watch};
 
 use crate::compile::{CompileRequest, compile_model};
 use crate::digest::sha256_hex;
@@ -42,13 +50,15 @@ pub struct App {
     config: ServerConfig,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    shadow: shadow::ShadowRunner,
 }
 
 impl App {
     /// Server state over a registry.
     pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Arc<App> {
         let slots = Arc::new(Semaphore::new(config.max_concurrent_inferences));
-        Arc::new(App { registry, config, slots, waiting: AtomicUsize::new(0) })
+        let shadow = shadow::ShadowRunner::start(registry.clone());
+        Arc::new(App { registry, config, slots, waiting: AtomicUsize::new(0), shadow })
     }
 }
 
@@ -58,6 +68,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    _watcher: Option<RepositoryWatcher>,
 }
 
 impl RunningServer {
@@ -70,8 +81,10 @@ impl RunningServer {
     }
 }
 
-/// Binds `config.listen` and serves `registry` until [`RunningServer::shutdown`].
+/// Binds `config.listen` and serves `registry` until [`RunningServer::shutdown`]; with
+/// `config.watch`, the repository is watched for new and removed versions meanwhile.
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
+    let watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
@@ -80,7 +93,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let task = tokio::spawn(serve(listener, app, async {
         let _ = stopped.await;
     }));
-    Ok(RunningServer { addr, stop: Some(stop), task })
+    Ok(RunningServer { addr, stop: Some(stop), task, _watcher: watcher })
 }
 
 /// Accepts connections until `shutdown` resolves, then drains in-flight requests.
@@ -149,6 +162,7 @@ pub fn demo_repository(runtime: &Arc<Runtime>) -> Result<PathBuf> {
         version: 1,
         repo: repo.clone(),
         limits: Limits::default(),
+        examples: Vec::new(),
     };
     compile_model(runtime, &request, &|step: &str| tracing::info!("{step}"))?;
     Ok(repo)

@@ -6,6 +6,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::registry::ChangeError;
 use crate::Error;
 
 /// The response body type of every handler.
@@ -53,12 +54,24 @@ impl From<Error> for ApiError {
         let status = match &error {
             Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Manifest { .. } | Error::IntegrityMismatch { .. } | Error::CapabilityRefused(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::Manifest { .. }
+            | Error::IntegrityMismatch { .. }
+            | Error::CapabilityRefused(_)
+            | Error::SmokeTest { .. }
+            | Error::Refused { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.to_string())
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(error: ChangeError) -> Self {
+        match error {
+            ChangeError::Invalid(message) => ApiError::bad_request(message),
+            ChangeError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
+            ChangeError::Failed(error) => error.into(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::infer;
-use super::registry::ServedVersion;
+use super::registry::Route;
 use super::response::{ApiError, Body, json_response};
 use crate::model::LoadedModel;
 
@@ -41,7 +41,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
             ok(json!({
                 "name": "edgeinfer",
                 "version": env!("CARGO_PKG_VERSION"),
-                "extensions": ["binary_tensor_data", "model_repository", "statistics"],
+                "extensions": ["binary_tensor_data", "model_repository", "statistics", "traffic_admin"],
             }))
         }
         ["v2", "models", "stats"] => {
@@ -65,10 +65,14 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
             allow(&method, Method::POST)?;
             let (registry, model, load) = (app.registry.clone(), model.to_string(), *action == "load");
             blocking(move || {
-                if load { registry.load_model(&model) } else { registry.unload_model(&model) }.map_err(ApiError::from)
+                if load { registry.load_model(&model).map(drop) } else { registry.unload_model(&model) }
+                    .map_err(ApiError::from)
             })
             .await?;
             ok(json!({}))
+        }
+        ["v2", "admin", "models", model, rest @ ..] => {
+            super::admin::route(app.clone(), request, model.to_string(), rest).await
         }
         ["v2", "models", model, rest @ ..] => {
             let (version, rest) = match rest {
@@ -93,8 +97,8 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
                 }
                 ["infer"] => {
                     allow(&method, Method::POST)?;
-                    let served = app.registry.resolve(model, version)?;
-                    infer_request(app, served, request).await
+                    let route = app.registry.route(model, version)?;
+                    infer_request(app, route, request).await
                 }
                 _ => Err(ApiError::not_found(format!("unknown endpoint {path}"))),
             }
@@ -103,11 +107,8 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
     }
 }
 
-async fn infer_request(
-    app: Arc<App>,
-    served: Arc<ServedVersion>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+async fn infer_request(app: Arc<App>, route: Route, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Route { live: served, shadow } = route;
     let header_length = request
         .headers()
         .get(edgeinfer_oip::HEADER_LENGTH)
@@ -121,7 +122,12 @@ async fn infer_request(
     let started = Instant::now();
     let limits = app.config.limits;
     let task_served = served.clone();
-    let result = blocking(move || infer::run(&task_served, &body, header_length.as_deref(), limits)).await;
+    let task_app = app.clone();
+    let result = blocking(move || {
+        let shadow = shadow.map(|s| (s, &task_app.shadow));
+        infer::run(&task_served, &body, header_length.as_deref(), limits, shadow)
+    })
+    .await;
     served.stats.touch();
     match &result {
         Ok(_) => served.stats.success.record(started.elapsed()),
@@ -147,7 +153,7 @@ async fn acquire_slot(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, Ap
 }
 
 /// Runs blocking work (compiles, inferences) off the async reactor.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -156,7 +162,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Reads the whole body within the size and time limits (413 / 408).
-async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = app.config.max_body_bytes;
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {max} bytes"));
@@ -191,7 +197,7 @@ async fn drain(mut body: Incoming, deadline: Duration) {
     .await;
 }
 
-fn allow(method: &Method, expected: Method) -> Result<(), ApiError> {
+pub(super) fn allow(method: &Method, expected: Method) -> Result<(), ApiError> {
     if *method == expected {
         Ok(())
     } else {
@@ -199,7 +205,7 @@ fn allow(method: &Method, expected: Method) -> Result<(), ApiError> {
     }
 }
 
-fn parse_version(text: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_version(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request(format!("version '{text}' is not a number")))
 }
 

@@ -1,0 +1,87 @@
+//! The admin API: traffic split and shadow, rollback, history, and loading or unloading a
+//! single version.
+//!
+//! - `GET  /v2/admin/models/{m}/traffic`
+//! - `PUT  /v2/admin/models/{m}/traffic` with `{"split": {"1": 90, "2": 10}, "shadow": "3", "reason": "..."}`
+//! - `POST /v2/admin/models/{m}/rollback` with an optional `{"reason": "..."}`
+//! - `GET  /v2/admin/models/{m}/history`
+//! - `POST /v2/admin/models/{m}/versions/{v}/load` and `.../unload`
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::App;
+use super::deployment::TrafficChange;
+use super::response::{ApiError, Body, json_response};
+use super::routes::{allow, blocking, parse_version, read_body};
+
+/// Answers `/v2/admin/models/{model}/{rest...}`.
+pub async fn route(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    model: String,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let method = request.method().clone();
+    let registry = app.registry.clone();
+    let value = match rest {
+        ["traffic"] if method == Method::GET => registry.traffic(&model)?,
+        ["traffic"] => {
+            allow(&method, Method::PUT)?;
+            let body = read_body(&app, request).await?;
+            let change = TrafficChange::parse(&body).map_err(ApiError::bad_request)?;
+            blocking(move || registry.set_traffic(&model, change).map_err(ApiError::from)).await?
+        }
+        ["rollback"] => {
+            allow(&method, Method::POST)?;
+            let reason = reason(&read_body(&app, request).await?)?;
+            blocking(move || registry.rollback(&model, &reason).map_err(ApiError::from)).await?
+        }
+        ["history"] => {
+            allow(&method, Method::GET)?;
+            let events = blocking(move || registry.history(&model).map_err(ApiError::from)).await?;
+            json!({"events": events})
+        }
+        ["versions", version, action @ ("load" | "unload")] => {
+            allow(&method, Method::POST)?;
+            let version = parse_version(version)?;
+            let reason = reason(&read_body(&app, request).await?)?;
+            let load = *action == "load";
+            blocking(move || {
+                let reason =
+                    if reason.is_empty() { format!("admin {}", if load { "load" } else { "unload" }) } else { reason };
+                let done = if load {
+                    registry.load_version(&model, version, &reason)
+                } else {
+                    registry.unload_version(&model, version, &reason)
+                };
+                done.map_err(ApiError::from)?;
+                registry.traffic(&model).map_err(ApiError::from)
+            })
+            .await?
+        }
+        _ => return Err(ApiError::not_found(format!("unknown admin endpoint for model '{model}'"))),
+    };
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// The optional `{"reason": "..."}` body of rollback, load and unload.
+fn reason(body: &[u8]) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let object = value.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| *k != "reason") {
+        return Err(ApiError::bad_request(format!("unknown field `{unknown}` (expected reason)")));
+    }
+    match object.get("reason") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(other) => Err(ApiError::bad_request(format!("`reason` must be a string, got {other}"))),
+    }
+}
