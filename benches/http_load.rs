@@ -8,14 +8,9 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use edgeinfer::server::{ModelRegistry, ServerConfig, start};
 use edgeinfer::{LimitOverrides, ModelRepository};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use support::*;
 
 const REQUESTS_PER_LEVEL: usize = 3000;
@@ -60,7 +55,7 @@ fn main() {
         [("JSON", json_body.into_bytes(), None), ("binary", binary_body, Some(header.len()))]
     {
         for concurrency in [1usize, 8, 64] {
-            let (elapsed, latencies) = tokio.block_on(load(&url, &body, header_len, concurrency));
+            let (elapsed, latencies) = tokio.block_on(load(&url, &body, header_len, concurrency, REQUESTS_PER_LEVEL));
             println!(
                 "| {label} | {concurrency} | {:.0} | {} | {} | {} |",
                 latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -71,38 +66,4 @@ fn main() {
         }
     }
     tokio.block_on(server.shutdown());
-}
-
-/// `concurrency` keep-alive clients share REQUESTS_PER_LEVEL requests; every reply must be 200.
-async fn load(url: &str, body: &[u8], header_len: Option<usize>, concurrency: usize) -> (Duration, Vec<Duration>) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let body = Bytes::copy_from_slice(body);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, body, url) = (client.clone(), body.clone(), url.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            for _ in 0..REQUESTS_PER_LEVEL / concurrency {
-                let mut request = hyper::Request::post(&url).body(Full::new(body.clone())).expect("request");
-                if let Some(len) = header_len {
-                    request.headers_mut().insert("inference-header-content-length", len.into());
-                }
-                let sent = Instant::now();
-                let response = client.request(request).await.expect("response");
-                let status = response.status();
-                let bytes = response.into_body().collect().await.expect("body").to_bytes();
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
-                latencies.push(sent.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("client task"));
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    (elapsed, all)
 }

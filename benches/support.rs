@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
 use edgeinfer::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
 use edgeinfer_oip::{Datatype, Tensor};
 
@@ -22,12 +27,23 @@ pub fn runtime(consume_fuel: bool) -> Arc<Runtime> {
 
 /// Compiles a fixture into `repo` and returns the loaded model and the time it took.
 pub fn compile(runtime: &Arc<Runtime>, repo: &Path, file: &str, name: &str) -> (LoadedModel, Duration) {
+    compile_version(runtime, repo, file, name, 1)
+}
+
+/// Compiles a fixture as version `version` of `name`.
+pub fn compile_version(
+    runtime: &Arc<Runtime>,
+    repo: &Path,
+    file: &str,
+    name: &str,
+    version: u64,
+) -> (LoadedModel, Duration) {
     let onnx = std::fs::read(fixture(file)).expect("fixture");
     let request = CompileRequest {
         onnx: &onnx,
         source_file: file.into(),
         name: name.into(),
-        version: 1,
+        version,
         repo: repo.to_path_buf(),
         limits: Limits::default(),
         examples: Vec::new(),
@@ -79,4 +95,44 @@ pub fn ms(d: Duration) -> String {
 
 pub fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64().max(1e-12))
+}
+
+/// `concurrency` keep-alive HTTP clients share `requests` requests; every reply must be 200.
+pub async fn load(
+    url: &str,
+    body: &[u8],
+    header_len: Option<usize>,
+    concurrency: usize,
+    requests: usize,
+) -> (Duration, Vec<Duration>) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = Bytes::copy_from_slice(body);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, body, url) = (client.clone(), body.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for _ in 0..requests / concurrency {
+                let mut request = hyper::Request::post(&url).body(Full::new(body.clone())).expect("request");
+                if let Some(len) = header_len {
+                    request.headers_mut().insert("inference-header-content-length", len.into());
+                }
+                let sent = Instant::now();
+                let response = client.request(request).await.expect("response");
+                let status = response.status();
+                let bytes = response.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("client task"));
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    (elapsed, all)
 }
