@@ -8,9 +8,11 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Import modules a model component keeps: streams, randomness (hash seeds) and stdio.
+/// Import modules a model component keeps: streams, randomness (hash seeds), stdio, and
+/// the `wasi:http` types its HTTP handler (Spin's `#[http_component]`) answers with.
 const KEPT_IMPORTS: &[&str] = &[
     "wasi:io/",
+    "wasi:http/types@",
     "wasi:random/",
     "wasi:cli/stdin@",
     "wasi:cli/stdout@",

@@ -2,11 +2,13 @@
 //!
 //! `edgeinfer compile` calls `setup.load` once with the ONNX bytes, then snapshots the
 //! instance (Wizer), so every instance of the resulting component starts with the model
-//! parsed, optimized and ready for `model.infer`.
+//! parsed, optimized and ready for `model.infer` and for HTTP requests (`wasi:http`
+//! incoming-handler, see `http.rs`), under edgeinfer, Spin or `wasmtime serve`.
 
 #![allow(missing_docs)] // wit-bindgen generates undocumented items; this crate has no Rust users.
 
 mod convert;
+mod http;
 mod loaded;
 
 use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};

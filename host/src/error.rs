@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// The caller sent an input the model cannot take; `input` names it (empty: the whole request).
-    #[error("invalid input{}: {message}", if input.is_empty() { String::new() } else { format!(" '{input}'") })]
+    #[error("{}", edgeinfer_oip::invalid_input_message(input, message))]
     InvalidInput {
         /// The input concerned.
         input: String,
@@ -36,7 +36,7 @@ pub enum Error {
     #[error("guest trap: {0}")]
     GuestTrap(String),
     /// The model itself failed on valid input.
-    #[error("model error: {0}")]
+    #[error("{}", edgeinfer_oip::model_error_message(.0))]
     Model(String),
     /// A component's bytes do not match the digest its manifest records.
     #[error("integrity mismatch for {path}: manifest says sha256 {expected}, file has sha256 {actual}")]

@@ -71,7 +71,7 @@ impl ModelRepository {
         };
         let chosen = chosen.ok_or_else(|| match version {
             Some(v) => Error::NotFound(format!("model '{model}' has no version {v}")),
-            None => Error::NotFound(format!("unknown model '{model}'")),
+            None => Error::NotFound(edgeinfer_oip::unknown_model_message(model)),
         })?;
         LoadedModel::load(runtime, &chosen.dir)
     }

@@ -75,6 +75,7 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(Error::runtime)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(Error::runtime)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker }))
     }
@@ -94,7 +95,7 @@ impl Runtime {
     }
 
     /// Compiles (or loads from the verified cache) a component whose digest is `digest`.
-    pub(crate) fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component> {
+    pub fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component> {
         self.cache.load_or_compile(&self.engine, wasm, digest)
     }
 

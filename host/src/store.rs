@@ -5,6 +5,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use std::future::Future;
+
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// How much of a guest's stderr is kept to explain a trap.
 const STDERR_CAPTURE: usize = 4096;
@@ -12,6 +15,8 @@ const STDERR_CAPTURE: usize = 4096;
 /// What a `Store` carries for one request.
 pub struct StoreState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: DefaultHttpHooks,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     pub(crate) limiter: MemoryLimiter,
@@ -24,6 +29,8 @@ impl StoreState {
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         StoreState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks: DefaultHttpHooks,
             table: ResourceTable::new(),
             stderr,
             limiter: MemoryLimiter { cap: memory_cap, denied: false },
@@ -56,6 +63,31 @@ impl WasiView for StoreState {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
+
+/// `wasi:http/types` only: a model's HTTP handler builds responses with them; this host
+/// never sends outgoing requests (no `default-send-request`).
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
+    }
+}
+
+/// The default `wasi:http` behaviour (forbidden headers, schemes), and no outgoing requests.
+struct DefaultHttpHooks;
+
+impl WasiHttpHooks for DefaultHttpHooks {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = wasmtime_wasi_http::Result<OutgoingResponse>> + Send> {
+        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
+    }
+}
+
+/// What `send_request` answers with.
+type OutgoingResponse = (hyper::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>);
 
 /// Caps linear memory and remembers whether it had to refuse growth.
 pub(crate) struct MemoryLimiter {

@@ -101,6 +101,7 @@ fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
     let allowed = [
         "wasi:io/",
         "wasi:random/",
+        "wasi:http/types@",
         "wasi:cli/stdin@",
         "wasi:cli/stdout@",
         "wasi:cli/stderr@",

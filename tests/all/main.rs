@@ -10,3 +10,4 @@ mod http;
 mod integrity;
 mod invalid_input;
 mod server;
+mod wasi_http;

@@ -21,7 +21,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    fn start(repo: &Path, config: ServerConfig) -> TestServer {
+    pub fn start(repo: &Path, config: ServerConfig) -> TestServer {
         let registry = Arc::new(ModelRegistry::new(runtime(), ModelRepository::open(repo).expect("repo")));
         registry.load_all().expect("load");
         Self::with_registry(registry, ServerConfig { watch: false, ..config })

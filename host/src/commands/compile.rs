@@ -28,12 +28,21 @@ pub struct CompileArgs {
     /// as a smoke test; every later load (and hot swap) must reproduce them. Repeatable.
     #[arg(long = "example", value_name = "REQUEST.json")]
     examples: Vec<PathBuf>,
+    /// Replace the version if it already exists (for build scripts such as `spin build`).
+    #[arg(long)]
+    replace: bool,
     /// Default limits written to the manifest.
     #[command(flatten)]
     limits: super::LimitArgs,
 }
 
 pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    if args.replace {
+        let existing = edgeinfer::compile::version_dir(&args.repo, &args.name, args.version);
+        if existing.exists() {
+            std::fs::remove_dir_all(&existing).with_context(|| format!("replacing {}", existing.display()))?;
+        }
+    }
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let limits = Limits::default().with(args.limits.overrides());
     let examples = args

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use edgeinfer_oip::{HEADER_LENGTH, decode_request_with_binary, split_body};
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::Response;
 
 use super::registry::ServedVersion;
 use super::response::{ApiError, Body};
@@ -49,21 +49,12 @@ pub fn run(
 
     let output_started = Instant::now();
     let encoded = encode_response(&served.model, &request, outcome)?;
-    let json = serde_json::to_vec(&encoded.json)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let response = if encoded.binary.is_empty() && encoded.json.outputs.iter().all(|o| o.data.is_some()) {
-        let mut response = Response::new(Full::new(Bytes::from(json)));
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
-    } else {
-        let json_length = json.len();
-        let mut payload = json;
-        payload.extend_from_slice(&encoded.binary);
-        let mut response = Response::new(Full::new(Bytes::from(payload)));
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_length));
-        response
-    };
+    let body = encoded.into_http_body()?;
+    let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
+    if let Some(length) = body.header_length {
+        response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(length));
+    }
     served.stats.compute_output.record(output_started.elapsed());
     Ok(response)
 }

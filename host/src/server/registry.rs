@@ -356,7 +356,7 @@ impl ModelRegistry {
     /// or one drawn from the split; plus the shadow copy's target, sampled by its percentage.
     pub fn route(&self, name: &str, version: Option<u64>) -> Result<Route> {
         let table = self.table.load();
-        let state = table.get(name).ok_or_else(|| Error::NotFound(format!("unknown model '{name}'")))?;
+        let state = table.get(name).ok_or_else(|| Error::NotFound(edgeinfer_oip::unknown_model_message(name)))?;
         if let Some(v) = version {
             let live = state.versions.get(&v).cloned();
             let live = live.ok_or_else(|| Error::NotFound(format!("model '{name}' has no version {v} loaded")))?;
@@ -434,7 +434,7 @@ impl ModelRegistry {
     }
 
     fn state(&self, name: &str) -> Result<Arc<ModelState>> {
-        self.table.load().get(name).cloned().ok_or_else(|| Error::NotFound(format!("unknown model '{name}'")))
+        self.table.load().get(name).cloned().ok_or_else(|| Error::NotFound(edgeinfer_oip::unknown_model_message(name)))
     }
 
     /// Publishes a model's new state (or removes it) in a new table.

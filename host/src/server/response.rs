@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::registry::ChangeError;
 use crate::Error;
@@ -41,7 +41,7 @@ impl ApiError {
 
     /// The response.
     pub fn into_response(self) -> Response<Body> {
-        let mut response = json_response(self.status, &json!({ "error": self.message }));
+        let mut response = json_response(self.status, &edgeinfer_oip::error_body(&self.message));
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
         }

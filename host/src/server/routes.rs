@@ -11,6 +11,8 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use edgeinfer_oip::{ModelMetadata, TensorMetadata};
+
 use super::App;
 use super::infer;
 use super::registry::Route;
@@ -30,11 +32,11 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
     match segments.as_slice() {
         ["v2", "health", "live"] => {
             allow(&method, Method::GET)?;
-            ok(json!({"live": true}))
+            ok(edgeinfer_oip::live_body())
         }
         ["v2", "health", "ready"] => {
             allow(&method, Method::GET)?;
-            ok(json!({"ready": true}))
+            ok(edgeinfer_oip::ready_body())
         }
         ["v2"] => {
             allow(&method, Method::GET)?;
@@ -88,7 +90,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
                 ["ready"] => {
                     allow(&method, Method::GET)?;
                     app.registry.resolve(model, version)?;
-                    ok(json!({"name": model, "ready": true}))
+                    ok(edgeinfer_oip::model_ready_body(model))
                 }
                 ["stats"] => {
                     allow(&method, Method::GET)?;
@@ -100,10 +102,10 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
                     let route = app.registry.route(model, version)?;
                     infer_request(app, route, request).await
                 }
-                _ => Err(ApiError::not_found(format!("unknown endpoint {path}"))),
+                _ => Err(ApiError::not_found(edgeinfer_oip::unknown_endpoint_message(&path))),
             }
         }
-        _ => Err(ApiError::not_found(format!("unknown endpoint {path}"))),
+        _ => Err(ApiError::not_found(edgeinfer_oip::unknown_endpoint_message(&path))),
     }
 }
 
@@ -165,7 +167,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 pub(super) async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = app.config.max_body_bytes;
     let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {max} bytes"));
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, edgeinfer_oip::body_too_large_message(max));
     let declared =
         request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let deadline = Duration::from_millis(app.config.request_read_timeout_ms);
@@ -201,7 +203,7 @@ pub(super) fn allow(method: &Method, expected: Method) -> Result<(), ApiError> {
     if *method == expected {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("use {expected} here, not {method}")))
+        Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, edgeinfer_oip::wrong_method_message(expected.as_str(), method.as_str())))
     }
 }
 
@@ -211,16 +213,17 @@ pub(super) fn parse_version(text: &str) -> Result<u64, ApiError> {
 
 fn metadata(model: &LoadedModel, versions: &[u64]) -> Value {
     let manifest = model.manifest();
-    let tensors = |sigs: &[crate::manifest::TensorSignature]| -> Vec<Value> {
-        sigs.iter().map(|s| json!({"name": s.name, "datatype": s.datatype, "shape": s.shape})).collect()
+    let tensors = |sigs: &[crate::manifest::TensorSignature]| -> Vec<TensorMetadata> {
+        sigs.iter().map(|s| TensorMetadata { name: s.name.clone(), datatype: s.datatype, shape: s.shape.clone() }).collect()
     };
-    json!({
-        "name": manifest.name,
-        "versions": versions.iter().map(u64::to_string).collect::<Vec<_>>(),
-        "platform": "onnx_tract",
-        "inputs": tensors(&manifest.inputs),
-        "outputs": tensors(&manifest.outputs),
-    })
+    let metadata = ModelMetadata {
+        name: manifest.name.clone(),
+        versions: versions.iter().map(u64::to_string).collect(),
+        platform: edgeinfer_oip::PLATFORM.into(),
+        inputs: tensors(&manifest.inputs),
+        outputs: tensors(&manifest.outputs),
+    };
+    serde_json::to_value(metadata).unwrap_or_default()
 }
 
 fn stats(app: &App, model: Option<&str>, version: Option<u64>) -> Result<Value, ApiError> {
