@@ -91,7 +91,11 @@ fn infer(model: &LoadedModel, request: &Request) -> Result<oip::HttpBody, (u16, 
     let bad = |e: oip::ProtocolError| (400, e.to_string());
     let header_length = request
         .header(oip::HEADER_LENGTH)
-        .map(|v| v.as_str().map(str::to_string).ok_or_else(|| (400, "Inference-Header-Content-Length is not text".to_string())))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| (400, "Inference-Header-Content-Length is not text".to_string()))
+        })
         .transpose()?;
     let (json, binary) = oip::split_body(body, header_length.as_deref()).map_err(bad)?;
     let (decoded, inputs) = oip::decode_request_with_binary(json, binary).map_err(bad)?;

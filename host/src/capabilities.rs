@@ -110,6 +110,16 @@ mod tests {
     }
 
     #[test]
+    fn an_http_handler_needs_no_grant_but_outbound_http_does() {
+        let handler = ["wasi:http/types@0.2.6", "wasi:io/streams@0.2.6"];
+        assert!(check_imports(handler, &[]).is_ok());
+        let outbound = ["wasi:http/types@0.2.6", "wasi:http/outgoing-handler@0.2.6"];
+        let refused = check_imports(outbound, &[]).expect_err("refused");
+        assert!(refused.contains("wasi:http/outgoing-handler@0.2.6") && refused.contains("`network`"), "{refused}");
+        assert!(check_imports(outbound, &[Capability::Network]).is_ok());
+    }
+
+    #[test]
     fn unknown_interfaces_are_refused() {
         assert!(check_imports(["acme:spy/upload"], &[Capability::Network]).is_err());
         assert!(check_imports(["wasi:random/random@0.2.0", "edgeinfer:inference/types@0.1.0"], &[]).is_ok());

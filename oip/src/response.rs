@@ -81,7 +81,13 @@ fn encode_one(tensor: Tensor, as_binary: bool, binary: &mut Vec<u8>) -> Result<R
     }
     let data = encode_output(&tensor)
         .map_err(|e| ProtocolError::tensor(&tensor.name, format!("{}; ask for it with binary_data", e.message)))?;
-    Ok(ResponseOutput { name: tensor.name, datatype: tensor.datatype, shape: tensor.shape, parameters: None, data: Some(data) })
+    Ok(ResponseOutput {
+        name: tensor.name,
+        datatype: tensor.datatype,
+        shape: tensor.shape,
+        parameters: None,
+        data: Some(data),
+    })
 }
 
 /// The output names a request asks for (empty: all).

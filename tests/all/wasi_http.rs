@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::sync::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::sync::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -98,7 +98,10 @@ fn component_server() -> &'static ComponentServer {
 }
 
 /// One request, one fresh instance, as `wasmtime serve` does it.
-async fn handle(pre: ProxyPre<HttpState>, request: hyper::Request<Incoming>) -> Result<hyper::Response<HyperOutgoingBody>, Infallible> {
+async fn handle(
+    pre: ProxyPre<HttpState>,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<HyperOutgoingBody>, Infallible> {
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let engine = pre.engine().clone();
     let call = tokio::task::spawn_blocking(move || -> wasmtime::Result<()> {
@@ -141,7 +144,13 @@ fn outputs_text(reply: &Reply) -> String {
 fn health_metadata_and_ready_answer_as_edgeinfer_serve() {
     let (component, server) = (component_server().addr, host());
     let host = server.addr;
-    for path in ["/v2/health/live", "/v2/health/ready", "/v2/models/digits", "/v2/models/digits/ready", "/v2/models/digits/versions/1"] {
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/digits",
+        "/v2/models/digits/ready",
+        "/v2/models/digits/versions/1",
+    ] {
         let (ours, theirs) = (get(component, path), get(host, path));
         assert_eq!(ours.status, 200, "{path}: {}", ours.text());
         assert_eq!(ours.json(), theirs.json(), "{path}");
@@ -156,14 +165,18 @@ fn infer_outputs_are_byte_identical_to_edgeinfer_serve() {
     let holdout = holdout();
     for rows in [1, 5] {
         let request = digits_request(rows);
-        let (ours, theirs) = (post_json(component, "/v2/models/digits/infer", &request), post_json(host, "/v2/models/digits/infer", &request));
+        let (ours, theirs) = (
+            post_json(component, "/v2/models/digits/infer", &request),
+            post_json(host, "/v2/models/digits/infer", &request),
+        );
         assert_eq!(ours.status, 200, "{}", ours.text());
         assert_eq!(outputs_text(&ours), outputs_text(&theirs));
         let answer = ours.json();
         assert_eq!(answer["model_name"], "digits");
         assert_eq!(answer["model_version"], "1");
         assert_eq!(answer["id"], "req-7");
-        let labels: Vec<i64> = answer["outputs"][0]["data"].as_array().expect("labels").iter().map(|v| v.as_i64().expect("i64")).collect();
+        let labels: Vec<i64> =
+            answer["outputs"][0]["data"].as_array().expect("labels").iter().map(|v| v.as_i64().expect("i64")).collect();
         assert_eq!(labels, holdout.ort_labels[..rows]);
     }
     // Requested outputs and the binary extension go through the same shared codec.
@@ -171,9 +184,19 @@ fn infer_outputs_are_byte_identical_to_edgeinfer_serve() {
         "inputs": digits_request(2)["inputs"],
         "outputs": [{"name": "probabilities", "parameters": {"binary_data": true}}],
     });
-    let (ours, theirs) = (post_json(component, "/v2/models/digits/infer", &request), post_json(host, "/v2/models/digits/infer", &request));
+    let (ours, theirs) = (
+        post_json(component, "/v2/models/digits/infer", &request),
+        post_json(host, "/v2/models/digits/infer", &request),
+    );
     assert_eq!(ours.status, 200, "{}", ours.text());
-    assert_eq!(ours.header("inference-header-content-length"), theirs.header("inference-header-content-length"));
+    // The JSON parts differ only by the host's `parameters.fuel_used`; the binary parts match.
+    let binary = |reply: &Reply| {
+        let length: usize =
+            reply.header("inference-header-content-length").expect("binary response").parse().expect("length");
+        reply.body[length..].to_vec()
+    };
+    assert_eq!(binary(&ours), binary(&theirs));
+    assert_eq!(binary(&ours).len(), 2 * 10 * 4, "two rows of ten FP32 probabilities");
     assert_eq!(outputs_text(&ours), outputs_text(&theirs));
 }
 
@@ -189,17 +212,31 @@ fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
         ("data shorter than shape", input(json!([1, 64]), "FP32", json!([1, 2])).to_string().into_bytes()),
         ("wrong datatype", input(json!([1, 64]), "INT32", json!(vec![1; 64])).to_string().into_bytes()),
         ("unknown datatype", input(json!([1, 64]), "FP8", json!(vec![1; 64])).to_string().into_bytes()),
-        ("unknown input", json!({"inputs": [{"name": "Y", "shape": [1], "datatype": "FP32", "data": [1]}]}).to_string().into_bytes()),
-        ("unknown output", json!({"inputs": digits_request(1)["inputs"], "outputs": [{"name": "nope"}]}).to_string().into_bytes()),
+        (
+            "unknown input",
+            json!({"inputs": [{"name": "Y", "shape": [1], "datatype": "FP32", "data": [1]}]}).to_string().into_bytes(),
+        ),
+        (
+            "unknown output",
+            json!({"inputs": digits_request(1)["inputs"], "outputs": [{"name": "nope"}]}).to_string().into_bytes(),
+        ),
         ("string data", input(json!([1, 64]), "FP32", json!(vec!["a"; 64])).to_string().into_bytes()),
     ];
     for (case, body) in bodies {
-        let send = |addr| request(addr, "POST", "/v2/models/digits/infer", &[("Content-Type", "application/json".into())], &body);
+        let send = |addr| {
+            request(addr, "POST", "/v2/models/digits/infer", &[("Content-Type", "application/json".into())], &body)
+        };
         let (ours, theirs) = (send(component), send(host));
         assert_eq!(ours.status, 400, "{case}: {}", ours.text());
         assert_eq!((ours.status, ours.json()), (theirs.status, theirs.json()), "{case}");
     }
-    let others = [("GET", "/v2/models/nope", 404), ("POST", "/v2/models/nope/infer", 404), ("GET", "/v2/nothing/here", 404), ("GET", "/v2/models/digits/infer", 405), ("GET", "/v2/models/digits/versions/9", 404)];
+    let others = [
+        ("GET", "/v2/models/nope", 404),
+        ("POST", "/v2/models/nope/infer", 404),
+        ("GET", "/v2/nothing/here", 404),
+        ("GET", "/v2/models/digits/infer", 405),
+        ("GET", "/v2/models/digits/versions/9", 404),
+    ];
     for (method, path, status) in others {
         let (ours, theirs) = (request(component, method, path, &[], b""), request(host, method, path, &[], b""));
         assert_eq!(ours.status, status, "{method} {path}: {}", ours.text());
@@ -223,7 +260,15 @@ fn component_world_exports_the_model_and_the_http_handler_and_imports_only_the_m
     println!("{}", printer.output);
     assert!(exports.contains(&"edgeinfer:inference/model@0.1.0".to_string()), "{exports:?}");
     assert!(exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2.")), "{exports:?}");
-    let allowed = ["edgeinfer:inference/types@", "wasi:io/", "wasi:http/types@", "wasi:cli/stdin@", "wasi:cli/stdout@", "wasi:cli/stderr@", "wasi:random/"];
+    let allowed = [
+        "edgeinfer:inference/types@",
+        "wasi:io/",
+        "wasi:http/types@",
+        "wasi:cli/stdin@",
+        "wasi:cli/stdout@",
+        "wasi:cli/stderr@",
+        "wasi:random/",
+    ];
     for import in &imports {
         assert!(allowed.iter().any(|a| import.starts_with(a)), "the component imports {import}");
     }
@@ -305,11 +350,19 @@ fn spin_toml_routes_to_the_component_its_build_command_produces() {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgeinfer"));
     command.current_dir(root).env("EDGEINFER_CACHE_DIR", cache_dir());
     for (i, arg) in args.iter().enumerate() {
-        if i == repo_at { command.arg(scratch.path()) } else { command.arg(arg) };
+        if i == repo_at {
+            command.arg(scratch.path())
+        } else {
+            command.arg(arg)
+        };
     }
     let output = command.output().expect("run the build command");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let built = std::fs::read(scratch.path().join(relative)).expect("the component `source` names");
     let expected = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("fixture");
-    assert_eq!(edgeinfer::sha256_hex(&built), edgeinfer::sha256_hex(&expected), "the demo component (reproducible compile)");
+    assert_eq!(
+        edgeinfer::sha256_hex(&built),
+        edgeinfer::sha256_hex(&expected),
+        "the demo component (reproducible compile)"
+    );
 }

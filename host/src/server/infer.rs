@@ -6,8 +6,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use edgeinfer_oip::{HEADER_LENGTH, decode_request_with_binary, split_body};
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::Response;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 use super::registry::ServedVersion;
 use super::response::{ApiError, Body};

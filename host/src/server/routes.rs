@@ -166,8 +166,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 /// Reads the whole body within the size and time limits (413 / 408).
 pub(super) async fn read_body(app: &App, request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = app.config.max_body_bytes;
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, edgeinfer_oip::body_too_large_message(max));
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, edgeinfer_oip::body_too_large_message(max));
     let declared =
         request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let deadline = Duration::from_millis(app.config.request_read_timeout_ms);
@@ -203,7 +202,10 @@ pub(super) fn allow(method: &Method, expected: Method) -> Result<(), ApiError> {
     if *method == expected {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, edgeinfer_oip::wrong_method_message(expected.as_str(), method.as_str())))
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            edgeinfer_oip::wrong_method_message(expected.as_str(), method.as_str()),
+        ))
     }
 }
 
@@ -214,7 +216,9 @@ pub(super) fn parse_version(text: &str) -> Result<u64, ApiError> {
 fn metadata(model: &LoadedModel, versions: &[u64]) -> Value {
     let manifest = model.manifest();
     let tensors = |sigs: &[crate::manifest::TensorSignature]| -> Vec<TensorMetadata> {
-        sigs.iter().map(|s| TensorMetadata { name: s.name.clone(), datatype: s.datatype, shape: s.shape.clone() }).collect()
+        sigs.iter()
+            .map(|s| TensorMetadata { name: s.name.clone(), datatype: s.datatype, shape: s.shape.clone() })
+            .collect()
     };
     let metadata = ModelMetadata {
         name: manifest.name.clone(),
