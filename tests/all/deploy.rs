@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,17 @@ impl Phase {
     }
 }
 
-fn load_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Sample> {
+/// Lets the load run until `count` more requests have been answered (at most 15 s), so every
+/// phase has enough samples however busy the machine is.
+fn let_requests_run(done: &AtomicUsize, count: usize) {
+    let target = done.load(Ordering::Relaxed) + count;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while done.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn load_client(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> Vec<Sample> {
     let body = digits_request(1);
     let mut samples = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -146,6 +156,7 @@ fn load_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Sample> {
             .ok()
             .and_then(|v| v["model_version"].as_str().and_then(|s| s.parse().ok()));
         samples.push(Sample { start, end, status: reply.status, version, body: reply.text() });
+        done.fetch_add(1, Ordering::Relaxed);
     }
     samples
 }
@@ -189,15 +200,16 @@ fn rollout_under_load_loses_no_request_and_is_logged_in_order() {
     let addr = server.addr;
     let url = format!("http://{addr}");
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || load_client(addr, stop))
+            let (stop, done) = (stop.clone(), done.clone());
+            std::thread::spawn(move || load_client(addr, stop, done))
         })
         .collect();
     let started = Instant::now();
     let mut phases = vec![Phase { sent: started, returned: started, weights: BTreeMap::from([(1, 100)]) }];
-    std::thread::sleep(Duration::from_millis(300));
+    let_requests_run(&done, 100);
 
     // 1. A new version appears in the watched repository; policy "wait": it takes no traffic.
     drop_version(&staged.repo.join("digits/2"), repo, 2, |_| {});
@@ -206,17 +218,17 @@ fn rollout_under_load_loses_no_request_and_is_logged_in_order() {
     change(&mut phases, &[(1, 90), (2, 10)], || {
         put_traffic(addr, json!({"split": {"1": 90, "2": 10}, "reason": "canary"}))
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    let_requests_run(&done, 1500);
     change(&mut phases, &[(1, 50), (2, 50)], || {
         cli(&["traffic", "--server", &url, "--model", "digits", "1=50", "2=50"])
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    let_requests_run(&done, 1000);
     // 4-5. Version 3 appears and shadows version 2, which takes all traffic.
     drop_version(&staged.repo.join("digits/3"), repo, 3, |_| {});
     wait_for(addr, "version 3 to load", |v| has(v, "loaded", "3"));
     let body = json!({"split": {"2": 100}, "shadow": "3", "reason": "promote 2, shadow 3"});
     change(&mut phases, &[(2, 100)], || put_traffic(addr, body));
-    std::thread::sleep(Duration::from_millis(1500));
+    let_requests_run(&done, 600);
     // 6. Roll back to 50/50 (through the CLI), then 7. all on version 2 again.
     let rolled = change(&mut phases, &[(1, 50), (2, 50)], || cli(&["rollback", "--server", &url, "--model", "digits"]));
     assert_eq!(rolled["split"], json!({"1": 50, "2": 50}), "{rolled}");
@@ -236,12 +248,13 @@ fn rollout_under_load_loses_no_request_and_is_logged_in_order() {
         |v: u64| move || request(addr, "POST", &format!("/v2/admin/models/digits/versions/{v}/unload"), &[], b"");
     change(&mut phases, &[(2, 100)], unload(1));
     change(&mut phases, &[(2, 100)], unload(3));
-    std::thread::sleep(Duration::from_millis(500));
+    let_requests_run(&done, 100);
 
     stop.store(true, Ordering::Relaxed);
     let samples: Vec<Sample> = clients.into_iter().flat_map(|c| c.join().expect("client")).collect();
     let elapsed = started.elapsed();
     let view = traffic(addr);
+    let stats = get(addr, "/v2/models/digits/stats").json();
     server.shutdown();
 
     // Zero failed or dropped requests, each answered by a version its moment allowed.
@@ -273,6 +286,11 @@ fn rollout_under_load_loses_no_request_and_is_logged_in_order() {
     assert!(pair["compared"].as_u64().expect("compared") > 0, "{pair}");
     assert_eq!(pair["agreed"], pair["compared"], "{pair}");
     assert_eq!(view["loaded"], json!(["2"]));
+    // Per-version statistics count exactly what the clients saw from version 2.
+    let row = stats["model_stats"].as_array().expect("rows").iter().find(|r| r["version"] == "2").cloned().expect("v2");
+    let answered_by_2 = samples.iter().filter(|s| s.version == Some(2)).count() as u64;
+    assert_eq!(row["inference_count"], answered_by_2, "{row}");
+    assert!(row["latency_us"]["p50"].as_f64().expect("p50") > 0.0, "{row}");
     println!("{} requests in {elapsed:?}, all answered", samples.len());
 
     // The history lists every change, in order.

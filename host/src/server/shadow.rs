@@ -70,6 +70,7 @@ fn work(registry: &ModelRegistry, queue: Receiver<ShadowJob>) {
         let agreed = match outcome {
             Ok(outcome) => {
                 shadow.stats.success.record(started.elapsed());
+                shadow.stats.latency.record(started.elapsed());
                 Some(outputs_agree(&outcome.outputs, &job.live_outputs).is_ok())
             }
             Err(error) => {

@@ -24,6 +24,49 @@ impl Counter {
     }
 }
 
+/// Latencies in buckets four per octave (about ±10%), from 1 µs to over a minute, so
+/// percentiles can be read without keeping every sample.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+const BUCKETS: usize = 4 * 27;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&self, elapsed: Duration) {
+        let micros = elapsed.as_secs_f64() * 1e6;
+        let index = if micros <= 1.0 { 0 } else { (micros.log2() * 4.0).ceil() as usize };
+        self.buckets[index.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latency under which `percent` of the recorded ones fall (a bucket's upper bound),
+    /// in microseconds; `None` before any was recorded.
+    pub fn percentile_us(&self, percent: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = ((percent / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some((2f64.powf(index as f64 / 4.0) * 10.0).round() / 10.0);
+            }
+        }
+        None
+    }
+}
+
 /// The statistics of one model version.
 #[derive(Debug, Default)]
 pub struct VersionStats {
@@ -41,6 +84,8 @@ pub struct VersionStats {
     pub compute_output: Counter,
     /// Fuel consumed by successful requests.
     pub fuel: AtomicU64,
+    /// Latency of successful requests, from decoding to encoding (queueing excluded).
+    pub latency: LatencyHistogram,
     last_inference_ms: AtomicU64,
 }
 
@@ -61,6 +106,11 @@ impl VersionStats {
             "inference_count": successes,
             "execution_count": successes,
             "fuel_used": self.fuel.load(Ordering::Relaxed),
+            "latency_us": {
+                "p50": self.latency.percentile_us(50.0),
+                "p90": self.latency.percentile_us(90.0),
+                "p99": self.latency.percentile_us(99.0),
+            },
             "inference_stats": {
                 "success": self.success.to_json(),
                 "fail": self.fail.to_json(),
@@ -70,5 +120,26 @@ impl VersionStats {
                 "compute_output": self.compute_output.to_json(),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_fall_in_the_right_bucket() {
+        let histogram = LatencyHistogram::default();
+        assert_eq!(histogram.percentile_us(50.0), None);
+        for _ in 0..90 {
+            histogram.record(Duration::from_micros(100));
+        }
+        for _ in 0..10 {
+            histogram.record(Duration::from_millis(10));
+        }
+        let p50 = histogram.percentile_us(50.0).unwrap();
+        let p99 = histogram.percentile_us(99.0).unwrap();
+        assert!((100.0..=120.0).contains(&p50), "{p50}");
+        assert!((10_000.0..=12_000.0).contains(&p99), "{p99}");
     }
 }
