@@ -41,6 +41,24 @@ fn compile_verify_infer_round_trip_and_tamper_detection() {
     });
     let request_path = temp.path().join("request.json");
     std::fs::write(&request_path, request.to_string()).expect("write");
+
+    // --replace rebuilds it; --example records the request's outputs as the smoke test.
+    let onnx_arg = onnx.to_str().expect("utf8");
+    let example = request_path.to_str().expect("utf8");
+    let compile_args = ["compile", onnx_arg, "--name", "digits", "--version", "7", "--repo", repo, "--replace"];
+    let bad_example = temp.path().join("bad.json");
+    std::fs::write(&bad_example, "{\"inputs\": [").expect("write");
+    let out = edgeinfer(&[&compile_args[..], &["--example", bad_example.to_str().expect("utf8")]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("malformed inference request JSON"), "{}", text(&out));
+    assert!(Path::new(repo).join("digits/7/model.wasm").exists(), "a failed --replace keeps the old version");
+    let out = edgeinfer(&[&compile_args[..], &["--example", example]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = edgeinfer::Manifest::load(&Path::new(repo).join("digits/7/manifest.toml")).expect("manifest");
+    assert_eq!(manifest.examples.len(), 1);
+    let names: Vec<&str> = manifest.examples[0].outputs.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["label", "probabilities"]);
+
     let out =
         edgeinfer(&["infer", "--repo", repo, "--model", "digits", "--input", request_path.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out));

@@ -1,6 +1,6 @@
 //! `edgeinfer compile MODEL.onnx --name NAME --version N --repo DIR`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ pub struct CompileArgs {
     /// as a smoke test; every later load (and hot swap) must reproduce them. Repeatable.
     #[arg(long = "example", value_name = "REQUEST.json")]
     examples: Vec<PathBuf>,
-    /// Replace the version if it already exists (for build scripts such as `spin build`).
+    /// Replace the version if it already exists (for build scripts such as `spin build`); the
+    /// old one stays until the new one is complete.
     #[arg(long)]
     replace: bool,
     /// Default limits written to the manifest.
@@ -37,12 +38,6 @@ pub struct CompileArgs {
 }
 
 pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
-    if args.replace {
-        let existing = edgeinfer::compile::version_dir(&args.repo, &args.name, args.version);
-        if existing.exists() {
-            std::fs::remove_dir_all(&existing).with_context(|| format!("replacing {}", existing.display()))?;
-        }
-    }
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let limits = Limits::default().with(args.limits.overrides());
     let examples = args
@@ -55,12 +50,24 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
             anyhow::Ok(inputs)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // With --replace the new version is compiled beside the repository and swapped in only
+    // once it is complete, so a failed compile leaves the old version as it was.
+    let final_dir = edgeinfer::compile::version_dir(&args.repo, &args.name, args.version);
+    let staging = match args.replace && final_dir.exists() {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix(".replace-")
+                .tempdir_in(&args.repo)
+                .with_context(|| format!("creating a staging directory in {}", args.repo.display()))?,
+        ),
+        false => None,
+    };
     let request = CompileRequest {
         onnx: &onnx,
         source_file: args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         name: args.name,
         version: args.version,
-        repo: args.repo,
+        repo: staging.as_ref().map_or(args.repo.clone(), |dir| dir.path().to_path_buf()),
         limits,
         examples,
     };
@@ -74,13 +81,25 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
     let result = compile_model(&runtime, &request, &progress);
     spinner.finish_and_clear();
     let model = result.with_context(|| format!("compiling {}", request.source_file))?;
+    if staging.is_some() {
+        swap_in(model.dir(), &final_dir)?;
+    }
     let manifest = model.manifest();
     println!(
         "compiled {} version {} into {} (sha256 {})",
         manifest.name,
         manifest.version,
-        model.dir().display(),
+        final_dir.display(),
         manifest.component.sha256
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts the freshly compiled `new` version directory in place of `existing`.
+fn swap_in(new: &Path, existing: &Path) -> anyhow::Result<()> {
+    let name = existing.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let old = existing.with_file_name(format!(".replaced-{name}-{}", std::process::id()));
+    std::fs::rename(existing, &old).with_context(|| format!("moving {} aside", existing.display()))?;
+    std::fs::rename(new, existing).with_context(|| format!("moving the new version into {}", existing.display()))?;
+    std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))
 }
