@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Import modules a model component keeps: streams, randomness (hash seeds), stdio, and
-/// the `wasi:http` types its HTTP handler (Spin's `#[http_component]`) answers with.
+/// the `wasi:http` types its HTTP handler (Spin's `#[http_component]`) answers with: all
+/// inside the `wasi:http/proxy` world, so any wasi:http host can run the component.
 const KEPT_IMPORTS: &[&str] = &[
     "wasi:io/",
     "wasi:http/types@",
-    "wasi:random/",
+    "wasi:random/random@",
     "wasi:cli/stdin@",
     "wasi:cli/stdout@",
     "wasi:cli/stderr@",
@@ -114,25 +115,47 @@ fn stub_denied_imports(core: &[u8]) -> Result<Vec<u8>> {
             _ => None,
         })
         .collect();
+    // `wasi:random/insecure-seed` (std's hash keys) is outside the proxy world: answer it
+    // from `wasi:random/random` instead.
+    let random_u64 = module
+        .imports
+        .iter()
+        .find(|i| i.module.starts_with("wasi:random/random@") && i.name == "get-random-u64")
+        .and_then(|i| match i.kind {
+            walrus::ImportKind::Function(id) => Some(id),
+            _ => None,
+        });
     for (id, name) in denied {
         let ty = module.types.get(module.funcs.get(id).ty());
         let (params, results) = (ty.params().to_vec(), ty.results().to_vec());
         let zeroed = ZEROED_GETTERS.iter().find(|(getter, _)| *getter == name).map(|(_, size)| *size);
-        module.replace_imported_func(id, |(body, args)| match (zeroed, params.as_slice(), results.as_slice()) {
-            (Some(size), [walrus::ValType::I32], []) => {
-                for offset in (0..size).step_by(4) {
-                    body.local_get(args[0]).i32_const(0).store(
-                        memory,
-                        walrus::ir::StoreKind::I32 { atomic: false },
-                        walrus::ir::MemArg { align: 4, offset },
-                    );
+        let from_random = if name == "insecure-seed" { random_u64 } else { None };
+        module.replace_imported_func(id, |(body, args)| {
+            match (from_random, zeroed, params.as_slice(), results.as_slice()) {
+                (Some(random), _, [walrus::ValType::I32], []) => {
+                    for offset in [0, 8] {
+                        body.local_get(args[0]).call(random).store(
+                            memory,
+                            walrus::ir::StoreKind::I64 { atomic: false },
+                            walrus::ir::MemArg { align: 8, offset },
+                        );
+                    }
                 }
-            }
-            (Some(_), [], [walrus::ValType::I64]) => {
-                body.i64_const(0);
-            }
-            _ => {
-                body.unreachable();
+                (None, Some(size), [walrus::ValType::I32], []) => {
+                    for offset in (0..size).step_by(4) {
+                        body.local_get(args[0]).i32_const(0).store(
+                            memory,
+                            walrus::ir::StoreKind::I32 { atomic: false },
+                            walrus::ir::MemArg { align: 4, offset },
+                        );
+                    }
+                }
+                (None, Some(_), [], [walrus::ValType::I64]) => {
+                    body.i64_const(0);
+                }
+                _ => {
+                    body.unreachable();
+                }
             }
         })?;
     }

@@ -100,7 +100,7 @@ fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
     let imports = component_imports(edgeinfer::RUNTIME_COMPONENT);
     let allowed = [
         "wasi:io/",
-        "wasi:random/",
+        "wasi:random/random@",
         "wasi:http/types@",
         "wasi:cli/stdin@",
         "wasi:cli/stdout@",
