@@ -21,8 +21,8 @@ enum Answer {
 
 #[http_component]
 fn handle(request: Request) -> Response {
-    let answer = loaded::with_model(|model| route(model, &request))
-        .unwrap_or_else(|| Err((500, "no model is loaded in this component".to_string())));
+    let answer =
+        loaded::with_model(|model| route(model, &request)).unwrap_or_else(|| Err((500, loaded::NO_MODEL.to_string())));
     let answer = answer.unwrap_or_else(|(status, message)| Answer::Json(status, oip::error_body(&message)));
     match answer {
         Answer::Json(status, value) => Response::builder()
@@ -57,7 +57,7 @@ fn route(model: &LoadedModel, request: &Request) -> Result<Answer, (u16, String)
             let rest = match rest {
                 ["versions", version, rest @ ..] if *version == metadata.version => rest,
                 ["versions", version, ..] => {
-                    return Err((404, format!("model '{name}' has no version {version} loaded")));
+                    return Err((404, oip::unknown_version_message(name, version)));
                 }
                 rest => rest,
             };

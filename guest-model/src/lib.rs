@@ -35,7 +35,7 @@ impl ModelGuest for Runtime {
 
     fn infer(inputs: Vec<Tensor>, outputs: Vec<String>) -> Result<Vec<Tensor>, Error> {
         loaded::with_model(|model| model.infer(inputs, &outputs))
-            .unwrap_or_else(|| Err(Error::Model("no model is loaded in this component".into())))
+            .unwrap_or_else(|| Err(Error::Model(loaded::NO_MODEL.into())))
     }
 }
 

@@ -11,8 +11,11 @@ use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 use crate::convert;
 use crate::edgeinfer::inference::types::{Error, InvalidInput, ModelMetadata, Tensor as WitTensor, TensorSpec};
 
-/// The platform string reported in model metadata.
-pub const PLATFORM: &str = "onnx_tract";
+/// The platform reported in model metadata, the same as `edgeinfer serve`'s.
+pub use edgeinfer_oip::PLATFORM;
+
+/// The answer when `setup.load` was never called (a raw runtime, not a compiled model).
+pub const NO_MODEL: &str = "no model is loaded in this component";
 
 thread_local! {
     // A component instance is single-threaded; the snapshot keeps this initialized.

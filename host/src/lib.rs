@@ -50,3 +50,4 @@ pub use manifest::Manifest;
 pub use model::{InferOutcome, LoadedModel, ModelSession};
 pub use repository::{ModelRepository, VersionRef};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use store::NoOutgoingHttp;

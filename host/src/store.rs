@@ -16,7 +16,7 @@ const STDERR_CAPTURE: usize = 4096;
 pub struct StoreState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    http_hooks: DefaultHttpHooks,
+    http_hooks: NoOutgoingHttp,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     pub(crate) limiter: MemoryLimiter,
@@ -30,7 +30,7 @@ impl StoreState {
         StoreState {
             wasi,
             http: WasiHttpCtx::new(),
-            http_hooks: DefaultHttpHooks,
+            http_hooks: NoOutgoingHttp,
             table: ResourceTable::new(),
             stderr,
             limiter: MemoryLimiter { cap: memory_cap, denied: false },
@@ -72,10 +72,12 @@ impl WasiHttpView for StoreState {
     }
 }
 
-/// The default `wasi:http` behaviour (forbidden headers, schemes), and no outgoing requests.
-struct DefaultHttpHooks;
+/// `wasi:http` hooks with the default rules (forbidden headers, schemes) that refuse every
+/// outgoing request: for hosts running a component's HTTP handler with no network access.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoOutgoingHttp;
 
-impl WasiHttpHooks for DefaultHttpHooks {
+impl WasiHttpHooks for NoOutgoingHttp {
     fn send_request(
         &mut self,
         _request: hyper::Request<WasiBody>,

@@ -14,7 +14,7 @@ pub use json::{InferenceRequest, InferenceResponse, RequestedOutput, ResponseOut
 pub use response::{
     EncodedResponse, HttpBody, ModelMetadata, PLATFORM, TensorMetadata, body_too_large_message, encode_response,
     error_body, invalid_input_message, live_body, model_error_message, model_ready_body, ready_body, requested_outputs,
-    unknown_endpoint_message, unknown_model_message, wrong_method_message,
+    unknown_endpoint_message, unknown_model_message, unknown_version_message, wrong_method_message,
 };
 
 /// A tensor with row-major, little-endian raw data (BYTES: 4-byte length-prefixed items).

@@ -159,6 +159,11 @@ pub fn unknown_model_message(model: &str) -> String {
     format!("unknown model '{model}'")
 }
 
+/// The message for a version that is not loaded.
+pub fn unknown_version_message(model: &str, version: impl std::fmt::Display) -> String {
+    format!("model '{model}' has no version {version} loaded")
+}
+
 /// The message for a path no endpoint serves.
 pub fn unknown_endpoint_message(path: &str) -> String {
     format!("unknown endpoint {path}")

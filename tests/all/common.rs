@@ -79,6 +79,40 @@ pub fn try_compile(
     compile_model(runtime, &request, &|_: &str| {})
 }
 
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Copies a version directory to `to`, its manifest saying `version`.
+pub fn copy_version(from: &Path, to: &Path, version: u64) {
+    copy_dir(from, to);
+    let path = to.join("manifest.toml");
+    let mut manifest = edgeinfer::Manifest::load(&path).expect("manifest");
+    manifest.version = version;
+    manifest.save(&path).expect("save");
+}
+
+/// Import prefixes a model component may have: everything inside the wasi:http/proxy world
+/// that a model and its HTTP handler use.
+pub const MODEL_IMPORTS: [&str; 7] = [
+    "wasi:io/",
+    "wasi:random/random@",
+    "wasi:http/types@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+    "edgeinfer:inference/types@",
+];
+
 pub fn holdout() -> &'static Holdout {
     static HOLDOUT: OnceLock<Holdout> = OnceLock::new();
     HOLDOUT.get_or_init(|| {

@@ -98,17 +98,8 @@ fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
     }
     assert!(simd_ops > 1000, "simd128 did not take effect: {simd_ops} SIMD instructions");
     let imports = component_imports(edgeinfer::RUNTIME_COMPONENT);
-    let allowed = [
-        "wasi:io/",
-        "wasi:random/random@",
-        "wasi:http/types@",
-        "wasi:cli/stdin@",
-        "wasi:cli/stdout@",
-        "wasi:cli/stderr@",
-        "edgeinfer:inference/types@",
-    ];
     for import in &imports {
-        assert!(allowed.iter().any(|p| import.starts_with(p)), "runtime imports {import}");
+        assert!(MODEL_IMPORTS.iter().any(|p| import.starts_with(p)), "runtime imports {import}");
     }
     let snapshot = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("component");
     for import in component_imports(&snapshot) {

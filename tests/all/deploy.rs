@@ -46,23 +46,11 @@ fn staged() -> &'static Staged {
     })
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-    }
-}
-
 /// Makes version `version` of digits appear in `repo` at once (copied beside, then renamed),
 /// from `source`; `edit` may change the manifest and component first.
 fn drop_version(source: &Path, repo: &Path, version: u64, edit: impl FnOnce(&Path)) {
     let incoming = repo.join("digits").join(format!(".incoming-{version}"));
-    copy_dir(source, &incoming);
-    let manifest_path = incoming.join("manifest.toml");
-    let mut manifest = Manifest::load(&manifest_path).expect("manifest");
-    manifest.version = version;
-    manifest.save(&manifest_path).expect("save");
+    copy_version(source, &incoming, version);
     edit(&incoming);
     std::fs::rename(&incoming, repo.join("digits").join(version.to_string())).expect("rename");
 }

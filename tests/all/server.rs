@@ -162,18 +162,11 @@ fn repository_extension_unloads_and_reloads() {
     let temp = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixtures().repo.join("digits"), &temp.path().join("digits"));
     // A tampered version sits beside the good one: reported, never served.
-    copy_dir(&temp.path().join("digits/1"), &temp.path().join("digits/2"));
+    copy_version(&temp.path().join("digits/1"), &temp.path().join("digits/2"), 2);
     let wasm = temp.path().join("digits/2/model.wasm");
     let mut bytes = std::fs::read(&wasm).expect("read");
     bytes[4096] ^= 1;
     std::fs::write(&wasm, bytes).expect("write");
-    std::fs::write(
-        temp.path().join("digits/2/manifest.toml"),
-        std::fs::read_to_string(temp.path().join("digits/1/manifest.toml"))
-            .expect("m")
-            .replace("version = 1", "version = 2"),
-    )
-    .expect("write");
 
     let server = TestServer::start(temp.path(), ServerConfig::default());
     let addr = server.addr;
@@ -198,10 +191,7 @@ fn repository_extension_unloads_and_reloads() {
 fn per_model_config_sets_the_default_version_and_limits() {
     let temp = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixtures().repo.join("digits"), &temp.path().join("digits"));
-    copy_dir(&temp.path().join("digits/1"), &temp.path().join("digits/2"));
-    let manifest = temp.path().join("digits/2/manifest.toml");
-    let text = std::fs::read_to_string(&manifest).expect("read").replace("version = 1", "version = 2");
-    std::fs::write(&manifest, text).expect("write");
+    copy_version(&temp.path().join("digits/1"), &temp.path().join("digits/2"), 2);
 
     let server = TestServer::start(temp.path(), ServerConfig::default());
     assert_eq!(post_json(server.addr, "/v2/models/digits/infer", &digits_request(1)).json()["model_version"], "2");
@@ -489,18 +479,6 @@ fn invalid_config_is_refused_with_file_key_and_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bogus") && stderr.contains("edgeinfer.toml"), "{stderr}");
     assert!(!stderr.contains("serving"), "{stderr}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 /// Triton's own Python HTTP client (`tritonclient[http]`, installed by `.ci/run`) against

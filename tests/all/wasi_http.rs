@@ -23,6 +23,8 @@ use wasmtime_wasi_http::p2::bindings::sync::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use edgeinfer::NoOutgoingHttp;
+
 use crate::common::*;
 use crate::http::*;
 use crate::server::{TestServer, digits_request};
@@ -32,7 +34,7 @@ struct HttpState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: NoOutgoing,
+    hooks: NoOutgoingHttp,
 }
 
 impl WasiView for HttpState {
@@ -44,26 +46,6 @@ impl WasiView for HttpState {
 impl WasiHttpView for HttpState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-struct NoOutgoing;
-
-impl wasmtime_wasi_http::WasiHttpHooks for NoOutgoing {
-    fn send_request(
-        &mut self,
-        _request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    hyper::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
     }
 }
 
@@ -109,7 +91,7 @@ async fn handle(
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: NoOutgoing,
+            hooks: NoOutgoingHttp,
         };
         let mut store = Store::new(&engine, state);
         store.set_fuel(u64::MAX / 2)?;
@@ -260,17 +242,8 @@ fn component_world_exports_the_model_and_the_http_handler_and_imports_only_the_m
     println!("{}", printer.output);
     assert!(exports.contains(&"edgeinfer:inference/model@0.1.0".to_string()), "{exports:?}");
     assert!(exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2.")), "{exports:?}");
-    let allowed = [
-        "edgeinfer:inference/types@",
-        "wasi:io/",
-        "wasi:http/types@",
-        "wasi:cli/stdin@",
-        "wasi:cli/stdout@",
-        "wasi:cli/stderr@",
-        "wasi:random/random@",
-    ];
     for import in &imports {
-        assert!(allowed.iter().any(|a| import.starts_with(a)), "the component imports {import}");
+        assert!(MODEL_IMPORTS.iter().any(|a| import.starts_with(a)), "the component imports {import}");
     }
     assert!(!imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler")), "no outbound HTTP: {imports:?}");
 }

@@ -249,7 +249,7 @@ impl ModelRegistry {
         let _guard = self.lock();
         let mut state = (*self.state(name)?).clone();
         if !state.versions.contains_key(&version) {
-            return Err(Error::NotFound(format!("model '{name}' has no version {version} loaded")).into());
+            return Err(Error::NotFound(edgeinfer_oip::unknown_version_message(name, version)).into());
         }
         if state.deployment.as_ref().is_some_and(|d| d.uses(version)) {
             return Err(ChangeError::Conflict(format!(
@@ -359,7 +359,7 @@ impl ModelRegistry {
         let state = table.get(name).ok_or_else(|| Error::NotFound(edgeinfer_oip::unknown_model_message(name)))?;
         if let Some(v) = version {
             let live = state.versions.get(&v).cloned();
-            let live = live.ok_or_else(|| Error::NotFound(format!("model '{name}' has no version {v} loaded")))?;
+            let live = live.ok_or_else(|| Error::NotFound(edgeinfer_oip::unknown_version_message(name, v)))?;
             return Ok(Route { live, shadow: None });
         }
         let deployment = state

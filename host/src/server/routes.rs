@@ -132,10 +132,7 @@ async fn infer_request(app: Arc<App>, route: Route, request: Request<Incoming>) 
     .await;
     served.stats.touch();
     match &result {
-        Ok(_) => {
-            served.stats.success.record(started.elapsed());
-            served.stats.latency.record(started.elapsed());
-        }
+        Ok(_) => served.stats.record_success(started.elapsed()),
         Err(_) => served.stats.fail.record(started.elapsed()),
     }
     result

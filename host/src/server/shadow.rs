@@ -69,8 +69,7 @@ fn work(registry: &ModelRegistry, queue: Receiver<ShadowJob>) {
         shadow.stats.touch();
         let agreed = match outcome {
             Ok(outcome) => {
-                shadow.stats.success.record(started.elapsed());
-                shadow.stats.latency.record(started.elapsed());
+                shadow.stats.record_success(started.elapsed());
                 Some(outputs_agree(&outcome.outputs, &job.live_outputs).is_ok())
             }
             Err(error) => {

@@ -90,6 +90,12 @@ pub struct VersionStats {
 }
 
 impl VersionStats {
+    /// Records a successful request that took `elapsed` (count, total time and histogram).
+    pub fn record_success(&self, elapsed: Duration) {
+        self.success.record(elapsed);
+        self.latency.record(elapsed);
+    }
+
     /// Marks an inference as just finished.
     pub fn touch(&self) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
