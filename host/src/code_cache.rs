@@ -1,56 +1,167 @@
 //! On-disk caches of compiled code: whole components keyed by their digest and the engine's
 //! compatibility, and cranelift's per-function cache so models share the runtime's code.
 //!
-//! Every cached file carries the SHA-256 of its payload and is verified before use, since
-//! `Component::deserialize` must only ever see bytes this host wrote.
+//! `Component::deserialize` runs whatever native code it is given, so the cache must prove
+//! who wrote a file, not only that it is intact: the directory must belong to this user and
+//! be writable by nobody else, and every entry carries an HMAC-SHA256 of its payload under a
+//! secret key that lives in the directory (mode 0600). An entry anyone else wrote fails the
+//! check and is recompiled.
 
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{CacheStore, Engine};
 
 use crate::{Error, Result};
 
+/// Length of the HMAC tag in front of each entry's payload.
+const TAG_LEN: usize = 32;
+
+/// The host-local secret that authenticates cache entries.
+#[derive(Clone)]
+struct CacheKey(Arc<[u8; 32]>);
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheKey(..)")
+    }
+}
+
+impl CacheKey {
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length; 32 bytes cannot fail.
+        <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_slice()).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn tag(&self, payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = self.mac();
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    fn verify(&self, tag: &[u8], payload: &[u8]) -> bool {
+        let mut mac = self.mac();
+        mac.update(payload);
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
 /// Compiled components on disk, keyed by component digest and engine compatibility.
 #[derive(Debug, Clone)]
 pub struct CodeCache {
     dir: PathBuf,
+    key: CacheKey,
 }
 
 impl CodeCache {
-    /// A cache rooted at `dir` (created if missing).
+    /// A cache rooted at `dir`: created 0700 if missing, refused when another user owns it
+    /// or others may write to it.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        for sub in ["components", "functions"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| Error::io(format!("creating cache directory {}", dir.display()), e))?;
+        for sub in ["", "components", "functions"] {
+            let path = dir.join(sub);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(|e| Error::io(format!("creating cache directory {}", path.display()), e))?;
+            check_private(&path)?;
         }
-        Ok(CodeCache { dir })
+        let key = load_or_create_key(&dir.join("key"))?;
+        Ok(CodeCache { dir, key })
     }
 
     /// The per-function store for cranelift's incremental compilation.
     pub fn function_store(&self) -> FunctionCache {
-        FunctionCache { dir: self.dir.join("functions") }
+        FunctionCache { dir: self.dir.join("functions"), key: self.key.clone() }
     }
 
     /// Returns the compiled component for `wasm` (whose digest the caller already verified),
-    /// from the cache when a verified entry exists, else compiling and caching it.
+    /// from the cache when an authentic entry exists, else compiling and caching it.
     pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], digest: &str) -> Result<Component> {
         let path = self.dir.join("components").join(format!("{digest}-{:016x}.cwasm", engine_hash(engine)));
-        if let Some(bytes) = read_verified(&path) {
+        if let Some(bytes) = read_authentic(&self.key, &path) {
             // SAFETY: the bytes are exactly what `precompile_component` of an engine with the
-            // same compatibility hash wrote, as the embedded SHA-256 of the payload proves.
+            // same compatibility hash wrote on this host: the HMAC under the host's secret key
+            // proves it, in a directory only this user can write.
             if let Ok(component) = unsafe { Component::deserialize(engine, &bytes) } {
                 return Ok(component);
             }
         }
         let compiled = engine.precompile_component(wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
-        write_verified(&path, &compiled);
+        write_authentic(&self.key, &path, &compiled);
         // SAFETY: produced just now by this engine.
         unsafe { Component::deserialize(engine, &compiled) }.map_err(Error::runtime)
+    }
+}
+
+/// The current effective user id.
+pub(crate) fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Refuses a directory another user owns or that group or others may write.
+fn check_private(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let uid = current_uid();
+    let refuse = |message: String| Err(Error::UntrustedCache { path: path.to_path_buf(), message });
+    if meta.uid() != uid {
+        return refuse(format!(
+            "it belongs to uid {} but edgeinfer runs as uid {uid}; use a directory of your own \
+             (--cache-dir / EDGEINFER_CACHE_DIR) or `chown {uid} {}`",
+            meta.uid(),
+            path.display()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return refuse(format!(
+            "it is writable by group or others (mode {mode:o}); run `chmod 700 {}`",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the cache's secret key, creating it (32 random bytes, mode 0600) on first use.
+fn load_or_create_key(path: &Path) -> Result<CacheKey> {
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    match created {
+        Ok(mut file) => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| Error::Runtime(format!("drawing a cache key: {e}")))?;
+            file.write_all(&key)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            Ok(CacheKey(Arc::new(key)))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            if meta.uid() != current_uid() || meta.permissions().mode() & 0o077 != 0 {
+                return Err(Error::UntrustedCache {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "the cache key must belong to uid {} with mode 600; delete it to start a new cache",
+                        current_uid()
+                    ),
+                });
+            }
+            let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| Error::UntrustedCache {
+                path: path.to_path_buf(),
+                message: format!("the cache key has {} bytes, not 32; delete it to start a new cache", bytes.len()),
+            })?;
+            Ok(CacheKey(Arc::new(key)))
+        }
+        Err(error) => Err(Error::io(format!("creating {}", path.display()), error)),
     }
 }
 
@@ -61,35 +172,36 @@ fn engine_hash(engine: &Engine) -> u64 {
     hasher.finish()
 }
 
-/// Reads a cache file: 32 bytes of SHA-256, then the payload it covers.
-fn read_verified(path: &Path) -> Option<Vec<u8>> {
+/// Reads a cache file: a 32-byte HMAC tag, then the payload it authenticates.
+fn read_authentic(key: &CacheKey, path: &Path) -> Option<Vec<u8>> {
     let mut bytes = std::fs::read(path).ok()?;
-    if bytes.len() < 32 || Sha256::digest(&bytes[32..]).as_slice() != &bytes[..32] {
-        tracing::warn!(path = %path.display(), "ignoring a corrupt cache file");
+    if bytes.len() < TAG_LEN || !key.verify(&bytes[..TAG_LEN], &bytes[TAG_LEN..]) {
+        tracing::warn!(path = %path.display(), "ignoring a cache file this host did not write (or a corrupt one)");
         return None;
     }
-    Some(bytes.split_off(32))
+    Some(bytes.split_off(TAG_LEN))
 }
 
 /// Writes a cache file atomically; a failure only costs a recompile later.
-fn write_verified(path: &Path, payload: &[u8]) -> bool {
+fn write_authentic(key: &CacheKey, path: &Path, payload: &[u8]) -> bool {
     let Some(dir) = path.parent() else {
         return false;
     };
     let write = || -> std::io::Result<()> {
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut file, &Sha256::digest(payload))?;
-        std::io::Write::write_all(&mut file, payload)?;
+        file.write_all(&key.tag(payload))?;
+        file.write_all(payload)?;
         file.persist(path)?;
         Ok(())
     };
     write().map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot write cache file")).is_ok()
 }
 
-/// Cranelift's incremental compilation cache, one verified file per compiled function.
+/// Cranelift's incremental compilation cache, one authenticated file per compiled function.
 #[derive(Debug)]
 pub struct FunctionCache {
     dir: PathBuf,
+    key: CacheKey,
 }
 
 impl FunctionCache {
@@ -100,10 +212,42 @@ impl FunctionCache {
 
 impl CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        read_verified(&self.path(key)).map(Cow::Owned)
+        read_authentic(&self.key, &self.path(key)).map(Cow::Owned)
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        write_verified(&self.path(key), &value)
+        write_authentic(&self.key, &self.path(key), &value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_written_with_another_key_is_ignored() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = CodeCache::new(temp.path().join("cache")).expect("cache");
+        let path = temp.path().join("cache/functions/entry");
+        assert!(write_authentic(&cache.key, &path, b"payload"));
+        assert_eq!(read_authentic(&cache.key, &path).as_deref(), Some(&b"payload"[..]));
+        let forged = CacheKey(Arc::new([9; 32]));
+        assert!(write_authentic(&forged, &path, b"native code"));
+        assert_eq!(read_authentic(&cache.key, &path), None);
+        // The old scheme (unkeyed sha256 of the payload) is not accepted either.
+        let mut unkeyed = Sha256::digest(b"native code").to_vec();
+        unkeyed.extend_from_slice(b"native code");
+        std::fs::write(&path, unkeyed).expect("write");
+        assert_eq!(read_authentic(&cache.key, &path), None);
+    }
+
+    #[test]
+    fn the_key_survives_a_restart_and_is_private() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let first = CodeCache::new(temp.path()).expect("cache");
+        let second = CodeCache::new(temp.path()).expect("cache again");
+        assert_eq!(first.key.0, second.key.0);
+        let mode = std::fs::metadata(temp.path().join("key")).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -32,6 +32,9 @@ pub enum Error {
         /// The cap in MiB.
         limit_mb: u64,
     },
+    /// The guest returned more outputs (count or bytes) than the host accepts.
+    #[error("output limit: {0}")]
+    OutputLimit(String),
     /// The guest trapped (panic, stack overflow, unreachable...).
     #[error("guest trap: {0}")]
     GuestTrap(String),
@@ -91,6 +94,14 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The compiled-code cache directory cannot be trusted (wrong owner, writable by others).
+    #[error("refusing the code cache {path}: {message}")]
+    UntrustedCache {
+        /// The directory or file refused.
+        path: PathBuf,
+        /// Why, and how to fix it.
+        message: String,
     },
     /// The runtime failed in a way that is not the model's or the caller's fault.
     #[error("runtime error: {0}")]

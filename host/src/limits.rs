@@ -47,3 +47,15 @@ impl Limits {
         usize::try_from(self.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
     }
 }
+
+impl LimitOverrides {
+    /// These overrides, falling back to `under` for each unset field (the server-wide
+    /// overrides of `edgeinfer.toml` win over a model's `config.toml`).
+    pub fn over(self, under: LimitOverrides) -> LimitOverrides {
+        LimitOverrides {
+            fuel: self.fuel.or(under.fuel),
+            timeout_ms: self.timeout_ms.or(under.timeout_ms),
+            memory_mb: self.memory_mb.or(under.memory_mb),
+        }
+    }
+}

@@ -2,21 +2,29 @@
 
 mod commands;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
+use edgeinfer::server::LogFormat;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "edgeinfer=info,warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = commands::Cli::parse();
+    init_logging(cli.log_format());
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr: text (ANSI colour only on a terminal) or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "edgeinfer=info,warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }

@@ -1,11 +1,10 @@
 //! Open Inference Protocol v2 on top of a loaded model: decoded request in, v2 response out.
-//! The one place responses are built, for the CLI and the server alike.
+//! The one place responses are built; [`crate::pipeline`] uses it for every transport.
 
 pub use edgeinfer_oip::{EncodedResponse, requested_outputs};
-use edgeinfer_oip::{InferenceRequest, InferenceResponse, ProtocolError, decode_request};
+use edgeinfer_oip::{InferenceRequest, ProtocolError};
 use serde_json::{Map, Value};
 
-use crate::limits::LimitOverrides;
 use crate::model::{InferOutcome, LoadedModel};
 use crate::{Error, Result};
 
@@ -13,20 +12,6 @@ impl From<ProtocolError> for Error {
     fn from(error: ProtocolError) -> Self {
         Error::InvalidInput { input: error.tensor.unwrap_or_default(), message: error.message }
     }
-}
-
-/// Decodes a v2 JSON request, runs it, and builds the v2 JSON response (no binary outputs).
-pub fn infer_json(model: &LoadedModel, body: &[u8], overrides: LimitOverrides) -> Result<InferenceResponse> {
-    let (request, inputs) = decode_request(body)?;
-    let outcome = model.infer(inputs, &requested_outputs(&request), overrides)?;
-    let encoded = encode_response(model, &request, outcome)?;
-    if !encoded.binary.is_empty() {
-        return Err(Error::InvalidInput {
-            input: String::new(),
-            message: "binary outputs need the HTTP binary tensor extension; drop binary_data here".into(),
-        });
-    }
-    Ok(encoded.json)
 }
 
 /// The v2 response for an outcome (outputs as JSON or, when asked, binary data), with the

@@ -20,7 +20,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Where compiled code is cached (`$EDGEINFER_CACHE_DIR`, else `~/.cache/edgeinfer`).
+    /// Where compiled code is cached (`$EDGEINFER_CACHE_DIR`, else `$XDG_CACHE_HOME/edgeinfer`,
+    /// else `~/.cache/edgeinfer`, else a per-user `edgeinfer-cache-<uid>` in the temp dir);
+    /// it must belong to this user and be writable by nobody else.
     pub cache_dir: PathBuf,
     /// Instances that may exist at once (pooling allocator slots).
     pub max_instances: u32,
@@ -36,7 +38,9 @@ impl Default for RuntimeConfig {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("edgeinfer")))
             .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/edgeinfer")))
-            .unwrap_or_else(|| std::env::temp_dir().join("edgeinfer-cache"));
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("edgeinfer-cache-{}", crate::code_cache::current_uid()))
+            });
         RuntimeConfig { cache_dir, max_instances: 128, max_memory_mb: 4096, consume_fuel: true }
     }
 }
@@ -68,6 +72,7 @@ impl Runtime {
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 4)
             .max_memories_per_component(4)
+            .max_memories_per_module(2)
             .max_memory_size(max_memory)
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20);
@@ -76,7 +81,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(Error::runtime)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = EpochTicker::start(engine.clone())?;
         Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker }))
     }
 
@@ -112,7 +117,8 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    /// Starts the ticker; without it deadlines would never fire, so failing is an error.
+    fn start(engine: Engine) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -123,8 +129,8 @@ impl EpochTicker {
                     engine.increment_epoch();
                 }
             })
-            .ok();
-        EpochTicker { stop, thread }
+            .map_err(|e| Error::io("starting the epoch ticker thread (request deadlines need it)", e))?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
     }
 }
 

@@ -33,7 +33,7 @@ impl StoreState {
             http_hooks: NoOutgoingHttp,
             table: ResourceTable::new(),
             stderr,
-            limiter: MemoryLimiter { cap: memory_cap, denied: false },
+            limiter: MemoryLimiter { cap: memory_cap, total: 0, denied: false },
         }
     }
 
@@ -91,18 +91,25 @@ impl WasiHttpHooks for NoOutgoingHttp {
 /// What `send_request` answers with.
 type OutgoingResponse = (hyper::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>);
 
-/// Caps linear memory and remembers whether it had to refuse growth.
+/// Caps the sum of all of a store's linear memories (a component may define several) and
+/// remembers whether it had to refuse growth.
 pub(crate) struct MemoryLimiter {
     cap: usize,
+    total: usize,
     pub(crate) denied: bool,
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.cap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
             self.denied = true;
-            wasmtime::bail!("memory limit of {} bytes reached (wanted {desired})", self.cap);
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (all memories would take {total}, this one wanted {desired})",
+                self.cap
+            );
         }
+        self.total = total;
         Ok(true)
     }
 

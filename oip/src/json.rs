@@ -332,4 +332,37 @@ mod tests {
             Tensor { name: "l".into(), datatype: Datatype::Int64, shape: vec![1], data: 7i64.to_le_bytes().to_vec() };
         assert_eq!(encode_output(&labels).expect("encodes").to_string(), "[7]");
     }
+
+    #[test]
+    fn bytes_tensors_round_trip_with_length_prefixes() {
+        let body = br#"{"inputs":[{"name":"s","shape":[3],"datatype":"BYTES","data":["a","","h\u00e9"]}]}"#;
+        let (_, tensors) = decode_request(body).expect("decode");
+        let expected: Vec<u8> =
+            [&1u32.to_le_bytes()[..], b"a", &0u32.to_le_bytes(), &3u32.to_le_bytes(), "h\u{e9}".as_bytes()].concat();
+        assert_eq!(tensors[0].data, expected);
+        assert_eq!(encode_output(&tensors[0]).expect("encodes"), serde_json::json!(["a", "", "h\u{e9}"]));
+        // A truncated item is an error naming the output, never a panic or a short answer.
+        let truncated = Tensor { data: expected[..expected.len() - 1].to_vec(), ..tensors[0].clone() };
+        let err = encode_output(&truncated).expect_err("truncated");
+        assert!(err.to_string().contains("'s'") && err.to_string().contains("does not match"), "{err}");
+        let not_text = br#"{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","data":[5]}]}"#;
+        let err = decode_request(not_text).expect_err("number as BYTES");
+        assert!(err.to_string().contains("not a valid BYTES"), "{err}");
+    }
+
+    #[test]
+    fn fp16_travels_only_as_binary_data() {
+        let json_body = br#"{"inputs":[{"name":"h","shape":[2],"datatype":"FP16","data":[1.0, 2.0]}]}"#;
+        let err = decode_request(json_body).expect_err("FP16 as JSON");
+        assert!(err.to_string().contains("FP16 data must be sent with the binary tensor data extension"), "{err}");
+        let header = br#"{"inputs":[{"name":"h","shape":[2],"datatype":"FP16","parameters":{"binary_data_size":4}}]}"#;
+        let halves = [0x3c00u16, 0xc000]; // 1.0 and -2.0
+        let raw: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let (_, tensors) = crate::decode_request_with_binary(header, &raw).expect("binary FP16");
+        assert_eq!((tensors[0].datatype, tensors[0].data.clone()), (Datatype::Fp16, raw.clone()));
+        let err = crate::decode_request_with_binary(header, &raw[..3]).expect_err("3 bytes for 2 halves");
+        assert!(err.to_string().contains("input 'h'"), "{err}");
+        let err = encode_output(&tensors[0]).expect_err("FP16 as JSON output");
+        assert!(err.to_string().contains("FP16 outputs can only be returned as binary data"), "{err}");
+    }
 }

@@ -13,8 +13,9 @@ pub use datatype::Datatype;
 pub use json::{InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, decode_request, encode_output};
 pub use response::{
     EncodedResponse, HttpBody, ModelMetadata, PLATFORM, TensorMetadata, body_too_large_message, encode_response,
-    error_body, invalid_input_message, live_body, model_error_message, model_ready_body, ready_body, requested_outputs,
-    unknown_endpoint_message, unknown_model_message, unknown_version_message, wrong_method_message,
+    error_body, invalid_input_message, live_body, model_error_message, model_ready_body, no_version_loaded_message,
+    ready_body, requested_outputs, unknown_endpoint_message, unknown_model_message, unknown_version_message,
+    wrong_method_message,
 };
 
 /// A tensor with row-major, little-endian raw data (BYTES: 4-byte length-prefixed items).

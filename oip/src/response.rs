@@ -164,6 +164,11 @@ pub fn unknown_version_message(model: &str, version: impl std::fmt::Display) -> 
     format!("model '{model}' has no version {version} loaded")
 }
 
+/// The message for a model with no version to serve.
+pub fn no_version_loaded_message(model: &str) -> String {
+    format!("model '{model}' has no version loaded")
+}
+
 /// The message for a path no endpoint serves.
 pub fn unknown_endpoint_message(path: &str) -> String {
     format!("unknown endpoint {path}")

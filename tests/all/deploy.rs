@@ -311,7 +311,7 @@ fn rollout_under_load_loses_no_request_and_is_logged_in_order() {
     // A restart comes back into the last split.
     let restarted = registry(repo);
     let view = restarted.traffic("digits").expect("traffic");
-    assert_eq!(view["split"], json!({"2": 100}), "{view}");
+    assert_eq!(view.deployment.split, BTreeMap::from([("2".to_string(), 100)]), "{view:?}");
     assert_eq!(restarted.resolve("digits", None).expect("route").version(), 2);
 }
 
@@ -399,4 +399,38 @@ fn a_version_failing_its_smoke_test_never_takes_traffic() {
 
 fn hex_of_i64s(values: &[i64]) -> String {
     values.iter().flat_map(|v| v.to_le_bytes()).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A shadow whose outputs differ from the live version's is reported as disagreeing, for
+/// every copy: the comparison can fail, not only agree.
+#[test]
+fn a_shadow_that_answers_differently_disagrees_every_time() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    copy_version(fixtures().digits.dir(), &temp.path().join("digits/1"), 1);
+    // Version 2 answers every request with no outputs at all.
+    let wasm = crate::hostile::componentize(&crate::hostile::hostile_core("", ""));
+    crate::hostile::install(&temp.path().join("digits/2"), &wasm, Limits::default());
+    std::fs::write(temp.path().join("digits/config.toml"), "default_version = 1\n").expect("config");
+    let server = TestServer::start(temp.path(), ServerConfig::default());
+    let addr = server.addr;
+    let reply = put_traffic(addr, json!({"split": {"1": 100}, "shadow": "2"}));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    const REQUESTS: u64 = 20;
+    for _ in 0..REQUESTS {
+        let reply = post_json(addr, "/v2/models/digits/infer", &digits_request(1));
+        assert_eq!((reply.status, reply.json()["model_version"].clone()), (200, json!("1")), "{}", reply.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pair = loop {
+        let view = traffic(addr);
+        let pair = view["agreement"].as_array().and_then(|a| a.first().cloned()).unwrap_or_default();
+        if pair["compared"] == REQUESTS || Instant::now() > deadline {
+            break pair;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!((pair["live"].clone(), pair["shadow"].clone()), (json!("1"), json!("2")), "{pair}");
+    assert_eq!(pair["compared"], REQUESTS, "{pair}");
+    assert_eq!(pair["agreed"], 0, "{pair}");
+    assert_eq!(pair["agreement_rate"], 0.0, "{pair}");
 }

@@ -154,3 +154,58 @@ fn core_module_instead_of_component_is_refused() {
     let error = LoadedModel::load(&runtime(), &dir).err().expect("must be refused");
     assert!(error.to_string().contains("core module"), "{error}");
 }
+
+/// An `infer` that returns `count` output tensors whose data all alias the first 64 KiB of
+/// memory: `count` x 64 KiB for a host that copies them blindly.
+fn aliasing_outputs(count: u32) -> String {
+    format!(
+        "(local $i i32) (local $p i32)
+         (drop (memory.grow (i32.const 3)))
+         (local.set $p (i32.const 8192))
+         (block $done (loop $fill
+           (br_if $done (i32.ge_u (local.get $i) (i32.const {count})))
+           (i32.store offset=20 (local.get $p) (i32.const 0))
+           (i32.store offset=24 (local.get $p) (i32.const 65536))
+           (local.set $p (i32.add (local.get $p) (i32.const 28)))
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br $fill)))
+         (i32.store8 (i32.const 2048) (i32.const 0))
+         (i32.store (i32.const 2052) (i32.const 8192))
+         (i32.store (i32.const 2056) (i32.const {count}))"
+    )
+}
+
+#[test]
+fn aliased_outputs_are_capped_before_the_host_copies_them() {
+    let limits = Limits { fuel: 1_000_000_000, timeout_ms: 10_000, memory_mb: 16 };
+    // 1,000 x 64 KiB = 62.5 MiB of outputs from a 256 KiB memory: over the 16 MiB cap.
+    let (_dir, model) = load_hostile(&aliasing_outputs(1000), "", limits);
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
+    assert!(matches!(error, Error::OutputLimit(_)), "{error:?}");
+    assert!(error.to_string().contains("memory cap of 16777216 bytes"), "{error}");
+    // Within the cap, the same aliasing outputs are copied (200 x 64 KiB = 12.5 MiB).
+    let (_dir, model) = load_hostile(&aliasing_outputs(200), "", limits);
+    let outcome = model.infer(one_input(), &[], LimitOverrides::default()).expect("under the cap");
+    assert_eq!(outcome.outputs.len(), 200);
+    assert!(outcome.outputs.iter().all(|t| t.data.len() == 65536));
+    // Too many tensors, however small.
+    let (_dir, model) = load_hostile(&aliasing_outputs(5000), "", limits);
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
+    assert!(error.to_string().contains("5000 output tensors"), "{error}");
+    assert_digits_still_serve();
+}
+
+#[test]
+fn the_memory_cap_covers_all_of_a_components_memories() {
+    // Each memory alone stays under the 16 MiB cap (10 MiB each); together they do not.
+    let grow_both = "(drop (memory.grow (i32.const 160))) (drop (memory.grow $second (i32.const 160)))";
+    let limits = Limits { fuel: 1_000_000_000, timeout_ms: 10_000, memory_mb: 16 };
+    let (_dir, model) = load_hostile(grow_both, "(memory $second 1)", limits);
+    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
+    assert!(matches!(error, Error::MemoryLimit { limit_mb: 16 }), "{error:?}");
+    // With a cap that fits both, the same component runs.
+    let roomy = LimitOverrides { memory_mb: Some(32), ..Default::default() };
+    let outcome = model.infer(one_input(), &[], roomy).expect("both memories fit in 32 MiB");
+    assert!(outcome.outputs.is_empty());
+    assert_digits_still_serve();
+}

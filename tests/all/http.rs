@@ -93,3 +93,50 @@ pub fn get(addr: SocketAddr, path: &str) -> Reply {
 pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Reply {
     request(addr, "POST", path, &[("Content-Type", "application/json".into())], body.to_string().as_bytes())
 }
+
+/// A keep-alive connection sending one request after another, as load generators do.
+pub struct KeepAlive {
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr) -> KeepAlive {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        KeepAlive { reader: std::io::BufReader::new(stream) }
+    }
+
+    /// Sends a POST with a JSON body and reads the reply (which must carry Content-Length).
+    pub fn post_json(&mut self, path: &str, body: &[u8]) -> Reply {
+        use std::io::BufRead;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(&[head.as_bytes(), body].concat()).expect("send");
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).expect("status line");
+        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("content-length");
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).expect("body");
+        Reply { status, headers, body }
+    }
+}

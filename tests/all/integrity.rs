@@ -1,6 +1,8 @@
 //! A component whose bytes differ from its manifest's digest is refused before compiling.
 
-use edgeinfer::{Error, LoadedModel};
+use std::os::unix::fs::PermissionsExt;
+
+use edgeinfer::{Error, LoadedModel, Runtime, RuntimeConfig};
 
 use crate::common::*;
 
@@ -42,17 +44,88 @@ fn corrupt_compiled_code_cache_is_ignored_and_rebuilt() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("digits/3");
     copy_version(fixtures().digits.dir(), &dir);
+    let mut corrupted = 0;
     for entry in std::fs::read_dir(&cache).expect("cache dir").flatten() {
         if entry.file_name().to_string_lossy().starts_with(digest.as_str()) {
             let mut bytes = std::fs::read(entry.path()).expect("read");
             let last = bytes.len() - 1;
             bytes[last] ^= 0xff;
             std::fs::write(entry.path(), bytes).expect("write");
+            corrupted += 1;
         }
     }
+    assert_eq!(corrupted, 1, "the digits component has exactly one cache entry to corrupt");
     let model = LoadedModel::load(&runtime(), &dir).expect("recompiled from the verified component");
     let holdout = holdout();
     let outcome =
         model.infer(vec![fp32(&holdout.input_name, &holdout.x[..1])], &[], Default::default()).expect("infer");
     assert_eq!(i64s(&outcome.outputs[0].data), vec![holdout.ort_labels[0]]);
+}
+
+/// A cache entry this host did not write (authenticated with another key, as anyone able to
+/// write the directory could, or with the old unkeyed checksum) is ignored and replaced by a
+/// fresh compile.
+#[test]
+fn a_forged_cache_entry_is_ignored_and_recompiled() {
+    use hmac::Mac;
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("digits/4");
+    copy_version(fixtures().digits.dir(), &dir);
+    let digest = &fixtures().digits.manifest().component.sha256;
+    let entry = std::fs::read_dir(cache_dir().join("components"))
+        .expect("cache dir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(digest.as_str()))
+        .expect("the digits entry")
+        .path();
+    let genuine = std::fs::read(&entry).expect("read");
+    let payload = &genuine[32..];
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[7u8; 32]).expect("key");
+    mac.update(payload);
+    let forged = [mac.finalize().into_bytes().as_slice(), payload].concat();
+    std::fs::write(&entry, &forged).expect("plant the forged entry");
+    let model = LoadedModel::load(&runtime(), &dir).expect("recompiled, not deserialized");
+    assert_ne!(std::fs::read(&entry).expect("read"), forged, "the forged entry was replaced");
+    let holdout = holdout();
+    let outcome =
+        model.infer(vec![fp32(&holdout.input_name, &holdout.x[..1])], &[], Default::default()).expect("infer");
+    assert_eq!(i64s(&outcome.outputs[0].data), vec![holdout.ort_labels[0]]);
+}
+
+#[test]
+fn a_cache_directory_others_can_write_or_own_is_refused() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let open = temp.path().join("open");
+    std::fs::create_dir(&open).expect("dir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = RuntimeConfig { cache_dir: open.clone(), ..RuntimeConfig::default() };
+    let error = Runtime::new(config).err().expect("refused");
+    assert!(matches!(error, Error::UntrustedCache { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&open.display().to_string()) && message.contains("chmod 700"), "{message}");
+
+    // A directory owned by another user: as root, hand one to `nobody`; otherwise `/` is one.
+    let foreign = if std::fs::metadata("/").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).ok() == Some(current_uid())
+    {
+        let dir = temp.path().join("foreign");
+        std::fs::create_dir(&dir).expect("dir");
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown to nobody");
+        dir
+    } else {
+        std::path::PathBuf::from("/")
+    };
+    let config = RuntimeConfig { cache_dir: foreign.clone(), ..RuntimeConfig::default() };
+    let message = Runtime::new(config).err().expect("refused").to_string();
+    assert!(message.contains("belongs to uid") && message.contains(&foreign.display().to_string()), "{message}");
+
+    // A fresh default-style directory is created private.
+    let fresh = temp.path().join("a/b/cache");
+    Runtime::new(RuntimeConfig { cache_dir: fresh.clone(), ..RuntimeConfig::default() }).expect("created");
+    let mode = std::fs::metadata(&fresh).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+fn current_uid() -> u32 {
+    let probe = tempfile::tempfile().expect("probe");
+    std::os::unix::fs::MetadataExt::uid(&probe.metadata().expect("meta"))
 }

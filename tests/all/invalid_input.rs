@@ -59,10 +59,18 @@ fn unknown_input_and_unknown_output_are_named() {
     assert!(message.contains("label") && message.contains("probabilities"), "{message}");
 }
 
+/// A shape claiming 2^62 rows is refused as invalid input under a 16 MiB memory cap: had the
+/// guest tried to allocate for it, the cap would have turned it into a memory-limit error.
 #[test]
 fn huge_shape_is_refused_without_allocating() {
-    let (input, message) = invalid(vec![pixels(Datatype::Fp32, vec![u64::MAX / 2, 64], 256)], &[]);
-    assert_eq!(input, "X");
-    assert!(message.contains("too large") || message.contains("needs"), "{message}");
+    let tight = edgeinfer::LimitOverrides { memory_mb: Some(16), ..Default::default() };
+    let huge = pixels(Datatype::Fp32, vec![u64::MAX / 4, 64], 256);
+    match fixtures().digits.infer(vec![huge], &[], tight) {
+        Err(Error::InvalidInput { input, message }) => {
+            assert_eq!(input, "X");
+            assert!(message.contains("too large") || message.contains("needs"), "{message}");
+        }
+        other => panic!("expected invalid input, got {other:?}"),
+    }
     assert_digits_still_serve();
 }

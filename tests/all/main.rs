@@ -9,5 +9,7 @@ mod hostile;
 mod http;
 mod integrity;
 mod invalid_input;
+mod reliability;
 mod server;
+mod soak;
 mod wasi_http;

@@ -36,8 +36,25 @@ impl TestServer {
         TestServer { tokio, server: Some(server), addr }
     }
 
-    fn fixtures() -> TestServer {
+    pub fn fixtures() -> TestServer {
         Self::start(&fixtures().repo, ServerConfig::default())
+    }
+
+    /// The server's admission counters now.
+    pub fn admission(&self) -> edgeinfer::server::AdmissionSnapshot {
+        self.server.as_ref().expect("running").app().admission()
+    }
+
+    /// Waits (up to 15 s) until nothing is queued or running and no body is held.
+    pub fn wait_idle(&self) -> edgeinfer::server::AdmissionSnapshot {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.admission();
+            if (now.queued, now.in_flight, now.body_bytes_reserved) == (0, 0, 0) || Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn shutdown(&mut self) {
@@ -61,7 +78,7 @@ pub fn digits_request(rows: usize) -> Value {
     })
 }
 
-fn assert_healthy(addr: SocketAddr) {
+pub fn assert_healthy(addr: SocketAddr) {
     assert_eq!(get(addr, "/v2/health/live").status, 200);
     let reply = post_json(addr, "/v2/models/digits/infer", &digits_request(1));
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -397,13 +414,15 @@ fn malformed_and_hostile_requests_get_clear_errors() {
         ),
         ("bad index body", build("POST", "/v2/repository/index", &[], b"{nope"), 400, "malformed index request JSON"),
     ];
-    assert!(cases.len() >= 25);
     for (name, raw, status, message) in &cases {
         let reply = send_raw(addr, raw);
         assert_eq!(reply.status, *status, "{name}: {}", reply.text());
         let error = reply.json()["error"].as_str().map(str::to_string).unwrap_or_default();
         assert!(error.contains(message), "{name}: {error:?} does not contain {message:?}");
     }
+
+    let idle = server.wait_idle();
+    assert_eq!((idle.queued, idle.in_flight, idle.body_bytes_reserved), (0, 0, 0), "{idle:?}");
 
     // Slow loris: a body that never completes is answered with 408 once the read timeout passes.
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
@@ -432,26 +451,28 @@ fn full_queue_answers_503_with_retry_after_and_shutdown_lets_requests_finish() {
         let body = body.clone();
         std::thread::spawn(move || post_json(addr, "/v2/models/spin/infer", &body))
     };
-    std::thread::sleep(Duration::from_millis(400));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.admission().in_flight != 1 {
+        assert!(Instant::now() < deadline, "the first request never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let busy = post_json(addr, "/v2/models/spin/infer", &body);
     assert_eq!(busy.status, 503, "{}", busy.text());
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert!(busy.json()["error"].as_str().expect("error").contains("queue is full"));
 
     // Shut down while the first request is still running: it gets its answer, not a reset.
-    let second = {
-        let body = body.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1300));
-            post_json(addr, "/v2/models/spin/infer", &body)
-        })
-    };
-    let _ = second; // may race with shutdown; only the in-flight one is asserted
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.admission().in_flight != 1 {
+        assert!(Instant::now() < deadline, "the first request never started: {:?}", server.admission());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     server.shutdown();
     let first = first.join().expect("thread");
     assert_eq!(first.status, 500, "{}", first.text());
     assert!(first.json()["error"].as_str().expect("error").contains("deadline exceeded"), "{}", first.text());
-    assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed after shutdown");
+    let late = std::net::TcpStream::connect(addr);
+    assert!(late.is_err(), "the listener is closed after shutdown");
 }
 
 #[test]
@@ -482,11 +503,14 @@ fn invalid_config_is_refused_with_file_key_and_reason() {
 }
 
 /// Triton's own Python HTTP client (`tritonclient[http]`, installed by `.ci/run`) against
-/// the server. Set EDGEINFER_SKIP_PYTHON_CLIENT=1 to skip where it is not installed.
+/// the server. EDGEINFER_SKIP_PYTHON_CLIENT=1 skips it where Python is missing (reported on
+/// stderr); under CI (`CI` set) it never skips.
 #[test]
 fn triton_python_client_works_unchanged() {
-    if std::env::var_os("EDGEINFER_SKIP_PYTHON_CLIENT").is_some() {
-        eprintln!("skipped: EDGEINFER_SKIP_PYTHON_CLIENT is set");
+    let skip = std::env::var("EDGEINFER_SKIP_PYTHON_CLIENT").is_ok_and(|v| v == "1");
+    if skip {
+        assert!(std::env::var_os("CI").is_none(), "EDGEINFER_SKIP_PYTHON_CLIENT must not be set in CI");
+        eprintln!("SKIPPED triton_python_client_works_unchanged: EDGEINFER_SKIP_PYTHON_CLIENT=1");
         return;
     }
     let server = TestServer::fixtures();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use edgeinfer::ModelRepository;
+use edgeinfer::pipeline::{self, Options, RequestBody};
 
 use super::RuntimeArgs;
 
@@ -39,7 +40,12 @@ pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
     let model = repo.load(&runtime, &args.model, args.version)?;
-    let response = edgeinfer::protocol::infer_json(&model, &body, args.limits.overrides())?;
+    let options = Options { limits: args.limits.overrides(), keep_tensors: false };
+    let answer = pipeline::run(&model, RequestBody::json(&body), options).map_err(|failure| failure.error)?;
+    if answer.body.header_length.is_some() {
+        anyhow::bail!("binary outputs need the HTTP binary tensor extension; drop binary_data here");
+    }
+    let response: serde_json::Value = serde_json::from_slice(&answer.body.bytes)?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -21,6 +21,22 @@ pub struct Cli {
     command: Command,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    /// Log format: text (colour only on a terminal) or json (default: the server config's
+    /// `log_format`, else text).
+    #[arg(long, global = true, env = "EDGEINFER_LOG_FORMAT")]
+    log_format: Option<edgeinfer::server::LogFormat>,
+}
+
+impl Cli {
+    /// The log format: the flag, else `serve --config`'s `log_format`, else text. A config
+    /// that does not parse is reported later, by the command itself.
+    pub fn log_format(&self) -> edgeinfer::server::LogFormat {
+        let from_config = match &self.command {
+            Command::Serve(args) => args.config_log_format(),
+            _ => None,
+        };
+        self.log_format.or(from_config).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Subcommand)]

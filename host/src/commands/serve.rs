@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use edgeinfer::ModelRepository;
-use edgeinfer::server::{App, ModelRegistry, ServerConfig, demo_repository, serve, watch};
+use edgeinfer::server::{LogFormat, ModelRegistry, ServerConfig, demo_repository, start};
 
 use super::RuntimeArgs;
 
@@ -23,6 +23,13 @@ pub struct ServeArgs {
     /// Server settings file (TOML); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The `log_format` of `--config`, when it parses.
+    pub fn config_log_format(&self) -> Option<LogFormat> {
+        self.config.as_deref().and_then(|path| ServerConfig::load(path).ok()).map(|config| config.log_format)
+    }
 }
 
 pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
@@ -50,14 +57,12 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     for (model, version, reason) in registry.load_all()? {
         eprintln!("refused {model}/{version}: {reason}");
     }
-    let _watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        eprintln!("edgeinfer serving {} on http://{addr}", repo_dir.display());
-        serve(listener, App::new(registry, config), shutdown_signal()).await;
+        let server = start(registry, config).await?;
+        eprintln!("edgeinfer serving {} on http://{}", repo_dir.display(), server.addr);
+        shutdown_signal().await;
+        server.shutdown().await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -14,9 +14,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::App;
+use super::body::{allow, blocking, parse_version, read_body};
 use super::deployment::TrafficChange;
 use super::response::{ApiError, Body, json_response};
-use super::routes::{allow, blocking, parse_version, read_body};
 
 /// Answers `/v2/admin/models/{model}/{rest...}`.
 pub async fn route(
@@ -28,17 +28,17 @@ pub async fn route(
     let method = request.method().clone();
     let registry = app.registry.clone();
     let value = match rest {
-        ["traffic"] if method == Method::GET => registry.traffic(&model)?,
+        ["traffic"] if method == Method::GET => render(&registry.traffic(&model)?),
         ["traffic"] => {
             allow(&method, Method::PUT)?;
             let body = read_body(&app, request).await?;
-            let change = TrafficChange::parse(&body).map_err(ApiError::bad_request)?;
-            blocking(move || registry.set_traffic(&model, change).map_err(ApiError::from)).await?
+            let change = TrafficChange::parse(&body.bytes).map_err(ApiError::bad_request)?;
+            render(&blocking(move || registry.set_traffic(&model, change).map_err(ApiError::from)).await?)
         }
         ["rollback"] => {
             allow(&method, Method::POST)?;
-            let reason = reason(&read_body(&app, request).await?)?;
-            blocking(move || registry.rollback(&model, &reason).map_err(ApiError::from)).await?
+            let reason = reason(&read_body(&app, request).await?.bytes)?;
+            render(&blocking(move || registry.rollback(&model, &reason).map_err(ApiError::from)).await?)
         }
         ["history"] => {
             allow(&method, Method::GET)?;
@@ -48,24 +48,34 @@ pub async fn route(
         ["versions", version, action @ ("load" | "unload")] => {
             allow(&method, Method::POST)?;
             let version = parse_version(version)?;
-            let reason = reason(&read_body(&app, request).await?)?;
+            let reason = reason(&read_body(&app, request).await?.bytes)?;
             let load = *action == "load";
-            blocking(move || {
-                let reason =
-                    if reason.is_empty() { format!("admin {}", if load { "load" } else { "unload" }) } else { reason };
-                let done = if load {
-                    registry.load_version(&model, version, &reason)
-                } else {
-                    registry.unload_version(&model, version, &reason)
-                };
-                done.map_err(ApiError::from)?;
-                registry.traffic(&model).map_err(ApiError::from)
-            })
-            .await?
+            render(
+                &blocking(move || {
+                    let reason = if reason.is_empty() {
+                        format!("admin {}", if load { "load" } else { "unload" })
+                    } else {
+                        reason
+                    };
+                    let done = if load {
+                        registry.load_version(&model, version, &reason)
+                    } else {
+                        registry.unload_version(&model, version, &reason)
+                    };
+                    done.map_err(ApiError::from)?;
+                    registry.traffic(&model).map_err(ApiError::from)
+                })
+                .await?,
+            )
         }
         _ => return Err(ApiError::not_found(format!("unknown admin endpoint for model '{model}'"))),
     };
     Ok(json_response(StatusCode::OK, &value))
+}
+
+/// A view as JSON.
+fn render(view: &impl serde::Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or_default()
 }
 
 /// The optional `{"reason": "..."}` body of rollback, load and unload.

@@ -23,6 +23,15 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// Largest request body in bytes, e.g. `8388608` (8 MiB).
     pub max_body_bytes: usize,
+    /// Open connections at once; beyond that, a 503 and the connection closed, e.g. `1024`.
+    pub max_connections: usize,
+    /// Bytes of request bodies held in memory at once across all connections; beyond that,
+    /// 503 with `Retry-After`, e.g. `268435456` (256 MiB).
+    pub body_budget_bytes: usize,
+    /// Failed requests logged per second at most (the rest are counted), e.g. `20`.
+    pub max_error_logs_per_second: u32,
+    /// `"text"` (colour only on a terminal) or `"json"` (one object per line), e.g. `"json"`.
+    pub log_format: LogFormat,
     /// Time allowed to receive a request's headers and body, in ms, e.g. `10000`.
     pub request_read_timeout_ms: u64,
     /// Limits applied on top of every model's manifest limits.
@@ -41,6 +50,10 @@ impl Default for ServerConfig {
             max_concurrent_inferences: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queue: 64,
             max_body_bytes: 8 << 20,
+            max_connections: 1024,
+            body_budget_bytes: 256 << 20,
+            max_error_logs_per_second: 20,
+            log_format: LogFormat::Text,
             request_read_timeout_ms: 10_000,
             limits: LimitOverrides::default(),
             watch: true,
@@ -67,11 +80,43 @@ impl ServerConfig {
         if self.max_body_bytes < 1024 {
             return Err("`max_body_bytes` must be at least 1024".into());
         }
+        if self.max_connections == 0 {
+            return Err("`max_connections` must be at least 1".into());
+        }
+        if self.body_budget_bytes < self.max_body_bytes {
+            return Err(format!(
+                "`body_budget_bytes` ({}) must be at least `max_body_bytes` ({})",
+                self.body_budget_bytes, self.max_body_bytes
+            ));
+        }
         if self.request_read_timeout_ms == 0 {
             return Err("`request_read_timeout_ms` must be at least 1".into());
         }
         Ok(())
     }
+}
+
+impl ServerConfig {
+    /// The capacities admission control enforces.
+    pub fn admission_limits(&self) -> crate::server::AdmissionLimits {
+        crate::server::AdmissionLimits {
+            max_connections: self.max_connections,
+            body_budget_bytes: self.body_budget_bytes,
+            max_queue: self.max_queue,
+            max_concurrent_inferences: self.max_concurrent_inferences,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// Optional `<repo>/<model>/config.toml`.

@@ -69,10 +69,11 @@ pub struct Change {
     pub reason: String,
 }
 
-/// An append-only JSON-lines file.
+/// An append-only JSON-lines file. Each append opens the file anew, so a log replaced or
+/// moved meanwhile is written where its path now points, and a failed write is cut back out.
 pub struct HistoryLog {
     path: PathBuf,
-    file: Mutex<(File, u64)>,
+    last_seq: Mutex<u64>,
 }
 
 impl HistoryLog {
@@ -89,7 +90,7 @@ impl HistoryLog {
             .map_err(|e| Error::io(format!("opening the history log {}", path.display()), e))?;
         drop_torn_tail(path, &file)?;
         let last_seq = read_events(path)?.last().map_or(0, |e| e.seq);
-        Ok(HistoryLog { path: path.to_path_buf(), file: Mutex::new((file, last_seq)) })
+        Ok(HistoryLog { path: path.to_path_buf(), last_seq: Mutex::new(last_seq) })
     }
 
     /// The log file.
@@ -97,10 +98,10 @@ impl HistoryLog {
         &self.path
     }
 
-    /// Appends a change and waits until it is on disk.
+    /// Appends a change and waits until it is on disk; on failure (disk full, file not
+    /// writable) nothing is left of it in the file and the caller must not apply the change.
     pub fn append(&self, change: Change) -> Result<HistoryEvent> {
-        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let (file, last_seq) = &mut *guard;
+        let mut last_seq = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
         let event = HistoryEvent {
             seq: *last_seq + 1,
             time: now_rfc3339(),
@@ -113,16 +114,23 @@ impl HistoryLog {
         };
         let mut line = serde_json::to_vec(&event).map_err(Error::runtime)?;
         line.push(b'\n');
-        let context = || format!("appending to {}", self.path.display());
-        file.write_all(&line).map_err(|e| Error::io(context(), e))?;
-        file.sync_data().map_err(|e| Error::io(context(), e))?;
+        let context = || format!("appending to the history log {}", self.path.display());
+        let mut file = OpenOptions::new().append(true).open(&self.path).map_err(|e| Error::io(context(), e))?;
+        let before = file.metadata().map(|m| m.len()).ok();
+        let written = file.write_all(&line).and_then(|()| file.sync_data());
+        if let Err(error) = written {
+            if let Some(len) = before {
+                let _ = file.set_len(len);
+            }
+            return Err(Error::io(context(), error));
+        }
         *last_seq = event.seq;
         Ok(event)
     }
 
     /// Every event, oldest first.
     pub fn events(&self) -> Result<Vec<HistoryEvent>> {
-        let _guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
         read_events(&self.path)
     }
 }

@@ -2,10 +2,13 @@
 //! statistics extensions, bounded concurrency and graceful shutdown.
 
 mod admin;
+pub mod admission;
+mod body;
 mod config;
 mod deployment;
 mod history;
 mod infer;
+mod log_limit;
 mod registry;
 mod response;
 mod routes;
@@ -18,20 +21,24 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
-pub use config::{ModelConfig, NewVersionPolicy, ServerConfig};
+pub use admission::{Admission, AdmissionLimits, AdmissionSnapshot, Refusal};
+pub use config::{LogFormat, ModelConfig, NewVersionPolicy, ServerConfig};
 pub use deployment::{Deployment, TrafficChange};
 pub use history::{ChangeKind, HistoryEvent, HistoryLog};
-pub use registry::{Agreement, ChangeError, ModelRegistry, Route, ServedVersion};
+pub use registry::{
+    Agreement, AgreementView, ChangeError, DeploymentView, IndexEntry, ModelRegistry, RefusedView, Route,
+    ServedVersion, TrafficView,
+};
 pub use stats::VersionStats;
 pub use watcher::{RepositoryWatcher, watch};
 
@@ -48,17 +55,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct App {
     registry: Arc<ModelRegistry>,
     config: ServerConfig,
-    slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    admission: Admission,
     shadow: shadow::ShadowRunner,
+    error_log: log_limit::LogLimiter,
 }
 
 impl App {
     /// Server state over a registry.
     pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Arc<App> {
-        let slots = Arc::new(Semaphore::new(config.max_concurrent_inferences));
+        let admission = Admission::new(config.admission_limits());
         let shadow = shadow::ShadowRunner::start(registry.clone());
-        Arc::new(App { registry, config, slots, waiting: AtomicUsize::new(0), shadow })
+        let error_log = log_limit::LogLimiter::per_second(config.max_error_logs_per_second);
+        Arc::new(App { registry, config, admission, shadow, error_log })
+    }
+
+    /// Current admission counters (connections, queue, in flight, refusals, disconnects).
+    pub fn admission(&self) -> AdmissionSnapshot {
+        self.admission.snapshot()
     }
 }
 
@@ -66,12 +79,18 @@ impl App {
 pub struct RunningServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _watcher: Option<RepositoryWatcher>,
 }
 
 impl RunningServer {
+    /// The server's shared state (admission counters).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -90,10 +109,10 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
     let (stop, stopped) = oneshot::channel();
     let app = App::new(registry, config);
-    let task = tokio::spawn(serve(listener, app, async {
+    let task = tokio::spawn(serve(listener, app.clone(), async {
         let _ = stopped.await;
     }));
-    Ok(RunningServer { addr, stop: Some(stop), task, _watcher: watcher })
+    Ok(RunningServer { addr, app, stop: Some(stop), task, _watcher: watcher })
 }
 
 /// Accepts connections until `shutdown` resolves, then drains in-flight requests.
@@ -114,6 +133,13 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
                 continue;
             }
         };
+        let place = match app.admission.connection() {
+            Ok(place) => place,
+            Err(refusal) => {
+                tokio::spawn(refuse_connection(stream, refusal));
+                continue;
+            }
+        };
         let app = app.clone();
         let service = service_fn(move |request| {
             let app = app.clone();
@@ -125,6 +151,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _place = place;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
@@ -135,6 +162,21 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing"),
     }
+}
+
+/// Answers a connection over the cap with a 503 and closes it, without reading its request.
+async fn refuse_connection(mut stream: TcpStream, refusal: Refusal) {
+    let body = edgeinfer_oip::error_body(&refusal.to_string()).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// The demo model (scikit-learn digits classifier) shipped inside the binary.

@@ -6,6 +6,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
+use super::admission::Refusal;
 use super::registry::ChangeError;
 use crate::Error;
 
@@ -72,6 +73,16 @@ impl From<ChangeError> for ApiError {
             ChangeError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             ChangeError::Failed(error) => error.into(),
         }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string());
+        if refusal != Refusal::ShuttingDown {
+            error.retry_after = Some(1);
+        }
+        error
     }
 }
 

@@ -96,6 +96,27 @@ impl VersionStats {
         self.latency.record(elapsed);
     }
 
+    /// Records one request that went through the pipeline, whatever its outcome.
+    pub fn record_request(&self, queue: Duration, result: &Result<crate::pipeline::Answer, crate::pipeline::Failure>) {
+        self.touch();
+        self.queue.record(queue);
+        let times = match result {
+            Ok(answer) => answer.times,
+            Err(failure) => failure.times,
+        };
+        self.compute_input.record(times.decode);
+        self.compute_infer.record(times.infer);
+        self.compute_output.record(times.encode);
+        let elapsed = times.decode + times.infer + times.encode;
+        match result {
+            Ok(answer) => {
+                self.fuel.fetch_add(answer.fuel_used, Ordering::Relaxed);
+                self.record_success(elapsed);
+            }
+            Err(_) => self.fail.record(elapsed),
+        }
+    }
+
     /// Marks an inference as just finished.
     pub fn touch(&self) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);

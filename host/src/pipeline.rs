@@ -1,0 +1,123 @@
+//! The one request path: decode an Open Inference Protocol v2 body (JSON or the binary
+//! tensor extension) -> run it in a fresh sandbox -> encode the v2 answer.
+//!
+//! The HTTP server, the CLI and anything later (batch jobs, batching, gRPC) go through
+//! [`run`]; transports only translate. Picking the version is the caller's (the server's
+//! registry, or the CLI's single loaded model).
+
+use std::time::{Duration, Instant};
+
+use edgeinfer_oip::{HttpBody, InferenceRequest, Tensor, decode_request_with_binary, split_body};
+
+use crate::Result;
+use crate::limits::LimitOverrides;
+use crate::model::LoadedModel;
+use crate::protocol::{encode_response, requested_outputs};
+
+/// One request as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestBody<'a> {
+    /// The body: JSON, or JSON followed by binary tensor data.
+    pub bytes: &'a [u8],
+    /// The `Inference-Header-Content-Length` value, for bodies with binary data.
+    pub header_length: Option<&'a str>,
+}
+
+impl<'a> RequestBody<'a> {
+    /// A plain JSON body.
+    pub fn json(bytes: &'a [u8]) -> Self {
+        RequestBody { bytes, header_length: None }
+    }
+}
+
+/// Where the time of one request went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Decoding the body into tensors.
+    pub decode: Duration,
+    /// Creating the instance and running the model.
+    pub infer: Duration,
+    /// Of `infer`, creating the instance.
+    pub instantiate: Duration,
+    /// Encoding the answer.
+    pub encode: Duration,
+}
+
+/// What a successful request produced.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The encoded v2 response body.
+    pub body: HttpBody,
+    /// Fuel the inference consumed.
+    pub fuel_used: u64,
+    /// Stage timings.
+    pub times: StageTimes,
+    /// The request's inputs and the outputs computed, kept when [`Options::keep_tensors`] is
+    /// set (shadow comparison, prediction logs).
+    pub tensors: Option<KeptTensors>,
+}
+
+/// Inputs and outputs of one request, for those that compare or record them.
+#[derive(Debug, Clone)]
+pub struct KeptTensors {
+    /// The decoded inputs.
+    pub inputs: Vec<Tensor>,
+    /// The outputs the request asked for (empty: all).
+    pub requested: Vec<String>,
+    /// The outputs computed.
+    pub outputs: Vec<Tensor>,
+}
+
+/// How one request runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Limits over the model's manifest limits.
+    pub limits: LimitOverrides,
+    /// Keep the inputs and outputs in the answer.
+    pub keep_tensors: bool,
+}
+
+/// A request that failed, with the stage timings up to the failure.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: crate::Error,
+    /// Stage timings up to the failure.
+    pub times: StageTimes,
+}
+
+/// Decodes `body`, runs it on `model` in a fresh sandbox, encodes the answer.
+pub fn run(model: &LoadedModel, body: RequestBody<'_>, options: Options) -> std::result::Result<Answer, Failure> {
+    let mut times = StageTimes::default();
+    let fail = |error: crate::Error, times: StageTimes| Failure { error, times };
+
+    let started = Instant::now();
+    let decoded = decode(body);
+    times.decode = started.elapsed();
+    let (request, inputs) = decoded.map_err(|e| fail(e, times))?;
+
+    let started = Instant::now();
+    let requested = requested_outputs(&request);
+    let kept_inputs = options.keep_tensors.then(|| inputs.clone());
+    let outcome = model.infer(inputs, &requested, options.limits);
+    times.infer = started.elapsed();
+    let outcome = outcome.map_err(|e| fail(e, times))?;
+    times.instantiate = outcome.instantiate_time;
+    let fuel_used = outcome.fuel_used;
+    let kept = kept_inputs.map(|inputs| KeptTensors { inputs, requested, outputs: outcome.outputs.clone() });
+
+    let started = Instant::now();
+    let encoded = encode(model, &request, outcome);
+    times.encode = started.elapsed();
+    let body = encoded.map_err(|e| fail(e, times))?;
+    Ok(Answer { body, fuel_used, times, tensors: kept })
+}
+
+fn decode(body: RequestBody<'_>) -> Result<(InferenceRequest, Vec<Tensor>)> {
+    let (json, binary) = split_body(body.bytes, body.header_length)?;
+    Ok(decode_request_with_binary(json, binary)?)
+}
+
+fn encode(model: &LoadedModel, request: &InferenceRequest, outcome: crate::InferOutcome) -> Result<HttpBody> {
+    Ok(encode_response(model, request, outcome)?.into_http_body()?)
+}

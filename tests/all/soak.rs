@@ -1,0 +1,39 @@
+//! A short soak of the real `edgeinfer serve` binary: after warm-up, 25 s of churn with
+//! clients disconnecting at every stage must not grow its memory, file descriptors or
+//! threads. The long version is `cargo bench --bench soak`.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[path = "../support/soak_driver.rs"]
+mod soak_driver;
+
+use soak_driver::{Churn, ServerProcess};
+
+use crate::common::*;
+use crate::server::digits_request;
+
+#[test]
+fn churn_with_disconnects_leaks_no_memory_fds_or_threads() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    copy_version(fixtures().digits.dir(), &repo.path().join("digits/1"), 1);
+    let server = ServerProcess::start(repo.path(), &cache_dir());
+    let body = digits_request(1).to_string().into_bytes();
+    let churn = Churn::default();
+    soak_driver::churn(server.addr, 16, Duration::from_secs(5), &body, &churn);
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = server.usage();
+    soak_driver::churn(server.addr, 16, Duration::from_secs(25), &body, &churn);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = server.usage();
+    println!("baseline {baseline:?}, after {after:?}, churn {churn:?}");
+    assert_eq!(churn.unexpected.load(Ordering::Relaxed), 0, "{churn:?}");
+    assert!(churn.disconnects.load(Ordering::Relaxed) > 100, "{churn:?}");
+    let growth_kib = after.rss_kib.saturating_sub(baseline.rss_kib);
+    assert!(growth_kib < 20 * 1024, "RSS grew by {growth_kib} KiB: {baseline:?} -> {after:?}");
+    assert!(after.fds <= baseline.fds, "open fds {} -> {}", baseline.fds, after.fds);
+    assert!(after.threads <= baseline.threads + 4, "threads {} -> {}", baseline.threads, after.threads);
+    // And it still answers.
+    let reply = crate::http::post_json(server.addr, "/v2/models/digits/infer", &digits_request(1));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

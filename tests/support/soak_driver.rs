@@ -1,0 +1,153 @@
+//! Soak driver shared by the short soak test (`tests/all/soak.rs`) and the long soak bench
+//! (`benches/soak.rs`): runs the real `edgeinfer serve` binary, churns it with keep-alive
+//! clients and clients that disconnect at every stage, and samples its RSS, open file
+//! descriptors and threads from `/proc`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::http::{KeepAlive, build, request};
+
+/// `edgeinfer serve` running as a child process on a loopback port.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `edgeinfer serve --repo REPO --listen 127.0.0.1:0` and waits for its address.
+    pub fn start(repo: &Path, cache: &Path) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(repo)
+            .arg("--cache-dir")
+            .arg(cache)
+            .env("RUST_LOG", "edgeinfer=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgeinfer serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (found, address) = std::sync::mpsc::channel();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("on http://").nth(1) {
+                    let _ = found.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = address.recv_timeout(Duration::from_secs(120)).expect("the server printed its address");
+        ServerProcess { addr: addr.parse().expect("address"), child }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resource use now.
+    pub fn usage(&self) -> Usage {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0);
+        Usage { rss_kib: field("VmRSS:"), fds: fds as u64, threads: field("Threads:") }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resource use of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+    /// Threads.
+    pub threads: u64,
+}
+
+/// What a churn produced.
+#[derive(Debug, Default)]
+pub struct Churn {
+    /// Requests answered as expected.
+    pub answered: AtomicU64,
+    /// Connections dropped on purpose.
+    pub disconnects: AtomicU64,
+    /// Answers with an unexpected status.
+    pub unexpected: AtomicU64,
+}
+
+/// Runs `clients` misbehaving clients against `addr` for `duration`; `body` is one valid
+/// digits request.
+pub fn churn(addr: SocketAddr, clients: usize, duration: Duration, body: &[u8], churn: &Churn) {
+    let until = Instant::now() + duration;
+    let infer = "/v2/models/digits/infer";
+    std::thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| {
+                while Instant::now() < until {
+                    match fastrand::u8(0..10) {
+                        0..=4 => {
+                            let mut connection = KeepAlive::connect(addr);
+                            for _ in 0..20 {
+                                let reply = connection.post_json(infer, body);
+                                count(churn, reply.status, &[200, 503]);
+                            }
+                        }
+                        5 => {
+                            let raw = build("POST", infer, &[], body);
+                            vanish(addr, &raw[..raw.len() - body.len() / 2], churn);
+                        }
+                        6 => vanish(addr, &build("POST", infer, &[], body), churn),
+                        7 => {
+                            if let Ok(mut stream) = TcpStream::connect(addr) {
+                                let _ = stream.write_all(&build("POST", infer, &[], body));
+                                let mut first = [0u8; 7];
+                                let _ = stream.read(&mut first);
+                                churn.disconnects.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        8 => count(churn, request(addr, "POST", infer, &[], b"{\"inputs\": [").status, &[400, 503]),
+                        _ => count(churn, request(addr, "GET", "/v2/health/ready", &[], b"").status, &[200]),
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn count(churn: &Churn, status: u16, allowed: &[u16]) {
+    if allowed.contains(&status) {
+        churn.answered.fetch_add(1, Ordering::Relaxed);
+    } else {
+        churn.unexpected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn vanish(addr: SocketAddr, raw: &[u8], churn: &Churn) {
+    if let Ok(mut stream) = TcpStream::connect(addr) {
+        let _ = stream.write_all(raw);
+        churn.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
