@@ -14,6 +14,10 @@ pub enum Error {
         /// What was wrong and what was expected.
         message: String,
     },
+    /// The request body does not follow the Open Inference Protocol (message as the protocol
+    /// codec words it, the same in every transport and in the component's own handler).
+    #[error(transparent)]
+    Protocol(#[from] edgeinfer_oip::ProtocolError),
     /// The request used up its fuel budget.
     #[error("fuel exhausted: the request used more than its budget of {budget} fuel")]
     FuelExhausted {
@@ -111,7 +115,7 @@ pub enum Error {
 impl Error {
     /// True when the caller, not the model or host, is at fault (HTTP 400).
     pub fn is_caller_fault(&self) -> bool {
-        matches!(self, Error::InvalidInput { .. })
+        matches!(self, Error::InvalidInput { .. } | Error::Protocol(_))
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeinfer_oip::Tensor;
-use wasmtime::component::{ComponentExportIndex, Instance, WasmList, WasmStr};
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{Datatype, GuestError, ModelComponentPre};
+use crate::bindings::{GuestError, ModelComponentPre};
 use crate::capabilities;
 use crate::digest::{digests_equal, sha256_hex};
 use crate::limits::{LimitOverrides, Limits};
@@ -29,18 +28,11 @@ pub struct InferOutcome {
     pub instantiate_time: Duration,
 }
 
-/// The WIT interface whose `infer` every request calls.
-const MODEL_INTERFACE: &str = "edgeinfer:inference/model@0.1.0";
-
-/// Output tensors a component may return from one call.
-pub const MAX_OUTPUT_TENSORS: usize = 4096;
-
 /// One model version ready to serve.
 pub struct LoadedModel {
     manifest: Manifest,
     dir: PathBuf,
     pre: ModelComponentPre<StoreState>,
-    infer_export: ComponentExportIndex,
     runtime: Arc<Runtime>,
 }
 
@@ -63,11 +55,7 @@ impl LoadedModel {
         let instance_pre =
             runtime.linker().instantiate_pre(&component).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
-        let infer_export = component
-            .get_export_index(None, MODEL_INTERFACE)
-            .and_then(|interface| component.get_export_index(Some(&interface), "infer"))
-            .ok_or_else(|| Error::Runtime(format!("{}: no {MODEL_INTERFACE}#infer export", path.display())))?;
-        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, infer_export, runtime: runtime.clone() };
+        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone() };
         model.check_metadata()?;
         model.smoke_test()?;
         Ok(model)
@@ -91,9 +79,9 @@ impl LoadedModel {
     pub fn infer(&self, inputs: Vec<Tensor>, outputs: &[String], overrides: LimitOverrides) -> Result<InferOutcome> {
         let limits = self.manifest.limits.with(overrides);
         let (mut store, started) = self.new_store(limits)?;
-        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
         let instantiate_time = started.elapsed();
-        let (result, _) = call_infer(&mut store, &instance, &self.infer_export, inputs, outputs, limits);
+        let (result, _) = call_infer(&mut store, &bindings, inputs, outputs, limits);
         result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time })
     }
 
@@ -102,8 +90,8 @@ impl LoadedModel {
     pub fn session(&self, overrides: LimitOverrides) -> Result<ModelSession> {
         let limits = self.manifest.limits.with(overrides);
         let (mut store, _) = self.new_store(limits)?;
-        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
-        Ok(ModelSession { store, instance, infer_export: self.infer_export, limits, poisoned: false })
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        Ok(ModelSession { store, bindings, limits, poisoned: false })
     }
 
     /// Instantiates the model and reads its metadata, checking it against the manifest.
@@ -151,6 +139,10 @@ impl LoadedModel {
         }
         store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
         store.epoch_deadline_trap();
+        // What the host copies out of one call (outputs, error messages) is bounded like the
+        // guest's memory: a well-behaved model's outputs all live in its memory at once, so
+        // more means aliased lists asking the host to allocate count x size.
+        store.set_hostcall_fuel(limits.memory_bytes());
         Ok((store, started))
     }
 }
@@ -158,8 +150,7 @@ impl LoadedModel {
 /// A reusable instance of one model (see [`LoadedModel::session`]).
 pub struct ModelSession {
     store: Store<StoreState>,
-    instance: Instance,
-    infer_export: ComponentExportIndex,
+    bindings: crate::bindings::ModelComponent,
     limits: Limits,
     poisoned: bool,
 }
@@ -176,103 +167,48 @@ impl ModelSession {
             self.store.set_fuel(limits.fuel).map_err(Error::runtime)?;
         }
         self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
-        let (result, trapped) =
-            call_infer(&mut self.store, &self.instance, &self.infer_export, inputs, outputs, limits);
+        let (result, trapped) = call_infer(&mut self.store, &self.bindings, inputs, outputs, limits);
         self.poisoned = trapped;
         result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO })
     }
 }
 
-/// An output tensor as it lies in guest memory, lifted without copying, so its size can be
-/// checked before the host allocates anything for it.
-#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
-#[component(record)]
-struct GuestTensor {
-    name: WasmStr,
-    datatype: Datatype,
-    shape: WasmList<u64>,
-    data: WasmList<u8>,
-}
-
-/// What `infer` returns, lifted lazily.
-type InferResults = (std::result::Result<WasmList<GuestTensor>, GuestError>,);
-
 /// Calls `infer` on an instance: the outputs and fuel used, or the typed error, and whether
 /// the instance trapped.
 fn call_infer(
     store: &mut Store<StoreState>,
-    instance: &Instance,
-    export: &ComponentExportIndex,
+    bindings: &crate::bindings::ModelComponent,
     inputs: Vec<Tensor>,
     outputs: &[String],
     limits: Limits,
 ) -> (Result<(Vec<Tensor>, u64)>, bool) {
-    let inputs: Vec<crate::bindings::Tensor> = inputs.into_iter().map(Into::into).collect();
-    let func =
-        match instance.get_typed_func::<(&[crate::bindings::Tensor], &[String]), InferResults>(&mut *store, export) {
-            Ok(func) => func,
-            Err(error) => return (Err(Error::Runtime(format!("the component's infer export: {error:#}"))), false),
-        };
-    let result = func.call(&mut *store, (&inputs, outputs));
+    let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
+    let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
     let fuel_used = store.get_fuel().map(|left| limits.fuel.saturating_sub(left)).unwrap_or(0);
     match result {
         Err(trap) => (Err(classify(trap, store, limits)), true),
-        Ok((Err(GuestError::InvalidInput(invalid)),)) => {
+        Ok(Err(GuestError::InvalidInput(invalid))) => {
             (Err(Error::InvalidInput { input: invalid.input, message: invalid.message }), false)
         }
-        Ok((Err(GuestError::Model(message)),)) => (Err(Error::Model(message)), false),
-        Ok((Ok(tensors),)) => (copy_outputs(store, &tensors, limits).map(|outputs| (outputs, fuel_used)), false),
+        Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
+        Ok(Ok(tensors)) => (Ok((tensors.into_iter().map(Into::into).collect(), fuel_used)), false),
     }
 }
 
-/// Copies the outputs out of guest memory once their count and total size are known to fit:
-/// at most [`MAX_OUTPUT_TENSORS`], and no more bytes than the request's memory cap (outputs
-/// a well-behaved model returns all live in its memory at once; more means aliasing).
-fn copy_outputs(store: &mut Store<StoreState>, tensors: &WasmList<GuestTensor>, limits: Limits) -> Result<Vec<Tensor>> {
-    if tensors.len() > MAX_OUTPUT_TENSORS {
-        return Err(Error::OutputLimit(format!(
-            "the model returned {} output tensors; at most {MAX_OUTPUT_TENSORS} are accepted",
-            tensors.len()
-        )));
-    }
-    let cap = limits.memory_bytes();
-    let lifted: Vec<GuestTensor> = tensors
-        .iter(&mut *store)
-        .and_then(|items| items.collect::<wasmtime::Result<Vec<_>>>())
-        .map_err(|e| Error::GuestTrap(format!("malformed outputs: {e:#}")))?;
-    let too_large = |total: usize| {
-        Error::OutputLimit(format!(
-            "the model returned more than {total} bytes of outputs, over its memory cap of {cap} bytes"
-        ))
-    };
-    // Sizes are checked before each copy, so the host never holds more than `cap` bytes of
-    // outputs, and no more than `cap` bytes of names are ever scanned.
-    let mut total = 0usize;
-    let mut copied = Vec::with_capacity(lifted.len());
-    for tensor in lifted {
-        total = total.saturating_add(tensor.data.len()).saturating_add(tensor.shape.len().saturating_mul(8));
-        if total > cap {
-            return Err(too_large(total));
-        }
-        let name = tensor.name.to_str(&*store).map_err(|e| Error::GuestTrap(format!("output name: {e:#}")))?;
-        total = total.saturating_add(name.len());
-        if total > cap {
-            return Err(too_large(total));
-        }
-        copied.push(Tensor {
-            name: name.into_owned(),
-            datatype: tensor.datatype.into(),
-            shape: tensor.shape.as_le_slice(&*store).iter().map(|d| u64::from_le(*d)).collect(),
-            data: tensor.data.as_le_slice(&*store).to_vec(),
-        });
-    }
-    Ok(copied)
-}
+/// How wasmtime reports lifted data beyond the store's hostcall fuel (its error type is
+/// private, so the message is what identifies it).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// Turns a wasmtime error into the typed error that explains it.
 fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -> Error {
     if store.data().limiter.denied {
         return Error::MemoryLimit { limit_mb: limits.memory_mb };
+    }
+    if format!("{error:#}").contains(HOSTCALL_FUEL_EXHAUSTED) {
+        return Error::OutputLimit(format!(
+            "the model's outputs exceed {} bytes, its memory cap: the host copies no more than that",
+            limits.memory_bytes()
+        ));
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Error::FuelExhausted { budget: limits.fuel },

@@ -1,18 +1,12 @@
 //! Open Inference Protocol v2 on top of a loaded model: decoded request in, v2 response out.
 //! The one place responses are built; [`crate::pipeline`] uses it for every transport.
 
+use edgeinfer_oip::InferenceRequest;
 pub use edgeinfer_oip::{EncodedResponse, requested_outputs};
-use edgeinfer_oip::{InferenceRequest, ProtocolError};
 use serde_json::{Map, Value};
 
+use crate::Result;
 use crate::model::{InferOutcome, LoadedModel};
-use crate::{Error, Result};
-
-impl From<ProtocolError> for Error {
-    fn from(error: ProtocolError) -> Self {
-        Error::InvalidInput { input: error.tensor.unwrap_or_default(), message: error.message }
-    }
-}
 
 /// The v2 response for an outcome (outputs as JSON or, when asked, binary data), with the
 /// fuel used in `parameters`.

@@ -182,16 +182,12 @@ fn aliased_outputs_are_capped_before_the_host_copies_them() {
     let (_dir, model) = load_hostile(&aliasing_outputs(1000), "", limits);
     let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
     assert!(matches!(error, Error::OutputLimit(_)), "{error:?}");
-    assert!(error.to_string().contains("memory cap of 16777216 bytes"), "{error}");
+    assert!(error.to_string().contains("exceed 16777216 bytes, its memory cap"), "{error}");
     // Within the cap, the same aliasing outputs are copied (200 x 64 KiB = 12.5 MiB).
     let (_dir, model) = load_hostile(&aliasing_outputs(200), "", limits);
     let outcome = model.infer(one_input(), &[], LimitOverrides::default()).expect("under the cap");
     assert_eq!(outcome.outputs.len(), 200);
     assert!(outcome.outputs.iter().all(|t| t.data.len() == 65536));
-    // Too many tensors, however small.
-    let (_dir, model) = load_hostile(&aliasing_outputs(5000), "", limits);
-    let error = model.infer(one_input(), &[], LimitOverrides::default()).expect_err("must fail");
-    assert!(error.to_string().contains("5000 output tensors"), "{error}");
     assert_digits_still_serve();
 }
 

@@ -200,8 +200,9 @@ fn overload_is_shed_fast_and_service_resumes() {
         health_ms.store(asked.elapsed().as_millis() as u64, Ordering::Relaxed);
     });
     let shed = shed.load(Ordering::Relaxed);
-    // At most 2 running + 64 queued are ever admitted at once; the rest must have been shed.
-    assert!(shed >= 256 - 66 - 8, "only {shed} of 256 shed");
+    // At most 2 running + 64 queued are admitted at once, and the queue drains at only
+    // 2 / 40 ms while the 256 clients connect: most of them must have been shed.
+    assert!(shed >= 128, "only {shed} of 256 shed");
     let slowest = slowest_shed_ms.load(Ordering::Relaxed);
     assert!(slowest < 2_000, "a shed request waited {slowest} ms");
     let health = health_ms.load(Ordering::Relaxed);

@@ -53,7 +53,7 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
-            Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+            Error::InvalidInput { .. } | Error::Protocol(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Manifest { .. }
             | Error::IntegrityMismatch { .. }
