@@ -81,7 +81,7 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Failure {
     /// What went wrong.
-    pub error: crate::Error,
+    pub error: Box<crate::Error>,
     /// Stage timings up to the failure.
     pub times: StageTimes,
 }
@@ -89,7 +89,7 @@ pub struct Failure {
 /// Decodes `body`, runs it on `model` in a fresh sandbox, encodes the answer.
 pub fn run(model: &LoadedModel, body: RequestBody<'_>, options: Options) -> std::result::Result<Answer, Failure> {
     let mut times = StageTimes::default();
-    let fail = |error: crate::Error, times: StageTimes| Failure { error, times };
+    let fail = |error: crate::Error, times: StageTimes| Failure { error: Box::new(error), times };
 
     let started = Instant::now();
     let decoded = decode(body);

@@ -41,7 +41,7 @@ pub async fn handle(app: Arc<App>, route: Route, request: Request<Incoming>) -> 
         let request = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
         let result = pipeline::run(&live.model, request, options);
         live.stats.record_request(queue_time, &result);
-        let answer = result.map_err(|failure| ApiError::from(failure.error))?;
+        let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
         if let (Some(shadow), Some(kept)) = (shadow, answer.tensors) {
             task_app.shadow.submit(ShadowJob {
                 live_version: live.version(),
