@@ -210,6 +210,7 @@ fn overload_is_shed_fast_and_service_resumes() {
     let idle = server.wait_idle();
     assert_eq!((idle.queued, idle.in_flight), (0, 0), "{idle:?}");
     assert_eq!(idle.rejected, shed, "every 503 is counted once");
+    assert_eq!(idle.client_disconnected, 0, "every client waited for its answer");
     assert_healthy(addr);
 }
 

@@ -22,6 +22,13 @@ use crate::pipeline::{self, Options, RequestBody};
 /// when the client goes away meanwhile; the slot it holds is released only then.
 pub async fn handle(app: Arc<App>, route: Route, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let watch = DisconnectWatch::new(&app.admission);
+    let answer = answer(app.clone(), route, request).await;
+    watch.done();
+    answer
+}
+
+/// Reads, admits, runs and frames one request; dropped midway when the client goes away.
+async fn answer(app: Arc<App>, route: Route, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let header_length = request
         .headers()
         .get(edgeinfer_oip::HEADER_LENGTH)
@@ -55,7 +62,6 @@ pub async fn handle(app: Arc<App>, route: Route, request: Request<Incoming>) -> 
         Ok(answer.body)
     })
     .await;
-    watch.done();
     let body = result?;
     let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
