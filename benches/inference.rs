@@ -13,7 +13,6 @@ use edgeinfer::LimitOverrides;
 use edgeinfer_oip::Tensor;
 use support::*;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::GenericFactoid;
 
 struct Case {
     name: &'static str,
@@ -22,24 +21,14 @@ struct Case {
     runs: usize,
 }
 
-/// The model as the component plans it: unset input dimensions become symbols (the batch is
-/// `N`), so native tract runs the same symbolic-batch plan, not one specialised to the input.
+#[path = "../guest-model/src/symbols.rs"]
+mod symbols;
+
+/// The model as the component plans it (unset dimensions become symbols, the batch `N`), so
+/// native tract runs the same symbolic-batch plan, not one specialised to the input.
 fn native_plan(file: &str) -> Arc<TypedRunnableModel> {
     let mut model = tract_onnx::onnx().model_for_path(fixture(file)).expect("onnx");
-    for ix in 0..model.input_outlets().expect("inputs").len() {
-        let fact: InferenceFact = model.input_fact(ix).expect("fact").clone();
-        if fact.shape.is_open() {
-            continue;
-        }
-        let mut shape = fact.shape.clone();
-        for (dim_ix, dim) in fact.shape.dims().enumerate() {
-            if matches!(dim, GenericFactoid::Any) {
-                let symbol = if dim_ix == 0 { "N".to_string() } else { format!("D{ix}_{dim_ix}") };
-                shape.set_dim(dim_ix, model.symbols.sym(&symbol).into());
-            }
-        }
-        model.set_input_fact(ix, fact.with_shape(shape)).expect("symbolic fact");
-    }
+    symbols::name_unset_dimensions(&mut model).expect("symbolic facts");
     model.into_optimized().expect("optimize").into_runnable().expect("plan")
 }
 

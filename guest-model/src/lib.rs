@@ -10,6 +10,7 @@
 mod convert;
 mod http;
 mod loaded;
+mod symbols;
 
 use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};
 use exports::edgeinfer::inference::model::Guest as ModelGuest;

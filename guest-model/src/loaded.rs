@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact};
 use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
 use crate::convert;
@@ -62,7 +61,7 @@ impl LoadedModel {
             let ops: Vec<String> = unsupported.into_iter().collect();
             return Err(format!("unsupported ONNX operators: {}", ops.join(", ")));
         }
-        name_unset_dimensions(&mut model)?;
+        crate::symbols::name_unset_dimensions(&mut model).map_err(err)?;
         let output_names = outlet_names(&model, model.output_outlets().map_err(err)?);
         let input_names = outlet_names(&model, model.input_outlets().map_err(err)?);
         let typed = model.into_typed().map_err(|e| format!("cannot analyse the model: {e:#}"))?;
@@ -191,26 +190,6 @@ fn outlet_names(model: &InferenceModel, outlets: &[OutletId]) -> Vec<String> {
             model.outlet_label(outlet).map(str::to_string).unwrap_or_else(|| model.node(outlet.node).name.clone())
         })
         .collect()
-}
-
-/// Gives every unset input dimension a symbol (the first one `N`, the batch), as tract
-/// refuses sources without a determined shape, and scikit-learn exports leave it unset.
-fn name_unset_dimensions(model: &mut InferenceModel) -> Result<(), String> {
-    for ix in 0..model.input_outlets().map_err(err)?.len() {
-        let fact: InferenceFact = model.input_fact(ix).map_err(err)?.clone();
-        if fact.shape.is_open() {
-            continue;
-        }
-        let mut shape = fact.shape.clone();
-        for (dim_ix, dim) in fact.shape.dims().enumerate() {
-            if matches!(dim, GenericFactoid::Any) {
-                let symbol = if dim_ix == 0 { "N".to_string() } else { format!("D{ix}_{dim_ix}") };
-                shape.set_dim(dim_ix, model.symbols.sym(&symbol).into());
-            }
-        }
-        model.set_input_fact(ix, fact.with_shape(shape)).map_err(err)?;
-    }
-    Ok(())
 }
 
 /// The WIT signature of one tract fact: symbolic dimensions become -1.

@@ -155,3 +155,11 @@ pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
         assert!((a - e).abs() <= atol + rtol * e.abs(), "element {i}: {a} vs expected {e}");
     }
 }
+
+/// Fuel an in-process digits inference of the first `rows` held-out rows uses: the sandbox is
+/// deterministic, so every transport must report exactly this.
+pub fn digits_fuel(rows: usize) -> u64 {
+    let holdout = holdout();
+    let input = fp32(&holdout.input_name, &holdout.x[..rows]);
+    fixtures().digits.infer(vec![input], &[], Default::default()).expect("digits").fuel_used
+}

@@ -9,7 +9,7 @@ use crate::common::*;
 fn digits_outputs_match_onnxruntime_and_accuracy_equals_the_recorded_one() {
     let holdout = holdout();
     let input = fp32(&holdout.input_name, &holdout.x);
-    let outcome = fixtures().digits.infer(vec![input], &[], Default::default()).expect("infer");
+    let outcome = fixtures().digits.infer(vec![input.clone()], &[], Default::default()).expect("infer");
     let names: Vec<&str> = outcome.outputs.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["label", "probabilities"]);
     let labels = i64s(&outcome.outputs[0].data);
@@ -21,6 +21,8 @@ fn digits_outputs_match_onnxruntime_and_accuracy_equals_the_recorded_one() {
     // The recorded figure is numpy's mean of the same comparison; allow only float rounding.
     assert!((accuracy - holdout.accuracy).abs() < 1e-12, "accuracy {accuracy} vs recorded {}", holdout.accuracy);
     assert!(outcome.fuel_used > 0);
+    let again = fixtures().digits.infer(vec![input], &[], Default::default()).expect("again");
+    assert_eq!(again.fuel_used, outcome.fuel_used, "the sandbox is deterministic, so is its fuel");
 }
 
 #[test]

@@ -434,3 +434,26 @@ fn a_shadow_that_answers_differently_disagrees_every_time() {
     assert_eq!(pair["agreed"], 0, "{pair}");
     assert_eq!(pair["agreement_rate"], 0.0, "{pair}");
 }
+
+/// Metadata without a version describes the default version (the split's heaviest), the same
+/// on every call, never a version drawn at random from a canary split.
+#[test]
+fn unversioned_metadata_describes_the_default_version_every_time() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    copy_version(fixtures().digits.dir(), &temp.path().join("digits/1"), 1);
+    // Version 2 declares no inputs at all, so the two are told apart by their metadata.
+    let wasm = crate::hostile::componentize(&crate::hostile::hostile_core("", ""));
+    crate::hostile::install(&temp.path().join("digits/2"), &wasm, Limits::default());
+    let server = TestServer::start(temp.path(), ServerConfig::default());
+    let addr = server.addr;
+    for (split, inputs) in
+        [(json!({"1": 60, "2": 40}), 1), (json!({"1": 40, "2": 60}), 0), (json!({"1": 50, "2": 50}), 0)]
+    {
+        assert_eq!(put_traffic(addr, json!({"split": split})).status, 200);
+        for _ in 0..20 {
+            let metadata = get(addr, "/v2/models/digits").json();
+            assert_eq!(metadata["inputs"].as_array().map(Vec::len), Some(inputs), "split {split}: {metadata}");
+            assert_eq!(metadata["versions"], json!(["1", "2"]));
+        }
+    }
+}
