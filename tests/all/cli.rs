@@ -68,7 +68,7 @@ fn compile_verify_infer_round_trip_and_tamper_detection() {
     assert_eq!(response["id"], "cli-1");
     assert_eq!(response["outputs"][0]["name"], "label");
     assert_eq!(response["outputs"][0]["data"], serde_json::json!(&holdout.ort_labels[..2]));
-    assert_eq!(response["parameters"]["fuel_used"], digits_fuel(2), "the same fuel as in-process");
+    assert_eq!(response["parameters"]["fuel_used"], digits_fuel(2, &["label"]), "the same fuel as in-process");
 
     let out = edgeinfer(&[
         "infer",

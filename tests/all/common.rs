@@ -156,10 +156,12 @@ pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
     }
 }
 
-/// Fuel an in-process digits inference of the first `rows` held-out rows uses: the sandbox is
-/// deterministic, so every transport must report exactly this.
-pub fn digits_fuel(rows: usize) -> u64 {
+/// Fuel an in-process digits inference of the first `rows` held-out rows, asking for
+/// `outputs` (empty: all), uses: the sandbox is deterministic, so every transport must report
+/// exactly this.
+pub fn digits_fuel(rows: usize, outputs: &[&str]) -> u64 {
     let holdout = holdout();
     let input = fp32(&holdout.input_name, &holdout.x[..rows]);
-    fixtures().digits.infer(vec![input], &[], Default::default()).expect("digits").fuel_used
+    let outputs: Vec<String> = outputs.iter().map(|o| o.to_string()).collect();
+    fixtures().digits.infer(vec![input], &outputs, Default::default()).expect("digits").fuel_used
 }

@@ -117,7 +117,7 @@ fn json_inference_matches_onnxruntime() {
         assert_eq!(body["model_name"], "digits");
         assert_eq!(body["model_version"], "1");
         assert_eq!(body["id"], "req-7");
-        assert_eq!(body["parameters"]["fuel_used"], digits_fuel(5));
+        assert_eq!(body["parameters"]["fuel_used"], digits_fuel(5, &[]));
         assert_eq!(body["outputs"][0]["data"], json!(&holdout.ort_labels[..5]));
         let probabilities: Vec<f32> = body["outputs"][1]["data"]
             .as_array()
@@ -253,7 +253,7 @@ fn statistics_count_successes_and_failures() {
     assert_eq!(row["inference_stats"]["success"]["count"], 3);
     assert_eq!(row["inference_stats"]["fail"]["count"], 1);
     assert!(row["inference_stats"]["compute_infer"]["ns"].as_u64().expect("ns") > 0);
-    assert_eq!(row["fuel_used"], 3 * digits_fuel(2), "fuel of the three successes, exactly");
+    assert_eq!(row["fuel_used"], 3 * digits_fuel(2, &[]), "fuel of the three successes, exactly");
     let all = get(addr, "/v2/models/stats").json();
     assert_eq!(all["model_stats"].as_array().expect("rows").len(), 2);
     assert_eq!(get(addr, "/v2/models/digits/versions/1/stats").json()["model_stats"][0]["version"], "1");
