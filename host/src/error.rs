@@ -107,6 +107,9 @@ pub enum Error {
         /// Why, and how to fix it.
         message: String,
     },
+    /// The server's settings cannot work as given; the message says how to fix them.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The runtime failed in a way that is not the model's or the caller's fault.
     #[error("runtime error: {0}")]
     Runtime(String),

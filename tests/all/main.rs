@@ -10,6 +10,7 @@ mod http;
 mod integrity;
 mod invalid_input;
 mod reliability;
+mod security;
 mod server;
 mod soak;
 mod wasi_http;

@@ -3,6 +3,7 @@
 mod compile;
 mod infer;
 mod serve;
+mod token;
 mod traffic;
 mod verify;
 
@@ -53,6 +54,8 @@ enum Command {
     Traffic(traffic::TrafficArgs),
     /// Put a served model's traffic back to the split before the current one (admin API).
     Rollback(traffic::RollbackArgs),
+    /// Create, list or revoke bearer tokens for `serve` with auth = "tokens".
+    Token(token::TokenArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -102,5 +105,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args, &cli.runtime),
         Command::Traffic(args) => traffic::traffic(args),
         Command::Rollback(args) => traffic::rollback(args),
+        Command::Token(args) => token::run(args),
     }
 }

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Server settings file (TOML); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (knowingly insecure).
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 impl ServeArgs {
@@ -44,6 +47,7 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     if let Some(repo) = args.repo {
         config.repo = Some(repo);
     }
+    config.insecure_no_auth |= args.insecure_no_auth;
     let runtime = runtime.runtime()?;
     let repo_dir = match &config.repo {
         Some(dir) => dir.clone(),

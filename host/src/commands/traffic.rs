@@ -24,6 +24,9 @@ pub struct Target {
     /// Why, recorded in the history log.
     #[arg(long)]
     reason: Option<String>,
+    /// Bearer token with the admin scope (when the server has auth = "tokens").
+    #[arg(long, env = "EDGEINFER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -53,7 +56,7 @@ pub fn traffic(args: TrafficArgs) -> anyhow::Result<ExitCode> {
         if args.shadow.is_some() || args.shadow_percent.is_some() {
             bail!("--shadow needs a split too, e.g. `1=100 --shadow 2`");
         }
-        return call(Method::GET, &url, None);
+        return call(Method::GET, &url, args.target.token.as_deref(), None);
     }
     let mut split = Map::new();
     for pair in &args.split {
@@ -69,12 +72,12 @@ pub fn traffic(args: TrafficArgs) -> anyhow::Result<ExitCode> {
     if let Some(percent) = args.shadow_percent {
         body["shadow_percent"] = Value::from(percent);
     }
-    call(Method::PUT, &url, Some(body))
+    call(Method::PUT, &url, args.target.token.as_deref(), Some(body))
 }
 
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let body = json!({"reason": args.target.reason.clone().unwrap_or_default()});
-    call(Method::POST, &admin_url(&args.target, "rollback"), Some(body))
+    call(Method::POST, &admin_url(&args.target, "rollback"), args.target.token.as_deref(), Some(body))
 }
 
 fn admin_url(target: &Target, action: &str) -> String {
@@ -82,17 +85,16 @@ fn admin_url(target: &Target, action: &str) -> String {
 }
 
 /// Sends one request; prints the JSON answer, or the server's error and exits 1.
-fn call(method: Method, url: &str, body: Option<Value>) -> anyhow::Result<ExitCode> {
+fn call(method: Method, url: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, text) = tokio.block_on(async {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = Request::builder()
-            .method(method)
-            .uri(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(payload)))
-            .with_context(|| format!("bad server URL {url}"))?;
+        let mut request = Request::builder().method(method).uri(url).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(Bytes::from(payload))).with_context(|| format!("bad server URL {url}"))?;
         let response = client.request(request).await.with_context(|| format!("cannot reach {url}"))?;
         let status = response.status();
         let bytes = response.into_body().collect().await.context("reading the answer")?.to_bytes();

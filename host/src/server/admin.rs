@@ -73,6 +73,32 @@ pub async fn route(
     Ok(json_response(StatusCode::OK, &value))
 }
 
+/// `GET /v2/admin/tokens`: every token (never a secret or hash) with its use in the current
+/// quota window, and the addresses seen when authentication is off.
+pub fn tokens(app: &App) -> Value {
+    let usage = app.security.quotas.usage();
+    let entries = app.security.tokens.as_ref().map(|store| store.entries()).unwrap_or_default();
+    let tokens: Vec<Value> = entries
+        .values()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "scopes": t.scopes,
+                "created": t.created,
+                "expires": t.expires,
+                "revoked": t.revoked,
+                "limits": t.limits,
+                "usage": usage.get(&format!("token:{}", t.name)).copied().unwrap_or_default(),
+            })
+        })
+        .collect();
+    let addresses: serde_json::Map<String, Value> = usage
+        .iter()
+        .filter_map(|(key, use_)| key.strip_prefix("addr:").map(|addr| (addr.to_string(), render(use_))))
+        .collect();
+    json!({"auth": app.security.tokens.is_some(), "tokens": tokens, "addresses": addresses})
+}
+
 /// A view as JSON.
 fn render(view: &impl serde::Serialize) -> Value {
     serde_json::to_value(view).unwrap_or_default()

@@ -40,6 +40,28 @@ pub struct ServerConfig {
     pub watch: bool,
     /// The history log (default `<repo>/.edgeinfer/history.jsonl`), e.g. `"/var/lib/edgeinfer/history.jsonl"`.
     pub history_file: Option<PathBuf>,
+    /// `"tokens"` (bearer tokens with scopes) or `"none"`; unset: `"none"` when listening on
+    /// loopback only, and a refusal to start otherwise (unless `insecure_no_auth`), e.g. `"tokens"`.
+    pub auth: Option<AuthMode>,
+    /// Serve a non-loopback address without authentication, knowingly, e.g. `false`.
+    pub insecure_no_auth: bool,
+    /// The tokens file (default `<repo>/.edgeinfer/tokens.toml`), e.g. `"/etc/edgeinfer/tokens.toml"`.
+    pub tokens_file: Option<PathBuf>,
+    /// The audit log (default `<repo>/.edgeinfer/audit.jsonl`), e.g. `"/var/log/edgeinfer/audit.jsonl"`.
+    pub audit_file: Option<PathBuf>,
+    /// Size at which the audit log is rotated, e.g. `67108864` (64 MiB).
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept, e.g. `5`.
+    pub audit_keep: usize,
+    /// Default rate and fuel quota of callers whose token sets none (per address when auth is
+    /// off), e.g. `{ rate_per_s = 100, burst = 200, fuel_per_minute = 100000000000 }`.
+    pub quotas: crate::server::security::TokenLimits,
+    /// Authentication failures from one address that lock it out, e.g. `20`.
+    pub lockout_failures: usize,
+    /// The window those failures are counted in, in seconds, e.g. `60`.
+    pub lockout_window_s: u64,
+    /// How long a locked-out address stays locked out, in seconds, e.g. `300`.
+    pub lockout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +80,16 @@ impl Default for ServerConfig {
             limits: LimitOverrides::default(),
             watch: true,
             history_file: None,
+            auth: None,
+            insecure_no_auth: false,
+            tokens_file: None,
+            audit_file: None,
+            audit_max_bytes: 64 << 20,
+            audit_keep: 5,
+            quotas: crate::server::security::TokenLimits::default(),
+            lockout_failures: 20,
+            lockout_window_s: 60,
+            lockout_s: 300,
         }
     }
 }
@@ -89,6 +121,9 @@ impl ServerConfig {
                 self.body_budget_bytes, self.max_body_bytes
             ));
         }
+        if self.lockout_failures == 0 {
+            return Err("`lockout_failures` must be at least 1".into());
+        }
         if self.request_read_timeout_ms == 0 {
             return Err("`request_read_timeout_ms` must be at least 1".into());
         }
@@ -106,6 +141,16 @@ impl ServerConfig {
             max_concurrent_inferences: self.max_concurrent_inferences,
         }
     }
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Bearer tokens with scopes, from the tokens file.
+    Tokens,
+    /// Anyone who reaches the port.
+    None,
 }
 
 /// How log lines are written.

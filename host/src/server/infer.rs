@@ -14,21 +14,40 @@ use super::App;
 use super::admission::DisconnectWatch;
 use super::body::{blocking, read_body};
 use super::registry::Route;
+use super::registry::ServedVersion;
 use super::response::{ApiError, Body};
+use super::security::{AuditEvent, AuditKind, Caller};
 use super::shadow::ShadowJob;
+use crate::Error;
 use crate::pipeline::{self, Options, RequestBody};
 
 /// Answers `POST .../infer` on `route`. The inference runs to its end (and is counted) even
 /// when the client goes away meanwhile; the slot it holds is released only then.
-pub async fn handle(app: Arc<App>, route: Route, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    app: Arc<App>,
+    route: Route,
+    request: Request<Incoming>,
+    caller: Caller,
+) -> Result<Response<Body>, ApiError> {
     let watch = DisconnectWatch::new(&app.admission);
-    let answer = answer(app.clone(), route, request).await;
+    let answer = answer(app.clone(), route, request, caller).await;
     watch.done();
     answer
 }
 
 /// Reads, admits, runs and frames one request; dropped midway when the client goes away.
-async fn answer(app: Arc<App>, route: Route, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn answer(
+    app: Arc<App>,
+    route: Route,
+    request: Request<Incoming>,
+    caller: Caller,
+) -> Result<Response<Body>, ApiError> {
+    let action = format!("{} {}", request.method(), request.uri().path());
+    let quota_key = caller.quota_key();
+    if let Err(throttle) = app.security.quotas.admit(&quota_key, caller.limits()) {
+        app.security.audit(AuditKind::Throttled, &caller, &action, "429", &throttle.to_string());
+        return Err(throttle.into());
+    }
     let header_length = request
         .headers()
         .get(edgeinfer_oip::HEADER_LENGTH)
@@ -48,6 +67,7 @@ async fn answer(app: Arc<App>, route: Route, request: Request<Incoming>) -> Resu
         let request = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
         let result = pipeline::run(&live.model, request, options);
         live.stats.record_request(queue_time, &result);
+        charge_and_audit(&task_app, &caller, &quota_key, &action, &live, &result);
         let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
         if let (Some(shadow), Some(kept)) = (shadow, answer.tensors) {
             task_app.shadow.submit(ShadowJob {
@@ -69,4 +89,45 @@ async fn answer(app: Arc<App>, route: Route, request: Request<Incoming>) -> Resu
         response.headers_mut().insert(edgeinfer_oip::HEADER_LENGTH, HeaderValue::from(length));
     }
     Ok(response)
+}
+
+/// Charges the fuel a request consumed to its caller, and audits what the sandbox stopped.
+fn charge_and_audit(
+    app: &App,
+    caller: &Caller,
+    quota_key: &str,
+    action: &str,
+    live: &ServedVersion,
+    result: &Result<pipeline::Answer, pipeline::Failure>,
+) {
+    let failure = match result {
+        Ok(answer) => {
+            app.security.quotas.charge(quota_key, answer.fuel_used);
+            return;
+        }
+        Err(failure) => &failure.error,
+    };
+    let stopped = match failure.as_ref() {
+        Error::FuelExhausted { budget } => {
+            app.security.quotas.charge(quota_key, *budget);
+            true
+        }
+        Error::DeadlineExceeded { .. } | Error::MemoryLimit { .. } | Error::GuestTrap(_) | Error::OutputLimit(_) => {
+            true
+        }
+        _ => false,
+    };
+    if stopped {
+        app.security.audit_event(AuditEvent {
+            time: super::history::now_rfc3339(),
+            kind: AuditKind::GuestTrap,
+            peer: Some(caller.peer),
+            token: caller.token_name(),
+            action: action.to_string(),
+            model: Some(live.model.manifest().name.clone()),
+            version: Some(live.version()),
+            outcome: "500".into(),
+            reason: failure.to_string(),
+        });
+    }
 }

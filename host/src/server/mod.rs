@@ -12,6 +12,7 @@ mod log_limit;
 mod registry;
 mod response;
 mod routes;
+pub mod security;
 mod shadow;
 mod stats;
 mod watcher;
@@ -32,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 pub use admission::{Admission, AdmissionLimits, AdmissionSnapshot, Refusal};
-pub use config::{LogFormat, ModelConfig, NewVersionPolicy, ServerConfig};
+pub use config::{AuthMode, LogFormat, ModelConfig, NewVersionPolicy, ServerConfig};
 pub use deployment::{Deployment, TrafficChange};
 pub use history::{ChangeKind, HistoryEvent, HistoryLog};
 pub use registry::{
@@ -58,15 +59,31 @@ pub struct App {
     admission: Admission,
     shadow: shadow::ShadowRunner,
     error_log: log_limit::LogLimiter,
+    security: Arc<security::Security>,
 }
 
 impl App {
     /// Server state over a registry.
-    pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Arc<App> {
+    fn new(registry: Arc<ModelRegistry>, config: ServerConfig, security: security::Security) -> Arc<App> {
         let admission = Admission::new(config.admission_limits());
         let shadow = shadow::ShadowRunner::start(registry.clone());
         let error_log = log_limit::LogLimiter::per_second(config.max_error_logs_per_second);
-        Arc::new(App { registry, config, admission, shadow, error_log })
+        let security = Arc::new(security);
+        let audit = security.clone();
+        registry.observe_refusals(Box::new(move |model: &str, version: u64, reason: &str| {
+            audit.audit_event(security::AuditEvent {
+                time: history::now_rfc3339(),
+                kind: security::AuditKind::VersionRefused,
+                peer: None,
+                token: None,
+                action: "load version".into(),
+                model: Some(model.to_string()),
+                version: Some(version),
+                outcome: "refused".into(),
+                reason: reason.to_string(),
+            });
+        }));
+        Arc::new(App { registry, config, admission, shadow, error_log, security })
     }
 
     /// Current admission counters (connections, queue, in flight, refusals, disconnects).
@@ -103,12 +120,13 @@ impl RunningServer {
 /// Binds `config.listen` and serves `registry` until [`RunningServer::shutdown`]; with
 /// `config.watch`, the repository is watched for new and removed versions meanwhile.
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
+    let security = security::Security::from_config(&config, registry.repository().root())?;
     let watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
     let (stop, stopped) = oneshot::channel();
-    let app = App::new(registry, config);
+    let app = App::new(registry, config, security);
     let task = tokio::spawn(serve(listener, app.clone(), async {
         let _ = stopped.await;
     }));
@@ -116,7 +134,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
 }
 
 /// Accepts connections until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let read_timeout = Duration::from_millis(app.config.request_read_timeout_ms);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -125,8 +143,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, peer.ip()),
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -143,7 +161,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         let app = app.clone();
         let service = service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(routes::handle(app, request).await) }
+            async move { Ok::<_, Infallible>(routes::handle(app, request, peer).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -2,12 +2,13 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
 use super::admission::Refusal;
 use super::registry::ChangeError;
+use super::security::{Denial, Throttle};
 use crate::Error;
 
 /// The response body type of every handler.
@@ -22,12 +23,14 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for `Retry-After` (429/503).
     pub retry_after: Option<u64>,
+    /// Send `WWW-Authenticate: Bearer` (401).
+    pub challenge: bool,
 }
 
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None }
+        ApiError { status, message: message.into(), retry_after: None, challenge: false }
     }
 
     /// 400.
@@ -46,6 +49,9 @@ impl ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if self.challenge {
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }
@@ -53,7 +59,7 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
-            Error::InvalidInput { .. } | Error::Protocol(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidInput { .. } | Error::Protocol(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Manifest { .. }
             | Error::IntegrityMismatch { .. }
@@ -72,6 +78,35 @@ impl From<ChangeError> for ApiError {
             ChangeError::Invalid(message) => ApiError::bad_request(message),
             ChangeError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             ChangeError::Failed(error) => error.into(),
+        }
+    }
+}
+
+impl From<Denial> for ApiError {
+    fn from(denial: Denial) -> Self {
+        match denial {
+            Denial::Unauthenticated(failure) => {
+                ApiError { challenge: true, ..ApiError::new(StatusCode::UNAUTHORIZED, failure.to_string()) }
+            }
+            Denial::Forbidden { token, needed } => {
+                ApiError::new(StatusCode::FORBIDDEN, format!("token '{token}' lacks the scope this needs: {needed}"))
+            }
+            Denial::LockedOut(left) => ApiError {
+                retry_after: Some(left.as_secs().max(1)),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "locked out: too many failed authentications from this address; try again later",
+                )
+            },
+        }
+    }
+}
+
+impl From<Throttle> for ApiError {
+    fn from(throttle: Throttle) -> Self {
+        ApiError {
+            retry_after: Some(throttle.retry_after()),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, throttle.to_string())
         }
     }
 }

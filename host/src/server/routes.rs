@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -12,21 +15,26 @@ use super::App;
 use super::body::{allow, blocking, parse_version, read_body};
 use super::infer;
 use super::response::{ApiError, Body, json_response};
+use super::security::{AuditKind, required_scope};
 use crate::model::LoadedModel;
 
 /// Answers one request; every failure becomes `{"error": ...}` with its status.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: Arc<App>, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let path = request.uri().path().to_string();
-    route(app.clone(), request).await.unwrap_or_else(|error| {
+    route(app.clone(), request, peer).await.unwrap_or_else(|error| {
         app.error_log.request_failed(error.status.as_u16(), &path, &error.message);
         error.into_response()
     })
 }
 
-async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(app: Arc<App>, request: Request<Incoming>, peer: IpAddr) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = request.method().clone();
+    let request_line = format!("{method} {path}");
+    let needed = required_scope(&method, &segments);
+    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    let caller = app.security.admit(peer, authorization, needed.as_ref(), &request_line)?;
     let ok = |value: Value| Ok(json_response(StatusCode::OK, &value));
     match segments.as_slice() {
         ["v2", "health", "live"] => {
@@ -66,19 +74,33 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
         ["v2", "repository", "models", model, action @ ("load" | "unload")] => {
             allow(&method, Method::POST)?;
             let (registry, model, load) = (app.registry.clone(), model.to_string(), *action == "load");
-            blocking(move || {
+            let done = blocking(move || {
                 if load { registry.load_model(&model).map(drop) } else { registry.unload_model(&model) }
                     .map_err(ApiError::from)
             })
-            .await?;
+            .await;
+            let outcome = done.as_ref().map_or_else(|e| e.status.as_u16().to_string(), |_| "200".into());
+            let reason = done.as_ref().err().map_or("done", |e| e.message.as_str());
+            app.security.audit(AuditKind::AdminChange, &caller, &request_line, &outcome, reason);
+            done?;
             ok(json!({}))
         }
         ["v2", "admin", "server"] => {
             allow(&method, Method::GET)?;
             ok(serde_json::to_value(app.admission.snapshot()).unwrap_or_default())
         }
+        ["v2", "admin", "tokens"] => {
+            allow(&method, Method::GET)?;
+            ok(super::admin::tokens(&app))
+        }
         ["v2", "admin", "models", model, rest @ ..] => {
-            super::admin::route(app.clone(), request, model.to_string(), rest).await
+            let answer = super::admin::route(app.clone(), request, model.to_string(), rest).await;
+            if method != Method::GET {
+                let outcome = answer.as_ref().map_or_else(|e| e.status.as_u16().to_string(), |_| "200".into());
+                let reason = answer.as_ref().err().map_or("done", |e| e.message.as_str());
+                app.security.audit(AuditKind::AdminChange, &caller, &request_line, &outcome, reason);
+            }
+            answer
         }
         ["v2", "models", model, rest @ ..] => {
             let (version, rest) = match rest {
@@ -104,7 +126,7 @@ async fn route(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Bod
                 ["infer"] => {
                     allow(&method, Method::POST)?;
                     let route = app.registry.route(model, version)?;
-                    infer::handle(app, route, request).await
+                    infer::handle(app, route, request, caller).await
                 }
                 _ => Err(ApiError::not_found(edgeinfer_oip::unknown_endpoint_message(&path))),
             }

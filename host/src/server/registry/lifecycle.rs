@@ -190,6 +190,9 @@ impl ModelRegistry {
 
     fn refuse(&self, state: &mut ModelState, name: &str, version: u64, dir: &Path, reason: String) -> Result<()> {
         tracing::warn!(model = name, version, %reason, "version refused");
+        if let Some(observer) = self.refusal_observer.get() {
+            observer(name, version, &reason);
+        }
         self.record(name, ChangeKind::Refused, version, &reason)?;
         state.refused.insert(version, Refusal { reason, fingerprint: fingerprint(dir) });
         Ok(())

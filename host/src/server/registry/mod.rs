@@ -122,7 +122,11 @@ pub struct ModelRegistry {
     locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
     history: Option<HistoryLog>,
     agreement: Mutex<BTreeMap<(String, u64, u64), Agreement>>,
+    refusal_observer: std::sync::OnceLock<RefusalObserver>,
 }
+
+/// Told of every refused version: model, version, reason (the audit log listens here).
+pub type RefusalObserver = Box<dyn Fn(&str, u64, &str) + Send + Sync>;
 
 impl ModelRegistry {
     /// A registry over `repo` without a history log; nothing is loaded yet.
@@ -134,6 +138,7 @@ impl ModelRegistry {
             locks: Mutex::new(BTreeMap::new()),
             history: None,
             agreement: Mutex::new(BTreeMap::new()),
+            refusal_observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -146,6 +151,11 @@ impl ModelRegistry {
     /// The default history log of a repository: `<repo>/.edgeinfer/history.jsonl`.
     pub fn default_history_path(repo: &Path) -> PathBuf {
         repo.join(".edgeinfer").join("history.jsonl")
+    }
+
+    /// Installs the observer told of refused versions (once; later calls are ignored).
+    pub fn observe_refusals(&self, observer: RefusalObserver) {
+        let _ = self.refusal_observer.set(observer);
     }
 
     /// The repository served.
