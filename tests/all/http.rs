@@ -38,6 +38,11 @@ pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
 pub fn read_reply(mut stream: TcpStream) -> Reply {
     let mut buffer = Vec::new();
     let _ = stream.read_to_end(&mut buffer);
+    parse_reply(buffer)
+}
+
+/// Parses a whole HTTP/1.1 response.
+pub fn parse_reply(buffer: Vec<u8>) -> Reply {
     let split = buffer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

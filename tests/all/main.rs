@@ -13,4 +13,5 @@ mod reliability;
 mod security;
 mod server;
 mod soak;
+mod tls;
 mod wasi_http;

@@ -15,6 +15,12 @@ use crate::{Error, Result};
 pub struct ServerConfig {
     /// Address to listen on, e.g. `"127.0.0.1:8000"`.
     pub listen: SocketAddr,
+    /// A second address serving only the admin API (and health checks); the main listener
+    /// then answers 404 for `/v2/admin`, e.g. `"127.0.0.1:8001"`.
+    pub admin_listen: Option<SocketAddr>,
+    /// TLS for every listener: `[tls] cert = "server.pem"`, `key = "server.key"`, optional
+    /// `client_ca = "ca.pem"` and `client_auth = "all" | "admin"` (mutual TLS).
+    pub tls: Option<crate::server::security::tls::TlsSettings>,
     /// Model repository; unset serves the embedded demo model, e.g. `"models"`.
     pub repo: Option<PathBuf>,
     /// Inferences running at once (default: the number of cores), e.g. `4`.
@@ -68,6 +74,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            admin_listen: None,
+            tls: None,
             repo: None,
             max_concurrent_inferences: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queue: 64,

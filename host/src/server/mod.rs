@@ -30,7 +30,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 
 pub use admission::{Admission, AdmissionLimits, AdmissionSnapshot, Refusal};
 pub use config::{AuthMode, LogFormat, ModelConfig, NewVersionPolicy, ServerConfig};
@@ -96,9 +95,11 @@ impl App {
 pub struct RunningServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The admin listener's address, when `admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     _watcher: Option<RepositoryWatcher>,
 }
 
@@ -111,30 +112,66 @@ impl RunningServer {
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
-        let _ = self.task.await;
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
     }
 }
 
-/// Binds `config.listen` and serves `registry` until [`RunningServer::shutdown`]; with
-/// `config.watch`, the repository is watched for new and removed versions meanwhile.
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Everything (`admin` false: the admin API lives on its own listener and is hidden here).
+    Main {
+        /// Whether `/v2/admin` is served here.
+        admin: bool,
+    },
+    /// Only the admin API and health checks.
+    Admin,
+}
+
+/// Binds `config.listen` (and `config.admin_listen`) and serves `registry` until
+/// [`RunningServer::shutdown`]; with `config.watch`, the repository is watched for new and
+/// removed versions meanwhile. Every setting is checked before anything is bound.
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
     let security = security::Security::from_config(&config, registry.repository().root())?;
+    let tls = config.tls.clone().map(security::tls::TlsReloader::load).transpose()?.map(Arc::new);
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding {addr}"), e))
+    };
+    let listener = bind(config.listen).await?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::io("reading the bound address", e));
+    let addr = local(&listener)?;
+    let admin_addr = admin_listener.as_ref().map(local).transpose()?;
     let watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
-    let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
-    let (stop, stopped) = oneshot::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let app = App::new(registry, config, security);
-    let task = tokio::spawn(serve(listener, app.clone(), async {
-        let _ = stopped.await;
-    }));
-    Ok(RunningServer { addr, app, stop: Some(stop), task, _watcher: watcher })
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let main_role = Role::Main { admin: admin_listener.is_none() };
+    let mut tasks =
+        vec![tokio::spawn(serve(listener, app.clone(), main_role, tls.clone(), until_stopped(stopped.clone())))];
+    if let Some(admin) = admin_listener {
+        tasks.push(tokio::spawn(serve(admin, app.clone(), Role::Admin, tls, until_stopped(stopped))));
+    }
+    Ok(RunningServer { addr, admin_addr, app, stop: Some(stop), tasks, _watcher: watcher })
 }
 
 /// Accepts connections until `shutdown` resolves, then drains in-flight requests.
-async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    role: Role,
+    tls: Option<Arc<security::tls::TlsReloader>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let read_timeout = Duration::from_millis(app.config.request_read_timeout_ms);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -158,27 +195,60 @@ async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Outpu
                 continue;
             }
         };
-        let app = app.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(routes::handle(app, request, peer).await) }
-        });
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _place = place;
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+        let connection = Connection { app: app.clone(), peer, role, read_timeout, watcher: graceful.watcher() };
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    let _place = place;
+                    connection.serve(stream).await;
+                });
             }
-        });
+            Some(tls) => {
+                let acceptor = tls.acceptor(role == Role::Admin);
+                tokio::spawn(async move {
+                    let _place = place;
+                    match tokio::time::timeout(read_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing"),
+    }
+}
+
+/// One accepted connection, plain or TLS.
+struct Connection {
+    app: Arc<App>,
+    peer: std::net::IpAddr,
+    role: Role,
+    read_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { app, peer, role, read_timeout, watcher } = self;
+        let service = service_fn(move |request| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(routes::handle(app, request, peer, role).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(read_timeout)
+            .serve_connection(TokioIo::new(io), service);
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%error, "connection ended with an error");
+        }
     }
 }
 

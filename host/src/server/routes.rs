@@ -11,25 +11,39 @@ use serde_json::{Value, json};
 
 use edgeinfer_oip::{ModelMetadata, TensorMetadata};
 
-use super::App;
 use super::body::{allow, blocking, parse_version, read_body};
 use super::infer;
 use super::response::{ApiError, Body, json_response};
 use super::security::{AuditKind, required_scope};
+use super::{App, Role};
 use crate::model::LoadedModel;
 
 /// Answers one request; every failure becomes `{"error": ...}` with its status.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+pub async fn handle(app: Arc<App>, request: Request<Incoming>, peer: IpAddr, role: Role) -> Response<Body> {
     let path = request.uri().path().to_string();
-    route(app.clone(), request, peer).await.unwrap_or_else(|error| {
+    route(app.clone(), request, peer, role).await.unwrap_or_else(|error| {
         app.error_log.request_failed(error.status.as_u16(), &path, &error.message);
         error.into_response()
     })
 }
 
-async fn route(app: Arc<App>, request: Request<Incoming>, peer: IpAddr) -> Result<Response<Body>, ApiError> {
+async fn route(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: IpAddr,
+    role: Role,
+) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let is_admin = matches!(segments.as_slice(), ["v2", "admin", ..]);
+    let is_health = matches!(segments.as_slice(), ["v2", "health", ..]);
+    let here = match role {
+        Role::Main { admin } => admin || !is_admin,
+        Role::Admin => is_admin || is_health,
+    };
+    if !here {
+        return Err(ApiError::not_found(edgeinfer_oip::unknown_endpoint_message(&path)));
+    }
     let method = request.method().clone();
     let request_line = format!("{method} {path}");
     let needed = required_scope(&method, &segments);

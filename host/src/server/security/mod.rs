@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod quotas;
+pub mod tls;
 pub mod tokens;
 
 use std::net::IpAddr;
@@ -84,7 +85,7 @@ impl Security {
         let state = repo.join(".edgeinfer");
         let tokens_path = config.tokens_file.clone().unwrap_or_else(|| state.join("tokens.toml"));
         let create = format!("`edgeinfer token create --tokens {} --name NAME --scope admin`", tokens_path.display());
-        let loopback = config.listen.ip().is_loopback();
+        let loopback = config.listen.ip().is_loopback() && config.admin_listen.is_none_or(|a| a.ip().is_loopback());
         let mode = config.auth.unwrap_or(AuthMode::None);
         if mode == AuthMode::None && !loopback && !config.insecure_no_auth {
             return Err(Error::Config(format!(

@@ -1,0 +1,160 @@
+//! TLS with rustls (no OpenSSL): certificate chain and key from PEM files, reloaded when
+//! the files change (renewal without a restart; open connections keep their session), and an
+//! optional client CA that makes clients present a certificate (mutual TLS), on every
+//! listener or only on the admin listener.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{Error, Result};
+
+/// How often the files' modification times are looked at.
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// `[tls]` in `edgeinfer.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM), e.g. `"server.pem"`.
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1), e.g. `"server.key"`.
+    pub key: PathBuf,
+    /// CA certificates (PEM) clients must present a certificate from, e.g. `"clients-ca.pem"`.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Where client certificates are required: `"all"` listeners (default) or `"admin"` only.
+    #[serde(default)]
+    pub client_auth: ClientAuthScope,
+}
+
+/// See [`TlsSettings::client_auth`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthScope {
+    /// Every listener.
+    #[default]
+    All,
+    /// Only the admin listener.
+    Admin,
+}
+
+/// The current server configurations: for the main listener and the admin listener.
+struct Configs {
+    main: Arc<rustls::ServerConfig>,
+    admin: Arc<rustls::ServerConfig>,
+}
+
+/// TLS acceptors that follow their certificate files.
+pub struct TlsReloader {
+    settings: TlsSettings,
+    configs: ArcSwap<Configs>,
+    seen: Mutex<(Instant, Vec<Option<(SystemTime, u64)>>)>,
+}
+
+impl TlsReloader {
+    /// Loads the certificate, key and client CA; every error names the file.
+    pub fn load(settings: TlsSettings) -> Result<TlsReloader> {
+        let configs = build(&settings)?;
+        let stamps = stamps(&settings);
+        Ok(TlsReloader {
+            settings,
+            configs: ArcSwap::from_pointee(configs),
+            seen: Mutex::new((Instant::now(), stamps)),
+        })
+    }
+
+    /// The acceptor for a new connection (`admin`: on the admin listener), after taking in
+    /// changed files; files that no longer load keep the last good configuration.
+    pub fn acceptor(&self, admin: bool) -> TlsAcceptor {
+        self.refresh();
+        let configs = self.configs.load();
+        TlsAcceptor::from(if admin { configs.admin.clone() } else { configs.main.clone() })
+    }
+
+    fn refresh(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0.elapsed() < RECHECK {
+            return;
+        }
+        seen.0 = Instant::now();
+        let now = stamps(&self.settings);
+        if now == seen.1 {
+            return;
+        }
+        seen.1 = now;
+        match build(&self.settings) {
+            Ok(configs) => {
+                tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded");
+                self.configs.store(Arc::new(configs));
+            }
+            Err(error) => tracing::error!(%error, "TLS files changed but do not load; keeping the last good ones"),
+        }
+    }
+}
+
+fn stamps(settings: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
+    [Some(&settings.cert), Some(&settings.key), settings.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+        .collect()
+}
+
+fn tls_error(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Config(format!("TLS file {}: {message}", path.display()))
+}
+
+fn build(settings: &TlsSettings) -> Result<Configs> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
+        .map_err(|e| tls_error(&settings.cert, e))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| tls_error(&settings.cert, e))?;
+    if certs.is_empty() {
+        return Err(tls_error(&settings.cert, "no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| tls_error(&settings.key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config =
+        |verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>| -> Result<Arc<rustls::ServerConfig>> {
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+                .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+            let builder = match verifier {
+                Some(verifier) => builder.with_client_cert_verifier(verifier),
+                None => builder.with_no_client_auth(),
+            };
+            let mut config = builder.with_single_cert(certs.clone(), key.clone_key()).map_err(|e| {
+                tls_error(&settings.key, format!("does not match the certificate {}: {e}", settings.cert.display()))
+            })?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        };
+    let verifier = match &settings.client_ca {
+        None => None,
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| tls_error(path, e))? {
+                roots.add(cert.map_err(|e| tls_error(path, e))?).map_err(|e| tls_error(path, e))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| tls_error(path, e))?;
+            Some(verifier)
+        }
+    };
+    let plain = config(None)?;
+    let mutual = verifier.map(|v| config(Some(v))).transpose()?;
+    Ok(match (mutual, settings.client_auth) {
+        (None, _) => Configs { main: plain.clone(), admin: plain },
+        (Some(mutual), ClientAuthScope::All) => Configs { main: mutual.clone(), admin: mutual },
+        (Some(mutual), ClientAuthScope::Admin) => Configs { main: plain, admin: mutual },
+    })
+}
