@@ -3,6 +3,7 @@
 //! routing a request; health checks stay open for load balancers.
 
 pub mod audit;
+mod file_stamps;
 pub mod quotas;
 pub mod tls;
 pub mod tokens;

@@ -4,8 +4,8 @@
 //! listener or only on the admin listener.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
+use super::file_stamps::FileStamps;
 use crate::{Error, Result};
 
 /// How often the files' modification times are looked at.
@@ -55,19 +56,16 @@ struct Configs {
 pub struct TlsReloader {
     settings: TlsSettings,
     configs: ArcSwap<Configs>,
-    seen: Mutex<(Instant, Vec<Option<(SystemTime, u64)>>)>,
+    files: FileStamps,
 }
 
 impl TlsReloader {
     /// Loads the certificate, key and client CA; every error names the file.
     pub fn load(settings: TlsSettings) -> Result<TlsReloader> {
         let configs = build(&settings)?;
-        let stamps = stamps(&settings);
-        Ok(TlsReloader {
-            settings,
-            configs: ArcSwap::from_pointee(configs),
-            seen: Mutex::new((Instant::now(), stamps)),
-        })
+        let paths = [Some(&settings.cert), Some(&settings.key), settings.client_ca.as_ref()];
+        let files = FileStamps::new(paths.into_iter().flatten().cloned().collect(), RECHECK);
+        Ok(TlsReloader { settings, configs: ArcSwap::from_pointee(configs), files })
     }
 
     /// The acceptor for a new connection (`admin`: on the admin listener), after taking in
@@ -79,16 +77,9 @@ impl TlsReloader {
     }
 
     fn refresh(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.0.elapsed() < RECHECK {
+        if !self.files.changed() {
             return;
         }
-        seen.0 = Instant::now();
-        let now = stamps(&self.settings);
-        if now == seen.1 {
-            return;
-        }
-        seen.1 = now;
         match build(&self.settings) {
             Ok(configs) => {
                 tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded");
@@ -97,14 +88,6 @@ impl TlsReloader {
             Err(error) => tracing::error!(%error, "TLS files changed but do not load; keeping the last good ones"),
         }
     }
-}
-
-fn stamps(settings: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
-    [Some(&settings.cert), Some(&settings.key), settings.client_ca.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
-        .collect()
 }
 
 fn tls_error(path: &Path, message: impl std::fmt::Display) -> Error {

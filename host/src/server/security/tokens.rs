@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -16,6 +15,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::file_stamps::FileStamps;
 use crate::{Error, Result};
 
 /// Every token starts with this, so leaked tokens are easy to recognise (secret scanners).
@@ -248,7 +248,7 @@ pub enum AuthFailure {
 pub struct TokenStore {
     path: PathBuf,
     tokens: ArcSwap<TokensFile>,
-    seen: Mutex<(Instant, Option<(SystemTime, u64)>)>,
+    file: FileStamps,
 }
 
 impl TokenStore {
@@ -258,7 +258,7 @@ impl TokenStore {
         Ok(TokenStore {
             path: path.to_path_buf(),
             tokens: ArcSwap::from_pointee(tokens),
-            seen: Mutex::new((Instant::now(), stamp(path))),
+            file: FileStamps::new(vec![path.to_path_buf()], RECHECK),
         })
     }
 
@@ -310,33 +310,19 @@ impl TokenStore {
     /// Re-reads the file when its modification time or size changed; a file that no longer
     /// parses keeps the last good tokens (and says so in the log).
     fn refresh(&self) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.0.elapsed() < RECHECK {
-            return;
-        }
-        seen.0 = Instant::now();
-        let now = stamp(&self.path);
-        if now == seen.1 {
+        if !self.file.changed() {
             return;
         }
         match TokensFile::load(&self.path) {
             Ok(tokens) => {
-                seen.1 = now;
                 tracing::info!(path = %self.path.display(), tokens = tokens.tokens.len(), "tokens file reloaded");
                 self.tokens.store(std::sync::Arc::new(tokens));
             }
             Err(error) => {
-                seen.1 = now;
                 tracing::error!(%error, "tokens file unreadable; keeping the last good tokens");
             }
         }
     }
-}
-
-/// Modification time and size of a file, if it exists.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Parses `30d`, `12h`, `15m` or `45s`.
