@@ -55,6 +55,14 @@ pub enum Error {
         /// The digest of the bytes on disk.
         actual: String,
     },
+    /// A version's signature is missing, wrong, or no longer matches its files.
+    #[error("signature refused for {dir}: {message}")]
+    Signature {
+        /// The version directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A component imports a capability its manifest does not grant.
     #[error("capability refused: {0}")]
     CapabilityRefused(String),

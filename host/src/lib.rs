@@ -40,6 +40,7 @@ pub mod protocol;
 pub mod repository;
 mod runtime;
 pub mod server;
+pub mod signature;
 mod store;
 
 pub use capabilities::Capability;

@@ -77,12 +77,17 @@ impl ModelRepository {
     }
 
     /// Loads every version once, reporting each one's outcome.
-    pub fn verify_all(&self, runtime: &Arc<Runtime>) -> Result<Vec<(VersionRef, Result<()>)>> {
+    pub fn verify_all(
+        &self,
+        runtime: &Arc<Runtime>,
+        signatures: &crate::signature::SignaturePolicy,
+    ) -> Result<Vec<(VersionRef, Result<()>)>> {
         Ok(self
             .versions()?
             .into_iter()
             .map(|version| {
-                let outcome = LoadedModel::load(runtime, &version.dir).map(|_| ());
+                let outcome =
+                    signatures.check(&version.dir).and_then(|_| LoadedModel::load(runtime, &version.dir).map(|_| ()));
                 (version, outcome)
             })
             .collect())

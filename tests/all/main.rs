@@ -12,6 +12,7 @@ mod invalid_input;
 mod reliability;
 mod security;
 mod server;
+mod signing;
 mod soak;
 mod tls;
 mod wasi_http;

@@ -32,12 +32,16 @@ pub struct CompileArgs {
     /// old one stays until the new one is complete.
     #[arg(long)]
     replace: bool,
+    /// Sign the new version with this ed25519 private key (from `edgeinfer keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
     /// Default limits written to the manifest.
     #[command(flatten)]
     limits: super::LimitArgs,
 }
 
 pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let signing_key = args.sign.as_deref().map(edgeinfer::signature::read_signing_key).transpose()?;
     let onnx = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let limits = Limits::default().with(args.limits.overrides());
     let examples = args
@@ -81,6 +85,9 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
     let result = compile_model(&runtime, &request, &progress);
     spinner.finish_and_clear();
     let model = result.with_context(|| format!("compiling {}", request.source_file))?;
+    if let Some(key) = &signing_key {
+        edgeinfer::signature::sign_version(model.dir(), key)?;
+    }
     if staging.is_some() {
         swap_in(model.dir(), &final_dir)?;
     }

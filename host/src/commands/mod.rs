@@ -3,6 +3,7 @@
 mod compile;
 mod infer;
 mod serve;
+mod signing;
 mod token;
 mod traffic;
 mod verify;
@@ -56,6 +57,10 @@ enum Command {
     Rollback(traffic::RollbackArgs),
     /// Create, list or revoke bearer tokens for `serve` with auth = "tokens".
     Token(token::TokenArgs),
+    /// Write an ed25519 key pair for signing model versions.
+    Keygen(signing::KeygenArgs),
+    /// Sign existing model versions (writes signature.json beside each manifest).
+    Sign(signing::SignArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -106,5 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Traffic(args) => traffic::traffic(args),
         Command::Rollback(args) => traffic::rollback(args),
         Command::Token(args) => token::run(args),
+        Command::Keygen(args) => signing::keygen(args),
+        Command::Sign(args) => signing::sign(args),
     }
 }

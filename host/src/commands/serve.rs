@@ -57,6 +57,7 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let history = config.history_file.clone().unwrap_or_else(|| ModelRegistry::default_history_path(&repo_dir));
     let registry = ModelRegistry::with_history(runtime, repo, &history)
         .with_context(|| format!("opening the history log {}", history.display()))?;
+    registry.set_signature_policy(edgeinfer::signature::SignaturePolicy::from_files(&config.trusted_keys)?);
     let registry = Arc::new(registry);
     for (model, version, reason) in registry.load_all()? {
         eprintln!("refused {model}/{version}: {reason}");

@@ -13,12 +13,16 @@ pub struct VerifyArgs {
     /// Model repository directory.
     #[arg(long)]
     repo: PathBuf,
+    /// A public key (PEM) one of which must have signed every version. Repeatable.
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<PathBuf>,
 }
 
 pub fn run(args: VerifyArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
-    let results = repo.verify_all(&runtime)?;
+    let policy = edgeinfer::signature::SignaturePolicy::from_files(&args.trusted_keys)?;
+    let results = repo.verify_all(&runtime, &policy)?;
     let mut failures = 0;
     for (version, outcome) in &results {
         match outcome {

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Default rate and fuel quota of callers whose token sets none (per address when auth is
     /// off), e.g. `{ rate_per_s = 100, burst = 200, fuel_per_minute = 100000000000 }`.
     pub quotas: crate::server::security::TokenLimits,
+    /// Public keys (PEM) one of which must have signed every version, e.g.
+    /// `["keys/publisher.pub"]`; empty: signatures are checked when present, not required.
+    pub trusted_keys: Vec<PathBuf>,
     /// Authentication failures from one address that lock it out, e.g. `20`.
     pub lockout_failures: usize,
     /// The window those failures are counted in, in seconds, e.g. `60`.
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             audit_max_bytes: 64 << 20,
             audit_keep: 5,
             quotas: crate::server::security::TokenLimits::default(),
+            trusted_keys: Vec::new(),
             lockout_failures: 20,
             lockout_window_s: 60,
             lockout_s: 300,

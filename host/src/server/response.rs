@@ -65,6 +65,7 @@ impl From<Error> for ApiError {
             | Error::IntegrityMismatch { .. }
             | Error::CapabilityRefused(_)
             | Error::SmokeTest { .. }
+            | Error::Signature { .. }
             | Error::Refused { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -11,6 +11,7 @@ use crate::server::config::{ModelConfig, NewVersionPolicy};
 use crate::server::deployment::Deployment;
 use crate::server::history::{Change, ChangeKind};
 use crate::server::stats::VersionStats;
+use crate::signature::SignatureStatus;
 use crate::{Error, Result};
 
 impl ModelRegistry {
@@ -147,6 +148,13 @@ impl ModelRegistry {
         dir: &Path,
         config: &ModelConfig,
     ) -> Result<Arc<ServedVersion>> {
+        match self.signatures.load().check(dir)? {
+            SignatureStatus::Trusted(key) => tracing::info!(model = name, version, key, "signed by a trusted key"),
+            SignatureStatus::Untrusted(key) => {
+                tracing::info!(model = name, version, key, "signed, by a key not listed in trusted_keys")
+            }
+            SignatureStatus::Unsigned => {}
+        }
         let model = LoadedModel::load(&self.runtime, dir)?;
         let manifest = model.manifest();
         if manifest.name != name || manifest.version != version {

@@ -123,6 +123,7 @@ pub struct ModelRegistry {
     history: Option<HistoryLog>,
     agreement: Mutex<BTreeMap<(String, u64, u64), Agreement>>,
     refusal_observer: std::sync::OnceLock<RefusalObserver>,
+    signatures: ArcSwap<crate::signature::SignaturePolicy>,
 }
 
 /// Told of every refused version: model, version, reason (the audit log listens here).
@@ -139,6 +140,7 @@ impl ModelRegistry {
             history: None,
             agreement: Mutex::new(BTreeMap::new()),
             refusal_observer: std::sync::OnceLock::new(),
+            signatures: ArcSwap::from_pointee(crate::signature::SignaturePolicy::default()),
         }
     }
 
@@ -151,6 +153,11 @@ impl ModelRegistry {
     /// The default history log of a repository: `<repo>/.edgeinfer/history.jsonl`.
     pub fn default_history_path(repo: &Path) -> PathBuf {
         repo.join(".edgeinfer").join("history.jsonl")
+    }
+
+    /// Sets which signatures versions loaded from now on must carry.
+    pub fn set_signature_policy(&self, policy: crate::signature::SignaturePolicy) {
+        self.signatures.store(Arc::new(policy));
     }
 
     /// Installs the observer told of refused versions (once; later calls are ignored).
