@@ -401,15 +401,21 @@ fn hex_of_i64s(values: &[i64]) -> String {
     values.iter().flat_map(|v| v.to_le_bytes()).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A repository with digits as version 1 and, as version 2, a component that declares no
+/// inputs or outputs and answers every request with no outputs at all.
+fn digits_and_a_hollow_version_2() -> tempfile::TempDir {
+    let temp = tempfile::tempdir().expect("tempdir");
+    copy_version(fixtures().digits.dir(), &temp.path().join("digits/1"), 1);
+    let wasm = crate::hostile::componentize(&crate::hostile::hostile_core("", ""));
+    crate::hostile::install(&temp.path().join("digits/2"), &wasm, Limits::default());
+    temp
+}
+
 /// A shadow whose outputs differ from the live version's is reported as disagreeing, for
 /// every copy: the comparison can fail, not only agree.
 #[test]
 fn a_shadow_that_answers_differently_disagrees_every_time() {
-    let temp = tempfile::tempdir().expect("tempdir");
-    copy_version(fixtures().digits.dir(), &temp.path().join("digits/1"), 1);
-    // Version 2 answers every request with no outputs at all.
-    let wasm = crate::hostile::componentize(&crate::hostile::hostile_core("", ""));
-    crate::hostile::install(&temp.path().join("digits/2"), &wasm, Limits::default());
+    let temp = digits_and_a_hollow_version_2();
     std::fs::write(temp.path().join("digits/config.toml"), "default_version = 1\n").expect("config");
     let server = TestServer::start(temp.path(), ServerConfig::default());
     let addr = server.addr;
@@ -439,11 +445,7 @@ fn a_shadow_that_answers_differently_disagrees_every_time() {
 /// on every call, never a version drawn at random from a canary split.
 #[test]
 fn unversioned_metadata_describes_the_default_version_every_time() {
-    let temp = tempfile::tempdir().expect("tempdir");
-    copy_version(fixtures().digits.dir(), &temp.path().join("digits/1"), 1);
-    // Version 2 declares no inputs at all, so the two are told apart by their metadata.
-    let wasm = crate::hostile::componentize(&crate::hostile::hostile_core("", ""));
-    crate::hostile::install(&temp.path().join("digits/2"), &wasm, Limits::default());
+    let temp = digits_and_a_hollow_version_2();
     let server = TestServer::start(temp.path(), ServerConfig::default());
     let addr = server.addr;
     for (split, inputs) in

@@ -110,9 +110,13 @@ impl ServerConfig {
     /// Reads a config file, naming the file, key and reason on error.
     pub fn load(path: &Path) -> Result<ServerConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let config: ServerConfig = toml::from_str(&text)
-            .map_err(|e| Error::Manifest { path: path.to_path_buf(), message: e.to_string().trim().to_string() })?;
-        config.validate().map_err(|message| Error::Manifest { path: path.to_path_buf(), message })?;
+        Self::parse(&text).map_err(|message| Error::Manifest { path: path.to_path_buf(), message })
+    }
+
+    /// Parses and checks a config's text; the message names the key and the reason.
+    pub fn parse(text: &str) -> std::result::Result<ServerConfig, String> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        config.validate()?;
         Ok(config)
     }
 
