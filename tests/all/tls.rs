@@ -161,6 +161,19 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     let server = tls_server(server_files(dir.path(), &old, None, ClientAuthScope::All), false);
     let trusts_old = client(&old, None);
     assert_eq!(tls_request(server.addr, &trusts_old, &health()).expect("old").status, 200);
+    // A keep-alive connection opened before the renewal...
+    let name = ServerName::try_from("localhost").expect("name");
+    let tcp = TcpStream::connect(server.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut open = rustls::StreamOwned::new(rustls::ClientConnection::new(trusts_old.clone(), name).expect("tls"), tcp);
+    let keep_alive = b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let read_one = |stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        stream.write_all(keep_alive).expect("send");
+        let mut buffer = vec![0u8; 4096];
+        let n = stream.read(&mut buffer).expect("answer");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert!(read_one(&mut open).starts_with("HTTP/1.1 200"));
     let new = Authority::new("new CA");
     let staging = tempfile::tempdir_in(dir.path()).expect("staging");
     let settings = server_files(staging.path(), &new, None, ClientAuthScope::All);
@@ -173,6 +186,8 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(tls_request(server.addr, &trusts_old, &health()).is_err(), "the old certificate is gone");
+    // ...keeps working on its session after it.
+    assert!(read_one(&mut open).starts_with("HTTP/1.1 200"), "the open connection survived the renewal");
     // A broken renewal keeps the last good certificate.
     std::fs::write(dir.path().join("server.pem"), "not a certificate").expect("garbage");
     std::thread::sleep(Duration::from_millis(700));
