@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod integrity;
 mod invalid_input;
+mod metrics;
 mod properties;
 mod reliability;
 mod security;

@@ -1,5 +1,5 @@
 //! A short soak of the real `edgeinfer serve` binary: after warm-up, 25 s of churn with
-//! clients disconnecting at every stage must not grow its memory, file descriptors or
+//! clients disconnecting at every stage must not grow its memory, file descriptors or idle
 //! threads. The long version is `cargo bench --bench soak`.
 
 use std::sync::atomic::Ordering;
@@ -20,11 +20,14 @@ fn churn_with_disconnects_leaks_no_memory_fds_or_threads() {
     let server = ServerProcess::start(repo.path(), &cache_dir());
     let body = digits_request(1).to_string().into_bytes();
     let churn = Churn::default();
+    // Both samples are taken idle, after tokio's blocking threads (kept 10 s after their
+    // last task) have gone, so what remains is what the server holds.
+    let idle = Duration::from_secs(11);
     soak_driver::churn(server.addr, 16, Duration::from_secs(5), &body, &churn);
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(idle);
     let baseline = server.usage();
     soak_driver::churn(server.addr, 16, Duration::from_secs(25), &body, &churn);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(idle);
     let after = server.usage();
     println!("baseline {baseline:?}, after {after:?}, churn {churn:?}");
     assert_eq!(churn.unexpected.load(Ordering::Relaxed), 0, "{churn:?}");
@@ -32,7 +35,7 @@ fn churn_with_disconnects_leaks_no_memory_fds_or_threads() {
     let growth_kib = after.rss_kib.saturating_sub(baseline.rss_kib);
     assert!(growth_kib < 20 * 1024, "RSS grew by {growth_kib} KiB: {baseline:?} -> {after:?}");
     assert!(after.fds <= baseline.fds, "open fds {} -> {}", baseline.fds, after.fds);
-    assert!(after.threads <= baseline.threads + 4, "threads {} -> {}", baseline.threads, after.threads);
+    assert!(after.threads <= baseline.threads, "threads {} -> {}", baseline.threads, after.threads);
     // And it still answers.
     let reply = crate::http::post_json(server.addr, "/v2/models/digits/infer", &digits_request(1));
     assert_eq!(reply.status, 200, "{}", reply.text());

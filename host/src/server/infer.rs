@@ -18,6 +18,7 @@ use super::registry::ServedVersion;
 use super::response::{ApiError, Body};
 use super::security::{AuditEvent, AuditKind, Caller};
 use super::shadow::ShadowJob;
+use super::telemetry::{Metrics, Outcome, Timings, VersionLabels};
 use crate::Error;
 use crate::pipeline::{self, Options, RequestBody};
 
@@ -43,10 +44,15 @@ async fn answer(
     caller: Caller,
 ) -> Result<Response<Body>, ApiError> {
     let action = format!("{} {}", request.method(), request.uri().path());
+    let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
+    let rejected = |error: ApiError| {
+        app.metrics.count(&labels, Outcome::Rejected);
+        error
+    };
     let quota_key = caller.quota_key();
     if let Err(throttle) = app.security.quotas.admit(&quota_key, caller.limits()) {
         app.security.audit(AuditKind::Throttled, &caller, &action, "429", &throttle.to_string());
-        return Err(throttle.into());
+        return Err(rejected(throttle.into()));
     }
     let header_length = request
         .headers()
@@ -54,9 +60,11 @@ async fn answer(
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?;
-    let body = read_body(&app, request).await?;
+    let body = read_body(&app, request)
+        .await
+        .map_err(|e| if e.status == hyper::StatusCode::SERVICE_UNAVAILABLE { rejected(e) } else { e })?;
     let queued = Instant::now();
-    let slot = app.admission.inference_slot().await?;
+    let slot = app.admission.inference_slot().await.map_err(|refusal| rejected(refusal.into()))?;
     let queue_time = queued.elapsed();
     let task_app = app.clone();
     let result = blocking(move || {
@@ -67,6 +75,7 @@ async fn answer(
         let request = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
         let result = pipeline::run(&live.model, request, options);
         live.stats.record_request(queue_time, &result);
+        record_metrics(&task_app, &labels, queue_time, &result);
         charge_and_audit(&task_app, &caller, &quota_key, &action, &live, &result);
         let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
         if let (Some(shadow), Some(kept)) = (shadow, answer.tensors) {
@@ -89,6 +98,21 @@ async fn answer(
         response.headers_mut().insert(edgeinfer_oip::HEADER_LENGTH, HeaderValue::from(length));
     }
     Ok(response)
+}
+
+/// Feeds the request's outcome and timings to the metrics.
+fn record_metrics(
+    app: &App,
+    labels: &VersionLabels,
+    queue: std::time::Duration,
+    result: &Result<pipeline::Answer, pipeline::Failure>,
+) {
+    let (outcome, times, fuel) = match result {
+        Ok(answer) => (Outcome::Success, answer.times, Some(answer.fuel_used)),
+        Err(failure) => (Outcome::of(&failure.error), failure.times, None),
+    };
+    let duration = times.decode + times.infer + times.encode;
+    app.metrics.record_run(labels, outcome, Timings { duration, queue, instance_start: times.instantiate, fuel });
 }
 
 /// Charges the fuel a request consumed to its caller, and audits what the sandbox stopped.

@@ -15,6 +15,7 @@ mod routes;
 pub mod security;
 mod shadow;
 mod stats;
+pub mod telemetry;
 mod watcher;
 
 use std::convert::Infallible;
@@ -34,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub use admission::{Admission, AdmissionLimits, AdmissionSnapshot, Refusal};
 pub use config::{AuthMode, LogFormat, ModelConfig, NewVersionPolicy, ServerConfig};
 pub use deployment::{Deployment, TrafficChange};
-pub use history::{ChangeKind, HistoryEvent, HistoryLog};
+pub use history::{Change, ChangeKind, HistoryEvent, HistoryLog};
 pub use registry::{
     Agreement, AgreementView, ChangeError, DeploymentView, IndexEntry, ModelRegistry, RefusedView, Route,
     ServedVersion, TrafficView,
@@ -59,6 +60,7 @@ pub struct App {
     shadow: shadow::ShadowRunner,
     error_log: log_limit::LogLimiter,
     security: Arc<security::Security>,
+    metrics: Arc<telemetry::Metrics>,
 }
 
 impl App {
@@ -68,21 +70,25 @@ impl App {
         let shadow = shadow::ShadowRunner::start(registry.clone());
         let error_log = log_limit::LogLimiter::per_second(config.max_error_logs_per_second);
         let security = Arc::new(security);
-        let audit = security.clone();
-        registry.observe_refusals(Box::new(move |model: &str, version: u64, reason: &str| {
-            audit.audit_event(security::AuditEvent {
-                time: history::now_rfc3339(),
-                kind: security::AuditKind::VersionRefused,
-                peer: None,
-                token: None,
-                action: "load version".into(),
-                model: Some(model.to_string()),
-                version: Some(version),
-                outcome: "refused".into(),
-                reason: reason.to_string(),
-            });
+        let metrics = Arc::new(telemetry::Metrics::new());
+        let (audit, counted) = (security.clone(), metrics.clone());
+        registry.observe_changes(Box::new(move |change: &history::Change| {
+            counted.change(change);
+            if change.kind == ChangeKind::Refused {
+                audit.audit_event(security::AuditEvent {
+                    time: history::now_rfc3339(),
+                    kind: security::AuditKind::VersionRefused,
+                    peer: None,
+                    token: None,
+                    action: "load version".into(),
+                    model: Some(change.model.clone()),
+                    version: change.version,
+                    outcome: "refused".into(),
+                    reason: change.reason.clone(),
+                });
+            }
         }));
-        Arc::new(App { registry, config, admission, shadow, error_log, security })
+        Arc::new(App { registry, config, admission, shadow, error_log, security, metrics })
     }
 
     /// Current admission counters (connections, queue, in flight, refusals, disconnects).

@@ -99,6 +99,16 @@ async fn route(
             done?;
             ok(json!({}))
         }
+        ["metrics"] => {
+            allow(&method, Method::GET)?;
+            let text = app.metrics.render(app.admission.snapshot(), &app.registry);
+            let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(super::telemetry::CONTENT_TYPE),
+            );
+            Ok(response)
+        }
         ["v2", "admin", "server"] => {
             allow(&method, Method::GET)?;
             ok(serde_json::to_value(app.admission.snapshot()).unwrap_or_default())

@@ -198,9 +198,6 @@ impl ModelRegistry {
 
     fn refuse(&self, state: &mut ModelState, name: &str, version: u64, dir: &Path, reason: String) -> Result<()> {
         tracing::warn!(model = name, version, %reason, "version refused");
-        if let Some(observer) = self.refusal_observer.get() {
-            observer(name, version, &reason);
-        }
         self.record(name, ChangeKind::Refused, version, &reason)?;
         state.refused.insert(version, Refusal { reason, fingerprint: fingerprint(dir) });
         Ok(())
@@ -221,7 +218,10 @@ impl ModelRegistry {
     /// Writes a change to the history log (when there is one) before it is applied.
     pub(super) fn append(&self, change: Change) -> Result<()> {
         if let Some(log) = &self.history {
-            log.append(change)?;
+            log.append(change.clone())?;
+        }
+        if let Some(observer) = self.change_observer.get() {
+            observer(&change);
         }
         Ok(())
     }

@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 
 use super::config::ModelConfig;
 use super::deployment::Deployment;
-use super::history::HistoryLog;
+use super::history::{Change, HistoryLog};
 use super::stats::VersionStats;
 use crate::model::LoadedModel;
 use crate::repository::ModelRepository;
@@ -122,12 +122,13 @@ pub struct ModelRegistry {
     locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
     history: Option<HistoryLog>,
     agreement: Mutex<BTreeMap<(String, u64, u64), Agreement>>,
-    refusal_observer: std::sync::OnceLock<RefusalObserver>,
+    change_observer: std::sync::OnceLock<ChangeObserver>,
     signatures: ArcSwap<crate::signature::SignaturePolicy>,
 }
 
-/// Told of every refused version: model, version, reason (the audit log listens here).
-pub type RefusalObserver = Box<dyn Fn(&str, u64, &str) + Send + Sync>;
+/// Told of every change once it is logged (loads, refusals, splits, rollbacks, unloads): the
+/// audit log and the metrics listen here, and never call back into the registry.
+pub type ChangeObserver = Box<dyn Fn(&Change) + Send + Sync>;
 
 impl ModelRegistry {
     /// A registry over `repo` without a history log; nothing is loaded yet.
@@ -139,7 +140,7 @@ impl ModelRegistry {
             locks: Mutex::new(BTreeMap::new()),
             history: None,
             agreement: Mutex::new(BTreeMap::new()),
-            refusal_observer: std::sync::OnceLock::new(),
+            change_observer: std::sync::OnceLock::new(),
             signatures: ArcSwap::from_pointee(crate::signature::SignaturePolicy::default()),
         }
     }
@@ -160,9 +161,9 @@ impl ModelRegistry {
         self.signatures.store(Arc::new(policy));
     }
 
-    /// Installs the observer told of refused versions (once; later calls are ignored).
-    pub fn observe_refusals(&self, observer: RefusalObserver) {
-        let _ = self.refusal_observer.set(observer);
+    /// Installs the observer told of every change (once; later calls are ignored).
+    pub fn observe_changes(&self, observer: ChangeObserver) {
+        let _ = self.change_observer.set(observer);
     }
 
     /// The repository served.
@@ -219,6 +220,11 @@ impl ModelRegistry {
             }
             None => entry.shadow_failed += 1,
         }
+    }
+
+    /// The models served, by name.
+    pub fn model_names(&self) -> Vec<String> {
+        self.table.load().keys().cloned().collect()
     }
 
     /// The loaded versions of `name`, ascending.
