@@ -2,7 +2,6 @@
 //! client's OpenMetrics parser: every count equals what the clients sent.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use edgeinfer::Limits;
 use edgeinfer::server::ServerConfig;
@@ -76,11 +75,7 @@ fn metrics_count_exactly_what_clients_sent() {
         let slow = slow.clone();
         std::thread::spawn(move || post_json(addr, "/v2/models/slow/infer", &slow))
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.admission().in_flight != 1 {
-        assert!(Instant::now() < deadline, "the slow request never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    server.wait_running(1);
     assert_eq!(post_json(addr, "/v2/models/slow/infer", &slow).status, 503, "the only slot is taken");
     assert_eq!(running.join().expect("thread").status, 500);
 

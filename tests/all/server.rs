@@ -46,6 +46,15 @@ impl TestServer {
         self.server.as_ref().expect("running").app().admission()
     }
 
+    /// Waits (up to 10 s) until exactly `n` inferences are running.
+    pub fn wait_running(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.admission().in_flight != n {
+            assert!(Instant::now() < deadline, "never {n} running: {:?}", self.admission());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits (up to 15 s) until nothing is queued or running and no body is held.
     pub fn wait_idle(&self) -> edgeinfer::server::AdmissionSnapshot {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -453,22 +462,14 @@ fn full_queue_answers_503_with_retry_after_and_shutdown_lets_requests_finish() {
         let body = body.clone();
         std::thread::spawn(move || post_json(addr, "/v2/models/spin/infer", &body))
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.admission().in_flight != 1 {
-        assert!(Instant::now() < deadline, "the first request never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_running(1);
     let busy = post_json(addr, "/v2/models/spin/infer", &body);
     assert_eq!(busy.status, 503, "{}", busy.text());
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert!(busy.json()["error"].as_str().expect("error").contains("queue is full"));
 
     // Shut down while the first request is still running: it gets its answer, not a reset.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.admission().in_flight != 1 {
-        assert!(Instant::now() < deadline, "the first request never started: {:?}", server.admission());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_running(1);
     server.shutdown();
     let first = first.join().expect("thread");
     assert_eq!(first.status, 500, "{}", first.text());
