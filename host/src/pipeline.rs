@@ -43,6 +43,13 @@ pub struct StageTimes {
     pub encode: Duration,
 }
 
+impl StageTimes {
+    /// Decode, infer and encode together: the request's time in the pipeline.
+    pub fn total(&self) -> Duration {
+        self.decode + self.infer + self.encode
+    }
+}
+
 /// What a successful request produced.
 #[derive(Debug, Clone)]
 pub struct Answer {

@@ -94,6 +94,15 @@ impl ModelRepository {
     }
 }
 
+/// The directory, inside a repository, where the server keeps its own state (history,
+/// tokens, audit log); it is never a model.
+pub const STATE_DIR: &str = ".edgeinfer";
+
+/// `<repo>/.edgeinfer`.
+pub fn state_dir(repo: &Path) -> PathBuf {
+    repo.join(STATE_DIR)
+}
+
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
     Ok(entries.filter_map(|entry| entry.ok()).map(|entry| entry.path()).filter(|path| path.is_dir()).collect())

@@ -28,7 +28,7 @@ impl TokensPath {
     fn path(&self) -> anyhow::Result<PathBuf> {
         match (&self.tokens, &self.repo) {
             (Some(path), _) => Ok(path.clone()),
-            (None, Some(repo)) => Ok(repo.join(".edgeinfer").join("tokens.toml")),
+            (None, Some(repo)) => Ok(TokensFile::default_path(repo)),
             (None, None) => anyhow::bail!("say where the tokens live: --tokens FILE or --repo DIR"),
         }
     }

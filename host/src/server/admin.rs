@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::App;
 use super::body::{allow, blocking, parse_version, read_body};
 use super::deployment::TrafficChange;
-use super::response::{ApiError, Body, json_response};
+use super::response::{ApiError, Body, json_response, to_json};
 
 /// Answers `/v2/admin/models/{model}/{rest...}`.
 pub async fn route(
@@ -28,17 +28,17 @@ pub async fn route(
     let method = request.method().clone();
     let registry = app.registry.clone();
     let value = match rest {
-        ["traffic"] if method == Method::GET => render(&registry.traffic(&model)?),
+        ["traffic"] if method == Method::GET => to_json(&registry.traffic(&model)?),
         ["traffic"] => {
             allow(&method, Method::PUT)?;
             let body = read_body(&app, request).await?;
             let change = TrafficChange::parse(&body.bytes).map_err(ApiError::bad_request)?;
-            render(&blocking(move || registry.set_traffic(&model, change).map_err(ApiError::from)).await?)
+            to_json(&blocking(move || registry.set_traffic(&model, change).map_err(ApiError::from)).await?)
         }
         ["rollback"] => {
             allow(&method, Method::POST)?;
             let reason = reason(&read_body(&app, request).await?.bytes)?;
-            render(&blocking(move || registry.rollback(&model, &reason).map_err(ApiError::from)).await?)
+            to_json(&blocking(move || registry.rollback(&model, &reason).map_err(ApiError::from)).await?)
         }
         ["history"] => {
             allow(&method, Method::GET)?;
@@ -50,7 +50,7 @@ pub async fn route(
             let version = parse_version(version)?;
             let reason = reason(&read_body(&app, request).await?.bytes)?;
             let load = *action == "load";
-            render(
+            to_json(
                 &blocking(move || {
                     let reason = if reason.is_empty() {
                         format!("admin {}", if load { "load" } else { "unload" })
@@ -94,14 +94,9 @@ pub fn tokens(app: &App) -> Value {
         .collect();
     let addresses: serde_json::Map<String, Value> = usage
         .iter()
-        .filter_map(|(key, use_)| key.strip_prefix("addr:").map(|addr| (addr.to_string(), render(use_))))
+        .filter_map(|(key, use_)| key.strip_prefix("addr:").map(|addr| (addr.to_string(), to_json(use_))))
         .collect();
     json!({"auth": app.security.tokens.is_some(), "tokens": tokens, "addresses": addresses})
-}
-
-/// A view as JSON.
-fn render(view: &impl serde::Serialize) -> Value {
-    serde_json::to_value(view).unwrap_or_default()
 }
 
 /// The optional `{"reason": "..."}` body of rollback, load and unload.

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Traffic split and shadow of one model. Weights are percentages summing to 100.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,17 +82,34 @@ impl Deployment {
 
     /// `{"split": {"1": 90, "2": 10}, "shadow": "3", "shadow_percent": 100}`.
     pub fn to_json(&self) -> Value {
-        let split: Map<String, Value> = self.split.iter().map(|(v, w)| (v.to_string(), Value::from(*w))).collect();
-        json!({
-            "split": split,
-            "shadow": self.shadow.map(|v| v.to_string()),
-            "shadow_percent": self.shadow_percent,
-        })
+        serde_json::to_value(DeploymentView::from(self)).unwrap_or_default()
     }
 
     /// Parses [`Deployment::to_json`]'s shape.
     pub fn from_json(value: &Value) -> Result<Deployment, String> {
         Ok(TrafficChange::from_json(value, false)?.deployment)
+    }
+}
+
+/// A deployment as shown to clients: `{"split": {"1": 90, "2": 10}, "shadow": "3", ...}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeploymentView {
+    /// Version -> percentage.
+    pub split: BTreeMap<String, u32>,
+    /// The shadow version, if any.
+    pub shadow: Option<String>,
+    /// Share of requests copied to the shadow (absent without a deployment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_percent: Option<u32>,
+}
+
+impl From<&Deployment> for DeploymentView {
+    fn from(deployment: &Deployment) -> Self {
+        DeploymentView {
+            split: deployment.split.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+            shadow: deployment.shadow.map(|v| v.to_string()),
+            shadow_percent: Some(deployment.shadow_percent),
+        }
     }
 }
 

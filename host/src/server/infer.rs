@@ -111,7 +111,7 @@ fn record_metrics(
         Ok(answer) => (Outcome::Success, answer.times, Some(answer.fuel_used)),
         Err(failure) => (Outcome::of(&failure.error), failure.times, None),
     };
-    let duration = times.decode + times.infer + times.encode;
+    let duration = times.total();
     app.metrics.record_run(labels, outcome, Timings { duration, queue, instance_start: times.instantiate, fuel });
 }
 
@@ -142,16 +142,9 @@ fn charge_and_audit(
         _ => false,
     };
     if stopped {
-        app.security.audit_event(AuditEvent {
-            time: super::history::now_rfc3339(),
-            kind: AuditKind::GuestTrap,
-            peer: Some(caller.peer),
-            token: caller.token_name(),
-            action: action.to_string(),
-            model: Some(live.model.manifest().name.clone()),
-            version: Some(live.version()),
-            outcome: "500".into(),
-            reason: failure.to_string(),
-        });
+        let event = AuditEvent::new(AuditKind::GuestTrap, action, "500", &failure.to_string());
+        let event =
+            AuditEvent { model: Some(live.model.manifest().name.clone()), version: Some(live.version()), ..event };
+        app.security.audit_event(caller.stamp(event));
     }
 }

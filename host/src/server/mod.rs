@@ -75,16 +75,16 @@ impl App {
         registry.observe_changes(Box::new(move |change: &history::Change| {
             counted.change(change);
             if change.kind == ChangeKind::Refused {
+                let event = security::AuditEvent::new(
+                    security::AuditKind::VersionRefused,
+                    "load version",
+                    "refused",
+                    &change.reason,
+                );
                 audit.audit_event(security::AuditEvent {
-                    time: history::now_rfc3339(),
-                    kind: security::AuditKind::VersionRefused,
-                    peer: None,
-                    token: None,
-                    action: "load version".into(),
                     model: Some(change.model.clone()),
                     version: change.version,
-                    outcome: "refused".into(),
-                    reason: change.reason.clone(),
+                    ..event
                 });
             }
         }));

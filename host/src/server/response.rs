@@ -128,6 +128,11 @@ impl From<edgeinfer_oip::ProtocolError> for ApiError {
     }
 }
 
+/// A view as a JSON value.
+pub fn to_json(view: &impl serde::Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or_default()
+}
+
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));

@@ -13,8 +13,8 @@ use edgeinfer_oip::{ModelMetadata, TensorMetadata};
 
 use super::body::{allow, blocking, parse_version, read_body};
 use super::infer;
-use super::response::{ApiError, Body, json_response};
-use super::security::{AuditKind, required_scope};
+use super::response::{ApiError, Body, json_response, to_json};
+use super::security::{AuditKind, Caller, required_scope};
 use super::{App, Role};
 use crate::model::LoadedModel;
 
@@ -83,7 +83,7 @@ async fn route(
             };
             let registry = app.registry.clone();
             let index = blocking(move || registry.index(ready_only).map_err(ApiError::from)).await?;
-            ok(serde_json::to_value(index).unwrap_or_default())
+            ok(to_json(&index))
         }
         ["v2", "repository", "models", model, action @ ("load" | "unload")] => {
             allow(&method, Method::POST)?;
@@ -93,9 +93,7 @@ async fn route(
                     .map_err(ApiError::from)
             })
             .await;
-            let outcome = done.as_ref().map_or_else(|e| e.status.as_u16().to_string(), |_| "200".into());
-            let reason = done.as_ref().err().map_or("done", |e| e.message.as_str());
-            app.security.audit(AuditKind::AdminChange, &caller, &request_line, &outcome, reason);
+            audit_change(&app, &caller, &request_line, &done);
             done?;
             ok(json!({}))
         }
@@ -111,7 +109,7 @@ async fn route(
         }
         ["v2", "admin", "server"] => {
             allow(&method, Method::GET)?;
-            ok(serde_json::to_value(app.admission.snapshot()).unwrap_or_default())
+            ok(to_json(&app.admission.snapshot()))
         }
         ["v2", "admin", "tokens"] => {
             allow(&method, Method::GET)?;
@@ -120,9 +118,7 @@ async fn route(
         ["v2", "admin", "models", model, rest @ ..] => {
             let answer = super::admin::route(app.clone(), request, model.to_string(), rest).await;
             if method != Method::GET {
-                let outcome = answer.as_ref().map_or_else(|e| e.status.as_u16().to_string(), |_| "200".into());
-                let reason = answer.as_ref().err().map_or("done", |e| e.message.as_str());
-                app.security.audit(AuditKind::AdminChange, &caller, &request_line, &outcome, reason);
+                audit_change(&app, &caller, &request_line, &answer);
             }
             answer
         }
@@ -157,6 +153,15 @@ async fn route(
         }
         _ => Err(ApiError::not_found(edgeinfer_oip::unknown_endpoint_message(&path))),
     }
+}
+
+/// Audits an admin change and how it ended.
+fn audit_change<T>(app: &App, caller: &Caller, request_line: &str, done: &Result<T, ApiError>) {
+    let (outcome, reason) = match done {
+        Ok(_) => ("200".to_string(), "done"),
+        Err(error) => (error.status.as_u16().to_string(), error.message.as_str()),
+    };
+    app.security.audit(AuditKind::AdminChange, caller, request_line, &outcome, reason);
 }
 
 fn metadata(model: &LoadedModel, versions: &[u64]) -> Value {

@@ -107,7 +107,7 @@ impl VersionStats {
         self.compute_input.record(times.decode);
         self.compute_infer.record(times.infer);
         self.compute_output.record(times.encode);
-        let elapsed = times.decode + times.infer + times.encode;
+        let elapsed = times.total();
         match result {
             Ok(answer) => {
                 self.fuel.fetch_add(answer.fuel_used, Ordering::Relaxed);

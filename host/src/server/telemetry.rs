@@ -123,6 +123,9 @@ pub struct Metrics {
     agreement: Family<ShadowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     changes: Family<ChangeLabels, Counter>,
     disconnects: Counter,
+    /// Scrapes refresh the gauges (clear, then set) and the disconnect counter (read, then
+    /// add the difference): one at a time, or two could interleave and miscount.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -187,6 +190,7 @@ impl Metrics {
             agreement,
             changes,
             disconnects,
+            scrape: std::sync::Mutex::new(()),
         }
     }
 
@@ -229,6 +233,7 @@ impl Metrics {
 
     /// The OpenMetrics text, with the gauges read from `admission` and `registry` now.
     pub fn render(&self, admission: AdmissionSnapshot, registry: &ModelRegistry) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
         self.in_flight.set(gauge(admission.in_flight));
         self.queue_depth.set(gauge(admission.queued));

@@ -107,5 +107,5 @@ fn rewatch(watcher: &mut RecommendedWatcher, root: &Path, watching: bool) -> boo
 
 /// Files the server itself writes (the history log) are not repository changes.
 fn is_bookkeeping(path: &Path) -> bool {
-    path.components().any(|c| c.as_os_str() == ".edgeinfer")
+    path.components().any(|c| c.as_os_str() == crate::repository::STATE_DIR)
 }

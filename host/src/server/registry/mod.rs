@@ -16,7 +16,8 @@ mod policy;
 mod sync;
 mod views;
 
-pub use views::{AgreementView, DeploymentView, IndexEntry, RefusedView, TrafficView};
+pub use super::deployment::DeploymentView;
+pub use views::{AgreementView, IndexEntry, RefusedView, TrafficView};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -153,7 +154,7 @@ impl ModelRegistry {
 
     /// The default history log of a repository: `<repo>/.edgeinfer/history.jsonl`.
     pub fn default_history_path(repo: &Path) -> PathBuf {
-        repo.join(".edgeinfer").join("history.jsonl")
+        crate::repository::state_dir(repo).join("history.jsonl")
     }
 
     /// Sets which signatures versions loaded from now on must carry.

@@ -1,36 +1,12 @@
 //! Read-only views of the registry (traffic, history, repository index), as types the HTTP
 //! layer renders.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use super::{ModelRegistry, ModelState};
 use crate::Result;
-use crate::server::deployment::Deployment;
+use crate::server::deployment::DeploymentView;
 use crate::server::history::HistoryEvent;
-
-/// A deployment as shown to clients: `{"split": {"1": 90, "2": 10}, "shadow": "3", ...}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DeploymentView {
-    /// Version -> percentage.
-    pub split: BTreeMap<String, u32>,
-    /// The shadow version, if any.
-    pub shadow: Option<String>,
-    /// Share of requests copied to the shadow (absent without a deployment).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow_percent: Option<u32>,
-}
-
-impl From<&Deployment> for DeploymentView {
-    fn from(deployment: &Deployment) -> Self {
-        DeploymentView {
-            split: deployment.split.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
-            shadow: deployment.shadow.map(|v| v.to_string()),
-            shadow_percent: Some(deployment.shadow_percent),
-        }
-    }
-}
 
 /// A refused version and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -57,6 +57,23 @@ pub struct AuditEvent {
     pub reason: String,
 }
 
+impl AuditEvent {
+    /// An event happening now, with no peer, token, model or version yet.
+    pub fn new(kind: AuditKind, action: &str, outcome: &str, reason: &str) -> AuditEvent {
+        AuditEvent {
+            time: crate::server::history::now_rfc3339(),
+            kind,
+            peer: None,
+            token: None,
+            action: action.to_string(),
+            model: None,
+            version: None,
+            outcome: outcome.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// An append-only, size-rotated JSON-lines file.
 pub struct AuditLog {
     path: PathBuf,

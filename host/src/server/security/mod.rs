@@ -48,6 +48,11 @@ impl Caller {
     pub fn token_name(&self) -> Option<String> {
         self.token.as_ref().map(|t| t.name.clone())
     }
+
+    /// `event` with this caller's address and token name.
+    pub fn stamp(&self, event: AuditEvent) -> AuditEvent {
+        AuditEvent { peer: Some(self.peer), token: self.token_name(), ..event }
+    }
 }
 
 /// Why a request was not let in.
@@ -83,8 +88,7 @@ impl Security {
     /// anything is bound, to serve a non-loopback address without authentication unless
     /// `insecure_no_auth` says so, and token authentication without a tokens file.
     pub fn from_config(config: &ServerConfig, repo: &Path) -> Result<Security> {
-        let state = repo.join(".edgeinfer");
-        let tokens_path = config.tokens_file.clone().unwrap_or_else(|| state.join("tokens.toml"));
+        let tokens_path = config.tokens_file.clone().unwrap_or_else(|| TokensFile::default_path(repo));
         let create = format!("`edgeinfer token create --tokens {} --name NAME --scope admin`", tokens_path.display());
         let loopback = config.listen.ip().is_loopback() && config.admin_listen.is_none_or(|a| a.ip().is_loopback());
         let mode = config.auth.unwrap_or(AuthMode::None);
@@ -106,7 +110,8 @@ impl Security {
             AuthMode::Tokens => Some(TokenStore::open(&tokens_path)?),
             AuthMode::None => None,
         };
-        let audit_path = config.audit_file.clone().unwrap_or_else(|| state.join("audit.jsonl"));
+        let audit_path =
+            config.audit_file.clone().unwrap_or_else(|| crate::repository::state_dir(repo).join("audit.jsonl"));
         Ok(Security {
             tokens,
             quotas: Quotas::new(config.quotas),
@@ -146,31 +151,19 @@ impl Security {
                 return Err(Denial::Unauthenticated(failure));
             }
         };
-        let caller = Caller { peer, token: Some(entry) };
-        let token = caller.token.as_ref().map(|t| (t.name.clone(), t.scopes.iter().any(|s| s.allows(needed))));
-        match token {
-            Some((_, true)) | None => Ok(caller),
-            Some((name, false)) => {
-                let reason = format!("token '{name}' lacks scope {needed}");
-                self.audit(AuditKind::Forbidden, &caller, action, "403", &reason);
-                Err(Denial::Forbidden { token: name, needed: needed.clone() })
-            }
+        if !entry.scopes.iter().any(|scope| scope.allows(needed)) {
+            let caller = Caller { peer, token: Some(entry) };
+            let token = caller.token_name().unwrap_or_default();
+            let reason = format!("token '{token}' lacks scope {needed}");
+            self.audit(AuditKind::Forbidden, &caller, action, "403", &reason);
+            return Err(Denial::Forbidden { token, needed: needed.clone() });
         }
+        Ok(Caller { peer, token: Some(entry) })
     }
 
     /// Appends to the audit log, when there is one.
     pub fn audit(&self, kind: AuditKind, caller: &Caller, action: &str, outcome: &str, reason: &str) {
-        self.audit_event(AuditEvent {
-            time: crate::server::history::now_rfc3339(),
-            kind,
-            peer: Some(caller.peer),
-            token: caller.token_name(),
-            action: action.to_string(),
-            model: None,
-            version: None,
-            outcome: outcome.to_string(),
-            reason: reason.to_string(),
-        });
+        self.audit_event(caller.stamp(AuditEvent::new(kind, action, outcome, reason)));
     }
 
     /// Appends a prepared event, when there is an audit log.

@@ -140,6 +140,11 @@ pub struct TokensFile {
 }
 
 impl TokensFile {
+    /// The default tokens file of a repository: `<repo>/.edgeinfer/tokens.toml`.
+    pub fn default_path(repo: &Path) -> PathBuf {
+        crate::repository::state_dir(repo).join("tokens.toml")
+    }
+
     /// Reads a tokens file; a missing file is an empty one.
     pub fn load(path: &Path) -> Result<TokensFile> {
         let text = match std::fs::read_to_string(path) {
