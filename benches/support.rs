@@ -47,6 +47,7 @@ pub fn compile_version(
         repo: repo.to_path_buf(),
         limits: Limits::default(),
         examples: Vec::new(),
+        reference: None,
     };
     let started = Instant::now();
     let model = compile_model(runtime, &request, &|_: &str| {}).expect("compile");

@@ -50,6 +50,9 @@ pub struct CompileRequest<'a> {
     /// Example inputs: each is run once and its outputs recorded in the manifest as the
     /// smoke test every later load must pass.
     pub examples: Vec<Vec<Tensor>>,
+    /// A sample of typical inputs (CSV or NDJSON) whose per-feature distributions are stored
+    /// beside the manifest as the drift reference.
+    pub reference: Option<PathBuf>,
 }
 
 /// Reports compile steps that take a while (instrumenting, compiling, snapshotting).
@@ -111,7 +114,7 @@ pub fn compile_model(
         return Err(Error::Runtime(format!("snapshot failed: {failure}")));
     }
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: request.name.clone(),
         version: request.version,
@@ -129,6 +132,7 @@ pub fn compile_model(
         inputs: signatures(&metadata.inputs),
         outputs: signatures(&metadata.outputs),
         examples: Vec::new(),
+        reference: None,
     };
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
@@ -137,6 +141,10 @@ pub fn compile_model(
     std::fs::write(staging.path().join(COMPONENT_FILE), &snapshot)
         .map_err(|e| Error::io("writing the component", e))?;
 
+    if let Some(sample) = &request.reference {
+        progress.step("recording the reference input distributions");
+        crate::monitor::drift::attach_reference(staging.path(), &mut manifest, sample)?;
+    }
     progress.step("compiling the model component (shares the runtime's cached code)");
     let check = |manifest: &Manifest| {
         manifest.save(&staging.path().join("manifest.toml"))?;

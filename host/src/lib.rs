@@ -35,6 +35,7 @@ mod error;
 pub mod limits;
 pub mod manifest;
 mod model;
+pub mod monitor;
 pub mod pipeline;
 pub mod protocol;
 pub mod repository;

@@ -41,6 +41,21 @@ pub struct Manifest {
     /// before it takes traffic (recorded by `edgeinfer compile --example`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<Example>,
+    /// Reference input distributions for drift (`edgeinfer compile --reference`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceInfo>,
+}
+
+/// The reference distributions file of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceInfo {
+    /// File name next to the manifest, e.g. `reference.json`.
+    pub file: String,
+    /// Lowercase hex SHA-256 of that file.
+    pub sha256: String,
+    /// Rows of the sample it was computed from.
+    pub rows: u64,
 }
 
 /// One smoke-test case: inputs and the outputs they must give.

@@ -34,6 +34,7 @@ pub struct LoadedModel {
     dir: PathBuf,
     pre: ModelComponentPre<StoreState>,
     runtime: Arc<Runtime>,
+    reference: Option<Arc<crate::monitor::drift::Reference>>,
 }
 
 impl LoadedModel {
@@ -55,10 +56,16 @@ impl LoadedModel {
         let instance_pre =
             runtime.linker().instantiate_pre(&component).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
-        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone() };
+        let reference = crate::monitor::drift::Reference::load(dir, &manifest)?.map(Arc::new);
+        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone(), reference };
         model.check_metadata()?;
         model.smoke_test()?;
         Ok(model)
+    }
+
+    /// The drift reference recorded beside the manifest (digest checked at load), if any.
+    pub fn reference(&self) -> Option<&Arc<crate::monitor::drift::Reference>> {
+        self.reference.as_ref()
     }
 
     /// The manifest this version was loaded from.

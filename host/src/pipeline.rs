@@ -62,6 +62,8 @@ pub struct Answer {
     /// The request's inputs and the outputs computed, kept when [`Options::keep_tensors`] is
     /// set (shadow comparison, prediction logs).
     pub tensors: Option<KeptTensors>,
+    /// The request id: the client's, or the one assigned ([`Options::assign_id`]).
+    pub id: Option<String>,
 }
 
 /// Inputs and outputs of one request, for those that compare or record them.
@@ -82,6 +84,8 @@ pub struct Options {
     pub limits: LimitOverrides,
     /// Keep the inputs and outputs in the answer.
     pub keep_tensors: bool,
+    /// Give a request without an `id` a fresh one (returned in the response's `id`).
+    pub assign_id: bool,
 }
 
 /// A request that failed, with the stage timings up to the failure.
@@ -101,7 +105,10 @@ pub fn run(model: &LoadedModel, body: RequestBody<'_>, options: Options) -> std:
     let started = Instant::now();
     let decoded = decode(body);
     times.decode = started.elapsed();
-    let (request, inputs) = decoded.map_err(|e| fail(e, times))?;
+    let (mut request, inputs) = decoded.map_err(|e| fail(e, times))?;
+    if options.assign_id && request.id.is_none() {
+        request.id = Some(crate::monitor::predictions::new_request_id());
+    }
 
     let started = Instant::now();
     let requested = requested_outputs(&request);
@@ -117,7 +124,7 @@ pub fn run(model: &LoadedModel, body: RequestBody<'_>, options: Options) -> std:
     let encoded = encode(model, &request, outcome);
     times.encode = started.elapsed();
     let body = encoded.map_err(|e| fail(e, times))?;
-    Ok(Answer { body, fuel_used, times, tensors: kept })
+    Ok(Answer { body, fuel_used, times, tensors: kept, id: request.id })
 }
 
 fn decode(body: RequestBody<'_>) -> Result<(InferenceRequest, Vec<Tensor>)> {

@@ -75,6 +75,7 @@ pub fn try_compile(
         repo: repo.to_path_buf(),
         limits: Limits::default(),
         examples: Vec::new(),
+        reference: None,
     };
     compile_model(runtime, &request, &|_: &str| {})
 }

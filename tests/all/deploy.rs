@@ -39,6 +39,7 @@ fn staged() -> &'static Staged {
                 repo: repo.clone(),
                 limits: Limits::default(),
                 examples: vec![vec![fp32(&holdout.input_name, &holdout.x[..2])]],
+                reference: None,
             };
             compile_model(&runtime(), &request, &|_: &str| {}).expect("compile");
         }

@@ -32,6 +32,11 @@ pub struct CompileArgs {
     /// old one stays until the new one is complete.
     #[arg(long)]
     replace: bool,
+    /// A sample of typical inputs (CSV with a header row, or NDJSON objects of input names)
+    /// whose per-feature distributions become the drift reference the server compares live
+    /// inputs with.
+    #[arg(long, value_name = "SAMPLE.csv|SAMPLE.ndjson")]
+    reference: Option<PathBuf>,
     /// Sign the new version with this ed25519 private key (from `edgeinfer keygen`).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
@@ -74,6 +79,7 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
         repo: staging.as_ref().map_or(args.repo.clone(), |dir| dir.path().to_path_buf()),
         limits,
         examples,
+        reference: args.reference,
     };
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")

@@ -40,7 +40,7 @@ pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
     let model = repo.load(&runtime, &args.model, args.version)?;
-    let options = Options { limits: args.limits.overrides(), keep_tensors: false };
+    let options = Options { limits: args.limits.overrides(), ..Options::default() };
     let answer = pipeline::run(&model, RequestBody::json(&body), options).map_err(|failure| failure.error)?;
     if answer.body.header_length.is_some() {
         anyhow::bail!("binary outputs need the HTTP binary tensor extension; drop binary_data here");

@@ -2,6 +2,8 @@
 
 mod compile;
 mod infer;
+mod profile;
+mod replay;
 mod serve;
 mod signing;
 mod token;
@@ -61,6 +63,11 @@ enum Command {
     Keygen(signing::KeygenArgs),
     /// Sign existing model versions (writes signature.json beside each manifest).
     Sign(signing::SignArgs),
+    /// Re-run logged predictions on the exact components that made them; report any output
+    /// that is not bit-identical.
+    Replay(replay::ReplayArgs),
+    /// Record the drift reference (input distributions) of an existing version from a sample.
+    Profile(profile::ProfileArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -113,5 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => token::run(args),
         Command::Keygen(args) => signing::keygen(args),
         Command::Sign(args) => signing::sign(args),
+        Command::Replay(args) => replay::run(args, &cli.runtime),
+        Command::Profile(args) => profile::profile(args),
     }
 }

@@ -71,6 +71,56 @@ pub struct ServerConfig {
     pub lockout_window_s: u64,
     /// How long a locked-out address stays locked out, in seconds, e.g. `300`.
     pub lockout_s: u64,
+    /// Prediction log, quality and drift windows: `[monitoring]`.
+    pub monitoring: MonitoringConfig,
+    /// Alert rules: `[[alerts]]` tables, evaluated in-process.
+    pub alerts: Vec<crate::server::alerts::AlertRule>,
+}
+
+/// `[monitoring]`: what the server records about predictions and how far back it looks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Log predictions (inputs, outputs, component digest) for replay and feedback, e.g. `true`.
+    pub predictions: bool,
+    /// The log's directory (default `<repo>/.edgeinfer/predictions`).
+    pub predictions_dir: Option<PathBuf>,
+    /// Size at which a log file is closed and the next begun, e.g. `67108864` (64 MiB).
+    pub predictions_file_bytes: u64,
+    /// All log files together stay under this (oldest removed), e.g. `1073741824` (1 GiB).
+    pub predictions_max_bytes: u64,
+    /// Logged predictions remembered for joining feedback by id, e.g. `1000000`.
+    pub feedback_index: usize,
+    /// Quality counts the last this many labelled predictions per version, e.g. `1000`.
+    pub quality_window: usize,
+    /// ... and only those labelled within this many seconds (0: no time bound), e.g. `3600`.
+    pub quality_window_s: u64,
+    /// Drift compares the last this many live rows per version with the reference, e.g. `1000`.
+    pub drift_window: usize,
+    /// PSI above which a feature is reported as drifting a little, e.g. `0.1`.
+    pub psi_warn: f64,
+    /// PSI above which a feature counts as drifted, e.g. `0.25`.
+    pub psi_drift: f64,
+    /// How often alert rules are evaluated, in ms, e.g. `1000`.
+    pub alert_interval_ms: u64,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            predictions: true,
+            predictions_dir: None,
+            predictions_file_bytes: 64 << 20,
+            predictions_max_bytes: 1 << 30,
+            feedback_index: 1_000_000,
+            quality_window: 1000,
+            quality_window_s: 0,
+            drift_window: 1000,
+            psi_warn: 0.1,
+            psi_drift: 0.25,
+            alert_interval_ms: 1000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -102,6 +152,8 @@ impl Default for ServerConfig {
             lockout_failures: 20,
             lockout_window_s: 60,
             lockout_s: 300,
+            monitoring: MonitoringConfig::default(),
+            alerts: Vec::new(),
         }
     }
 }
@@ -143,6 +195,19 @@ impl ServerConfig {
         if self.request_read_timeout_ms == 0 {
             return Err("`request_read_timeout_ms` must be at least 1".into());
         }
+        let m = &self.monitoring;
+        if m.quality_window == 0 || m.drift_window == 0 || m.alert_interval_ms == 0 {
+            return Err("`monitoring.quality_window`, `drift_window` and `alert_interval_ms` must be at least 1".into());
+        }
+        if m.predictions_file_bytes < 4096 || m.predictions_max_bytes < m.predictions_file_bytes {
+            return Err("`monitoring.predictions_file_bytes` must be at least 4096 and at most `predictions_max_bytes`".into());
+        }
+        if !(m.psi_warn > 0.0 && m.psi_drift >= m.psi_warn) {
+            return Err("`monitoring.psi_warn` must be above 0 and at most `psi_drift`".into());
+        }
+        for rule in &self.alerts {
+            rule.validate()?;
+        }
         Ok(())
     }
 }
@@ -181,7 +246,7 @@ pub enum LogFormat {
 }
 
 /// Optional `<repo>/<model>/config.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// The version served when a request names none (default: the highest loaded), e.g. `2`.
@@ -192,6 +257,25 @@ pub struct ModelConfig {
     /// `"switch"` takes all traffic (blue/green, the default) or `"wait"` takes none until
     /// `PUT /v2/admin/models/{m}/traffic` gives it a share (canary).
     pub on_new_version: NewVersionPolicy,
+    /// Share of predictions written to the prediction log (0 to 1), e.g. `0.1`.
+    pub prediction_sample_rate: f64,
+    /// The output that is the prediction for quality tracking (default: `label`, else the
+    /// first output), e.g. `"label"`.
+    pub prediction_output: Option<String>,
+    /// `"classification"` or `"regression"` (default: classification for integer and string
+    /// outputs, regression for floating point), e.g. `"regression"`.
+    pub task: Option<Task>,
+}
+
+/// What a model predicts, for quality tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Classes: accuracy, precision and recall (a float output of several columns is read as
+    /// scores and its arg-max taken).
+    Classification,
+    /// Numbers: mean absolute error and root mean squared error.
+    Regression,
 }
 
 /// See [`ModelConfig::on_new_version`].
@@ -205,6 +289,19 @@ pub enum NewVersionPolicy {
     Wait,
 }
 
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            default_version: None,
+            limits: LimitOverrides::default(),
+            on_new_version: NewVersionPolicy::default(),
+            prediction_sample_rate: 1.0,
+            prediction_output: None,
+            task: None,
+        }
+    }
+}
+
 impl ModelConfig {
     /// Reads `<model_dir>/config.toml` when present.
     pub fn load(model_dir: &Path) -> Result<ModelConfig> {
@@ -213,6 +310,12 @@ impl ModelConfig {
             return Ok(ModelConfig::default());
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        toml::from_str(&text).map_err(|e| Error::Manifest { path, message: e.to_string().trim().to_string() })
+        let config: ModelConfig = toml::from_str(&text)
+            .map_err(|e| Error::Manifest { path: path.clone(), message: e.to_string().trim().to_string() })?;
+        if !(0.0..=1.0).contains(&config.prediction_sample_rate) {
+            let message = format!("`prediction_sample_rate` must be within 0 and 1, got {}", config.prediction_sample_rate);
+            return Err(Error::Manifest { path, message });
+        }
+        Ok(config)
     }
 }

@@ -17,9 +17,11 @@ use super::registry::Route;
 use super::registry::ServedVersion;
 use super::response::{ApiError, Body};
 use super::security::{AuditEvent, AuditKind, Caller};
+use super::series::Ending;
 use super::shadow::ShadowJob;
 use super::telemetry::{Metrics, Outcome, Timings, VersionLabels};
 use crate::Error;
+use crate::monitor::predictions::Role;
 use crate::pipeline::{self, Options, RequestBody};
 
 /// Answers `POST .../infer` on `route`. The inference runs to its end (and is counted) even
@@ -45,8 +47,10 @@ async fn answer(
 ) -> Result<Response<Body>, ApiError> {
     let action = format!("{} {}", request.method(), request.uri().path());
     let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
+    let model_name = route.live.model.manifest().name.clone();
     let rejected = |error: ApiError| {
         app.metrics.count(&labels, Outcome::Rejected);
+        app.series.record(&model_name, Ending::of_status(error.status.as_u16()), None);
         error
     };
     let quota_key = caller.quota_key();
@@ -71,13 +75,19 @@ async fn answer(
         let _slot = slot;
         let Route { live, shadow } = route;
         let limits = task_app.config.limits.over(live.limits);
-        let options = Options { limits, keep_tensors: shadow.is_some() };
+        let observer = &task_app.observer;
+        let sampled = observer.sampled(&live);
+        let keep_tensors = shadow.is_some() || observer.wants_tensors(&live, sampled);
+        let options = Options { limits, keep_tensors, assign_id: true };
         let request = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
         let result = pipeline::run(&live.model, request, options);
         live.stats.record_request(queue_time, &result);
         record_metrics(&task_app, &labels, queue_time, &result);
         charge_and_audit(&task_app, &caller, &quota_key, &action, &live, &result);
         let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
+        if let Some(kept) = &answer.tensors {
+            observer.observe(&live, Role::Live, answer.id.as_deref(), kept, sampled);
+        }
         if let (Some(shadow), Some(kept)) = (shadow, answer.tensors) {
             task_app.shadow.submit(ShadowJob {
                 live_version: live.version(),
@@ -86,6 +96,8 @@ async fn answer(
                 inputs: kept.inputs,
                 requested: kept.requested,
                 limits,
+                id: answer.id,
+                sampled,
             });
         }
         Ok(answer.body)
@@ -113,6 +125,11 @@ fn record_metrics(
     };
     let duration = times.total();
     app.metrics.record_run(labels, outcome, Timings { duration, queue, instance_start: times.instantiate, fuel });
+    let ending = match result {
+        Ok(_) => Ending::Answered,
+        Err(failure) => Ending::of_status(ApiError::status_of(&failure.error).as_u16()),
+    };
+    app.series.record(labels.model(), ending, Some(duration));
 }
 
 /// Charges the fuel a request consumed to its caller, and audits what the sandbox stopped.

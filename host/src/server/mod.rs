@@ -3,17 +3,22 @@
 
 mod admin;
 pub mod admission;
+pub mod alerts;
 mod body;
 mod config;
 mod deployment;
 mod history;
 mod infer;
 mod log_limit;
+mod observe;
+mod quality;
 mod registry;
 mod response;
 mod routes;
+mod series;
 pub mod security;
 mod shadow;
+mod ui;
 mod stats;
 pub mod telemetry;
 mod watcher;
@@ -61,13 +66,23 @@ pub struct App {
     error_log: log_limit::LogLimiter,
     security: Arc<security::Security>,
     metrics: Arc<telemetry::Metrics>,
+    observer: Arc<observe::Observer>,
+    series: series::Series,
+    alerts: alerts::Alerts,
 }
 
 impl App {
     /// Server state over a registry.
-    fn new(registry: Arc<ModelRegistry>, config: ServerConfig, security: security::Security) -> Arc<App> {
+    fn new(
+        registry: Arc<ModelRegistry>,
+        config: ServerConfig,
+        security: security::Security,
+        observer: observe::Observer,
+        external_url: String,
+    ) -> Arc<App> {
         let admission = Admission::new(config.admission_limits());
-        let shadow = shadow::ShadowRunner::start(registry.clone());
+        let observer = Arc::new(observer);
+        let shadow = shadow::ShadowRunner::start(registry.clone(), observer.clone());
         let error_log = log_limit::LogLimiter::per_second(config.max_error_logs_per_second);
         let security = Arc::new(security);
         let metrics = Arc::new(telemetry::Metrics::new());
@@ -88,7 +103,9 @@ impl App {
                 });
             }
         }));
-        Arc::new(App { registry, config, admission, shadow, error_log, security, metrics })
+        let alerts = alerts::Alerts::new(config.alerts.clone(), external_url);
+        let series = series::Series::default();
+        Arc::new(App { registry, config, admission, shadow, error_log, security, metrics, observer, series, alerts })
     }
 
     /// Current admission counters (connections, queue, in flight, refusals, disconnects).
@@ -143,6 +160,7 @@ pub(crate) enum Role {
 /// removed versions meanwhile. Every setting is checked before anything is bound.
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
     let security = security::Security::from_config(&config, registry.repository().root())?;
+    let observer = observe::Observer::open(&config.monitoring, registry.repository().root())?;
     let tls = config.tls.clone().map(security::tls::TlsReloader::load).transpose()?.map(Arc::new);
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding {addr}"), e))
@@ -157,17 +175,41 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let admin_addr = admin_listener.as_ref().map(local).transpose()?;
     let watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let app = App::new(registry, config, security);
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let app = App::new(registry, config, security, observer, format!("{scheme}://{addr}"));
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let main_role = Role::Main { admin: admin_listener.is_none() };
     let mut tasks =
         vec![tokio::spawn(serve(listener, app.clone(), main_role, tls.clone(), until_stopped(stopped.clone())))];
+    if !app.alerts.is_empty() {
+        tasks.push(tokio::spawn(evaluate_alerts(app.clone(), until_stopped(stopped.clone()))));
+    }
     if let Some(admin) = admin_listener {
         tasks.push(tokio::spawn(serve(admin, app.clone(), Role::Admin, tls, until_stopped(stopped))));
     }
     Ok(RunningServer { addr, admin_addr, app, stop: Some(stop), tasks, _watcher: watcher })
+}
+
+/// Evaluates the alert rules every `alert_interval_ms` until `shutdown` resolves.
+async fn evaluate_alerts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(app.config.monitoring.alert_interval_ms));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = &mut shutdown => return,
+        }
+        let signals = alerts::Signals {
+            series: &app.series,
+            registry: &app.registry,
+            observer: &app.observer,
+            queued: app.admission.snapshot().queued,
+        };
+        app.alerts.evaluate(&signals);
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, then drains in-flight requests.
@@ -299,6 +341,7 @@ pub fn demo_repository(runtime: &Arc<Runtime>) -> Result<PathBuf> {
         repo: repo.clone(),
         limits: Limits::default(),
         examples: Vec::new(),
+        reference: None,
     };
     compile_model(runtime, &request, &|step: &str| tracing::info!("{step}"))?;
     Ok(repo)

@@ -56,9 +56,10 @@ impl ApiError {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(error: Error) -> Self {
-        let status = match &error {
+impl ApiError {
+    /// The status a failed request answers with.
+    pub fn status_of(error: &Error) -> StatusCode {
+        match error {
             Error::InvalidInput { .. } | Error::Protocol(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Manifest { .. }
@@ -68,8 +69,13 @@ impl From<Error> for ApiError {
             | Error::Signature { .. }
             | Error::Refused { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, error.to_string())
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError::new(ApiError::status_of(&error), error.to_string())
     }
 }
 

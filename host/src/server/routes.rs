@@ -99,13 +99,25 @@ async fn route(
         }
         ["metrics"] => {
             allow(&method, Method::GET)?;
-            let text = app.metrics.render(app.admission.snapshot(), &app.registry);
+            let text = app.metrics.render(app.admission.snapshot(), &app.registry, &app.observer, &app.alerts);
             let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static(super::telemetry::CONTENT_TYPE),
             );
             Ok(response)
+        }
+        ["ui"] => {
+            allow(&method, Method::GET)?;
+            Ok(super::ui::page())
+        }
+        ["v2", "monitor"] => {
+            allow(&method, Method::GET)?;
+            ok(super::ui::data(&app))
+        }
+        ["v2", "alerts"] => {
+            allow(&method, Method::GET)?;
+            ok(app.alerts.to_json())
         }
         ["v2", "admin", "server"] => {
             allow(&method, Method::GET)?;
@@ -142,6 +154,25 @@ async fn route(
                     allow(&method, Method::GET)?;
                     app.registry.describe(model, version)?;
                     ok(stats(&app, Some(model), version))
+                }
+                ["feedback"] if version.is_none() => {
+                    allow(&method, Method::POST)?;
+                    app.registry.describe(model, None)?;
+                    let body = read_body(&app, request).await?;
+                    let value: Value = serde_json::from_slice(&body.bytes)
+                        .map_err(|e| ApiError::bad_request(format!("malformed feedback JSON: {e}")))?;
+                    let report = app.observer.feedback(&app.registry, model, &value).map_err(ApiError::bad_request)?;
+                    ok(to_json(&report))
+                }
+                ["quality"] if version.is_none() => {
+                    allow(&method, Method::GET)?;
+                    app.registry.describe(model, None)?;
+                    ok(super::ui::quality(&app, model))
+                }
+                ["drift"] if version.is_none() => {
+                    allow(&method, Method::GET)?;
+                    app.registry.describe(model, None)?;
+                    ok(super::ui::drift(&app, model))
                 }
                 ["infer"] => {
                     allow(&method, Method::POST)?;

@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use edgeinfer_oip::Tensor;
 
+use super::observe::Observer;
 use super::registry::{ModelRegistry, ServedVersion};
+use crate::monitor::predictions::Role;
+use crate::pipeline::KeptTensors;
 use crate::compare::outputs_agree;
 use crate::limits::LimitOverrides;
 
@@ -29,6 +32,10 @@ pub struct ShadowJob {
     pub requested: Vec<String>,
     /// The limits the live request ran under.
     pub limits: LimitOverrides,
+    /// The request id, and whether the live prediction was logged (the shadow's is too).
+    pub id: Option<String>,
+    /// Whether the live prediction was logged.
+    pub sampled: bool,
 }
 
 /// Hands copies to the shadow worker thread; the thread ends when this is dropped.
@@ -38,9 +45,11 @@ pub struct ShadowRunner {
 
 impl ShadowRunner {
     /// Starts the worker thread.
-    pub fn start(registry: Arc<ModelRegistry>) -> ShadowRunner {
+    pub fn start(registry: Arc<ModelRegistry>, observer: Arc<Observer>) -> ShadowRunner {
         let (jobs, queue) = sync_channel(QUEUE);
-        let spawned = std::thread::Builder::new().name("edgeinfer-shadow".into()).spawn(move || work(&registry, queue));
+        let spawned = std::thread::Builder::new()
+            .name("edgeinfer-shadow".into())
+            .spawn(move || work(&registry, &observer, queue));
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the shadow worker; shadow copies will be dropped");
         }
@@ -60,17 +69,20 @@ impl ShadowRunner {
     }
 }
 
-fn work(registry: &ModelRegistry, queue: Receiver<ShadowJob>) {
+fn work(registry: &ModelRegistry, observer: &Observer, queue: Receiver<ShadowJob>) {
     for job in queue {
         let shadow = &job.shadow;
         let name = shadow.model.manifest().name.clone();
         let started = Instant::now();
-        let outcome = shadow.model.infer(job.inputs, &job.requested, job.limits);
+        let outcome = shadow.model.infer(job.inputs.clone(), &job.requested, job.limits);
         shadow.stats.touch();
         let agreed = match outcome {
             Ok(outcome) => {
                 shadow.stats.record_success(started.elapsed());
-                Some(outputs_agree(&outcome.outputs, &job.live_outputs).is_ok())
+                let agreed = outputs_agree(&outcome.outputs, &job.live_outputs).is_ok();
+                let kept = KeptTensors { inputs: job.inputs, requested: job.requested, outputs: outcome.outputs };
+                observer.observe(shadow, Role::Shadow, job.id.as_deref(), &kept, job.sampled);
+                Some(agreed)
             }
             Err(error) => {
                 shadow.stats.fail.record(started.elapsed());

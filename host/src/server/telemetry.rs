@@ -13,6 +13,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use super::admission::AdmissionSnapshot;
+use super::alerts::Alerts;
+use super::observe::Observer;
 use super::history::{Change, ChangeKind};
 use super::registry::ModelRegistry;
 use crate::Error;
@@ -25,6 +27,13 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct VersionLabels {
     model: String,
     version: String,
+}
+
+impl VersionLabels {
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 /// `model`, `version` and `outcome`.
@@ -49,6 +58,29 @@ struct ShadowLabels {
     live: String,
     shadow: String,
 }
+
+/// A feature of a model version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    model: String,
+    version: String,
+    feature: String,
+}
+
+/// Feedback items by how they were joined.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedbackLabels {
+    result: &'static str,
+}
+
+/// An alert rule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    alertname: String,
+    severity: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// How one request ended, as the `outcome` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +155,17 @@ pub struct Metrics {
     agreement: Family<ShadowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     changes: Family<ChangeLabels, Counter>,
     disconnects: Counter,
+    accuracy: Family<VersionLabels, FloatGauge>,
+    mae: Family<VersionLabels, FloatGauge>,
+    rmse: Family<VersionLabels, FloatGauge>,
+    psi: Family<FeatureLabels, FloatGauge>,
+    drifted: Family<VersionLabels, FloatGauge>,
+    feedback: Family<FeedbackLabels, Counter>,
+    predictions_logged: Counter,
+    predictions_dropped: Counter,
+    alerts_firing: Family<AlertLabels, Gauge>,
+    /// Requests per (model, version), all outcomes: what the status page shows.
+    totals: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
     /// Scrapes refresh the gauges (clear, then set) and the disconnect counter (read, then
     /// add the difference): one at a time, or two could interleave and miscount.
     scrape: std::sync::Mutex<()>,
@@ -149,6 +192,21 @@ impl Metrics {
         let agreement = Family::<ShadowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let changes = Family::<ChangeLabels, Counter>::default();
         let disconnects = Counter::default();
+        let (accuracy, mae, rmse, drifted) =
+            (Family::default(), Family::default(), Family::default(), Family::default());
+        let psi = Family::<FeatureLabels, FloatGauge>::default();
+        let feedback = Family::<FeedbackLabels, Counter>::default();
+        let (predictions_logged, predictions_dropped) = (Counter::default(), Counter::default());
+        let alerts_firing = Family::<AlertLabels, Gauge>::default();
+        registry.register("model_accuracy", "Accuracy over the quality window (from feedback)", accuracy.clone());
+        registry.register("model_mae", "Mean absolute error over the quality window", mae.clone());
+        registry.register("model_rmse", "Root mean squared error over the quality window", rmse.clone());
+        registry.register("feature_drift_psi", "Population stability index of a feature vs its reference", psi.clone());
+        registry.register("drifted_feature_ratio", "Share of features whose PSI is over the drift threshold", drifted.clone());
+        registry.register("feedback_labels", "Feedback labels by result (joined, unknown_id)", feedback.clone());
+        registry.register("predictions_logged", "Predictions written to the prediction log", predictions_logged.clone());
+        registry.register("predictions_dropped", "Predictions not logged because the writer was behind", predictions_dropped.clone());
+        registry.register("alerts_firing", "Firing alerts per rule", alerts_firing.clone());
         registry.register("requests", "Inference requests by outcome", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -190,6 +248,16 @@ impl Metrics {
             agreement,
             changes,
             disconnects,
+            accuracy,
+            mae,
+            rmse,
+            psi,
+            drifted,
+            feedback,
+            predictions_logged,
+            predictions_dropped,
+            alerts_firing,
+            totals: std::sync::Mutex::default(),
             scrape: std::sync::Mutex::new(()),
         }
     }
@@ -204,6 +272,15 @@ impl Metrics {
         let key =
             RequestLabels { model: labels.model.clone(), version: labels.version.clone(), outcome: outcome.label() };
         self.requests.get_or_create(&key).inc();
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        *totals.entry((labels.model.clone(), labels.version.clone())).or_default() += 1;
+    }
+
+    /// Requests counted per version of `model` (the sum of `edgeinfer_requests_total` over
+    /// outcomes).
+    pub fn request_totals(&self, model: &str) -> std::collections::BTreeMap<String, u64> {
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.iter().filter(|((m, _), _)| m == model).map(|((_, v), n)| (v.clone(), *n)).collect()
     }
 
     /// Records a request that ran: its outcome, duration, queue time, instance start, fuel.
@@ -231,8 +308,15 @@ impl Metrics {
         self.changes.get_or_create(&ChangeLabels { model: change.model.clone(), kind }).inc();
     }
 
-    /// The OpenMetrics text, with the gauges read from `admission` and `registry` now.
-    pub fn render(&self, admission: AdmissionSnapshot, registry: &ModelRegistry) -> String {
+    /// The OpenMetrics text, with the gauges read from `admission`, `registry`, the
+    /// observer and the alerts now.
+    pub fn render(
+        &self,
+        admission: AdmissionSnapshot,
+        registry: &ModelRegistry,
+        observer: &Observer,
+        alerts: &Alerts,
+    ) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
         self.in_flight.set(gauge(admission.in_flight));
@@ -260,11 +344,53 @@ impl Metrics {
                 }
             }
         }
+        self.render_monitoring(registry, observer, alerts);
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(%error, "cannot encode the metrics");
         }
         text
+    }
+}
+
+impl Metrics {
+    /// Quality, drift, feedback, prediction log and alert figures (scrape lock held).
+    fn render_monitoring(&self, registry: &ModelRegistry, observer: &Observer, alerts: &Alerts) {
+        for family in [&self.accuracy, &self.mae, &self.rmse, &self.drifted] {
+            family.clear();
+        }
+        self.psi.clear();
+        self.alerts_firing.clear();
+        for model in registry.model_names() {
+            for (version, view) in observer.quality(registry, &model) {
+                let labels = Self::labels(&model, version);
+                let figures = [(&self.accuracy, view.accuracy), (&self.mae, view.mae), (&self.rmse, view.rmse)];
+                for (family, value) in figures {
+                    if let Some(value) = value {
+                        family.get_or_create(&labels).set(value);
+                    }
+                }
+            }
+            for view in observer.drift(registry, &model) {
+                let labels = VersionLabels { model: model.clone(), version: view.version.clone() };
+                self.drifted.get_or_create(&labels).set(view.drifted_share);
+                for feature in view.features {
+                    let labels =
+                        FeatureLabels { model: model.clone(), version: view.version.clone(), feature: feature.name };
+                    self.psi.get_or_create(&labels).set(feature.psi);
+                }
+            }
+        }
+        let (joined, unknown) = observer.feedback_counts();
+        let catch_up = |counter: &Counter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
+        catch_up(&self.feedback.get_or_create(&FeedbackLabels { result: "joined" }), joined);
+        catch_up(&self.feedback.get_or_create(&FeedbackLabels { result: "unknown_id" }), unknown);
+        let (written, dropped) = observer.log_counts();
+        catch_up(&self.predictions_logged, written);
+        catch_up(&self.predictions_dropped, dropped);
+        for ((alertname, severity), count) in alerts.firing_counts() {
+            self.alerts_firing.get_or_create(&AlertLabels { alertname, severity }).set(count);
+        }
     }
 }
 

@@ -166,7 +166,8 @@ impl ModelRegistry {
                 ),
             });
         }
-        Ok(Arc::new(ServedVersion { model, stats: VersionStats::default(), limits: config.limits }))
+        let monitor = crate::server::observe::VersionMonitor::new(config);
+        Ok(Arc::new(ServedVersion { model, stats: VersionStats::default(), limits: config.limits, monitor }))
     }
 
     /// Loads a version into `state`, or records why not; applies the new-version policy.

@@ -42,6 +42,8 @@ pub struct ServedVersion {
     pub stats: VersionStats,
     /// The model's limits from its `config.toml`.
     pub limits: LimitOverrides,
+    /// Quality and drift windows, prediction sampling.
+    pub monitor: super::observe::VersionMonitor,
 }
 
 impl ServedVersion {

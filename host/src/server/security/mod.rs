@@ -177,7 +177,8 @@ impl Security {
 /// The scope a request needs (`None`: open, the health checks).
 pub fn required_scope(method: &Method, segments: &[&str]) -> Option<Scope> {
     match segments {
-        ["v2", "health", "live" | "ready"] => None,
+        ["v2", "health", "live" | "ready"] | ["ui"] => None,
+        ["v2", "models", model, "feedback"] => Some(Scope::Infer(Some((*model).to_string()))),
         ["v2", "models", model, "infer"] | ["v2", "models", model, "versions", _, "infer"] => {
             Some(Scope::Infer(Some((*model).to_string())))
         }
