@@ -60,6 +60,7 @@ pub fn install(dir: &Path, wasm: &[u8], limits: Limits) -> PathBuf {
         inputs: vec![],
         outputs: vec![],
         examples: vec![],
+        reference: None,
     };
     manifest.save(&dir.join("manifest.toml")).expect("manifest");
     dir.to_path_buf()

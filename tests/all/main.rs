@@ -10,6 +10,7 @@ mod http;
 mod integrity;
 mod invalid_input;
 mod metrics;
+mod monitoring;
 mod properties;
 mod reliability;
 mod security;

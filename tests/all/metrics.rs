@@ -13,7 +13,7 @@ use crate::http::*;
 use crate::server::{TestServer, digits_request};
 
 /// Every sample as (name, labels, value).
-fn scrape(addr: std::net::SocketAddr) -> Vec<(String, Value, f64)> {
+pub fn scrape(addr: std::net::SocketAddr) -> Vec<(String, Value, f64)> {
     let reply = get(addr, "/metrics");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.header("content-type").is_some_and(|t| t.starts_with("application/openmetrics-text")));
@@ -45,7 +45,7 @@ fn scrape(addr: std::net::SocketAddr) -> Vec<(String, Value, f64)> {
         .collect()
 }
 
-fn value(samples: &[(String, Value, f64)], name: &str, labels: Value) -> f64 {
+pub fn value(samples: &[(String, Value, f64)], name: &str, labels: Value) -> f64 {
     let wanted = labels.as_object().expect("object");
     samples.iter().filter(|(n, l, _)| n == name && wanted.iter().all(|(k, v)| &l[k] == v)).map(|(_, _, v)| *v).sum()
 }

@@ -1,5 +1,6 @@
 //! Subcommands of the `edgeinfer` CLI.
 
+mod alerts;
 mod compile;
 mod infer;
 mod profile;
@@ -68,6 +69,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Record the drift reference (input distributions) of an existing version from a sample.
     Profile(profile::ProfileArgs),
+    /// Work with the server config's alert rules (export them for Prometheus).
+    Alerts(alerts::AlertsArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -122,5 +125,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => signing::sign(args),
         Command::Replay(args) => replay::run(args, &cli.runtime),
         Command::Profile(args) => profile::profile(args),
+        Command::Alerts(args) => alerts::run(args),
     }
 }

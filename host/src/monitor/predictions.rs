@@ -177,12 +177,11 @@ impl PredictionLog {
     /// Opens (creating) `dir` and starts the writer thread.
     pub fn open(dir: &Path, bounds: LogBounds) -> Result<PredictionLog> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let next = log_files(dir)?.last().map_or(0, |(seq, _)| seq + 1);
         let (records, queue) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
         let mut writer =
-            Writer { dir: dir.to_path_buf(), bounds, next, file: None, file_bytes: 0, written: written.clone() };
+            Writer { dir: dir.to_path_buf(), bounds, tag: fastrand::u32(..), files: 0, file: None, file_bytes: 0, written: written.clone() };
         std::thread::Builder::new()
             .name("edgeinfer-predictions".into())
             .spawn(move || writer.run(queue))
@@ -216,7 +215,8 @@ impl PredictionLog {
 struct Writer {
     dir: PathBuf,
     bounds: LogBounds,
-    next: u64,
+    tag: u32,
+    files: u64,
     file: Option<BufWriter<File>>,
     file_bytes: u64,
     written: Arc<AtomicU64>,
@@ -265,8 +265,11 @@ impl Writer {
     /// Closes the current file, starts the next and removes the oldest beyond the bound.
     fn rotate(&mut self) -> Result<()> {
         self.flush();
-        let path = self.dir.join(format!("predictions-{:012}.{EXTENSION}", self.next));
-        self.next += 1;
+        // Named by creation time, with a random tag: servers sharing a repository never
+        // write into each other's files.
+        self.files += 1;
+        let name = format!("predictions-{:013}-{:06}-{:08x}.{EXTENSION}", now_ms(), self.files % 1_000_000, self.tag);
+        let path = self.dir.join(name);
         let mut file = BufWriter::with_capacity(
             1 << 16,
             File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?,
@@ -291,15 +294,18 @@ impl Writer {
     }
 }
 
-/// The log files of `dir` with their sequence numbers, oldest first.
-fn log_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// The log files of `dir` with their creation times (ms) and sequence numbers, oldest first.
+fn log_files(dir: &Path) -> Result<Vec<((u64, u64), PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    let mut files: Vec<(u64, PathBuf)> = entries
+    let mut files: Vec<((u64, u64), PathBuf)> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter_map(|path| {
             let name = path.file_name()?.to_str()?;
-            let seq = name.strip_prefix("predictions-")?.strip_suffix(&format!(".{EXTENSION}"))?.parse().ok()?;
-            Some((seq, path))
+            let stem = name.strip_prefix("predictions-")?.strip_suffix(&format!(".{EXTENSION}"))?;
+            let mut parts = stem.split('-');
+            let created = parts.next()?.parse().ok()?;
+            let seq = parts.next()?.parse().ok()?;
+            Some(((created, seq), path))
         })
         .collect();
     files.sort();
@@ -322,7 +328,10 @@ fn read_file(path: &Path, each: &mut dyn FnMut(PredictionRecord)) -> Result<()> 
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let bad = |message: String| Error::Manifest { path: path.to_path_buf(), message };
+    if bytes.is_empty() {
+        return Ok(()); // just created, nothing flushed yet
+    }
+    let bad = |message: String| Error::Config(format!("{}: {message}", path.display()));
     let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| bad("not an edgeinfer prediction log".into()))?;
     while rest.len() >= 4 {
         let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -386,7 +395,7 @@ mod tests {
         let files = log_files(dir.path()).expect("files");
         let total: u64 = files.iter().map(|(_, p)| std::fs::metadata(p).expect("meta").len()).sum();
         assert!(files.len() > 2, "rotated into {} files", files.len());
-        assert!(total <= 20_000 + 4_000, "total {total}");
+        assert!(total <= 20_000 + 4_000 + 1_000, "total {total}: the bound, the open file and one record");
         let records = read_log(dir.path()).expect("read");
         assert!(!records.is_empty() && records.len() < 100, "oldest removed: {}", records.len());
         assert_eq!(records.last(), Some(&record("99", 300)));
@@ -397,7 +406,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("predictions-000000000000.eipl");
+        let path = dir.path().join("predictions-0000000000000-000000-00000000.eipl");
         let mut bytes = MAGIC.to_vec();
         bytes.extend(record("a", 10).encode().expect("encode"));
         let second = record("b", 10).encode().expect("encode");

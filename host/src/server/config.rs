@@ -97,6 +97,8 @@ pub struct MonitoringConfig {
     pub quality_window_s: u64,
     /// Drift compares the last this many live rows per version with the reference, e.g. `1000`.
     pub drift_window: usize,
+    /// Drift is reported once a window holds this many rows (fewer say little), e.g. `100`.
+    pub drift_min_rows: usize,
     /// PSI above which a feature is reported as drifting a little, e.g. `0.1`.
     pub psi_warn: f64,
     /// PSI above which a feature counts as drifted, e.g. `0.25`.
@@ -116,6 +118,7 @@ impl Default for MonitoringConfig {
             quality_window: 1000,
             quality_window_s: 0,
             drift_window: 1000,
+            drift_min_rows: 100,
             psi_warn: 0.1,
             psi_drift: 0.25,
             alert_interval_ms: 1000,

@@ -38,7 +38,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use admission::{Admission, AdmissionLimits, AdmissionSnapshot, Refusal};
-pub use config::{AuthMode, LogFormat, ModelConfig, NewVersionPolicy, ServerConfig};
+pub use config::{AuthMode, LogFormat, ModelConfig, MonitoringConfig, NewVersionPolicy, ServerConfig, Task};
 pub use deployment::{Deployment, TrafficChange};
 pub use history::{Change, ChangeKind, HistoryEvent, HistoryLog};
 pub use registry::{

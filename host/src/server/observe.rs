@@ -211,7 +211,8 @@ impl Observer {
             .collect()
     }
 
-    /// Drift per loaded version of `model` that has a reference and live rows.
+    /// Drift per loaded version of `model` that has a reference and at least
+    /// `drift_min_rows` live rows.
     pub fn drift(&self, registry: &ModelRegistry, model: &str) -> Vec<DriftView> {
         registry
             .all_loaded()
@@ -219,7 +220,7 @@ impl Observer {
             .filter(|(name, _, _)| name == model)
             .filter_map(|(_, version, served)| {
                 let drift = served.monitor.drift.lock().unwrap_or_else(|p| p.into_inner());
-                let window = drift.as_ref()?;
+                let window = drift.as_ref().filter(|w| w.len() >= self.settings.drift_min_rows)?;
                 let features: Vec<FeaturePsi> = window
                     .psi()
                     .into_iter()

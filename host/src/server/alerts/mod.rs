@@ -246,7 +246,9 @@ fn values(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
             }
             Condition::ShadowAgreement => {
                 let Ok(traffic) = signals.registry.traffic(&model) else { continue };
-                for pair in traffic.agreement {
+                // Only the current shadow: a pair's counts outlive its deployment.
+                let current = traffic.deployment.shadow.clone();
+                for pair in traffic.agreement.into_iter().filter(|p| current.as_ref() == Some(&p.shadow)) {
                     if let Some(rate) = pair.agreement_rate {
                         let extra = [("model", model.clone()), ("version", pair.shadow.clone()), ("live", pair.live)];
                         found.push((labels(&extra), rate));
