@@ -136,7 +136,8 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     let shadow_labels = i64s(&shadow_outcome.outputs.iter().find(|t| t.name == "label").expect("label").data);
     let (shadow_accuracy, _, _) = figures(&shadow_labels, actual, 3);
     let quality = get(addr, "/v2/models/digits/quality").json();
-    let version = |v: &str| quality["versions"].as_array().expect("versions").iter().find(|q| q["version"] == v).cloned();
+    let version =
+        |v: &str| quality["versions"].as_array().expect("versions").iter().find(|q| q["version"] == v).cloned();
     let live = version("1").expect("version 1 has quality");
     assert_eq!((live["labelled"].clone(), live["role"].clone()), (json!(90), json!("live")));
     // serde_json's default float parsing may miss the last bit.
@@ -168,7 +169,11 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     wait_until("the log on disk", Duration::from_secs(10), || read_log(&log).is_ok_and(|r| r.len() == 60));
     let replayed = edgeinfer(&["replay", "--repo", repo_arg]);
     assert!(replayed.status.success(), "{}{}", stdout(&replayed), String::from_utf8_lossy(&replayed.stderr));
-    assert!(stdout(&replayed).contains("60 replayed, 60 bit-identical, 0 mismatched, 0 missing"), "{}", stdout(&replayed));
+    assert!(
+        stdout(&replayed).contains("60 replayed, 60 bit-identical, 0 mismatched, 0 missing"),
+        "{}",
+        stdout(&replayed)
+    );
     let one = edgeinfer(&["replay", "--repo", repo_arg, "--id", "client-3", "--json"]);
     let one: Value = serde_json::from_slice(&one.stdout).expect("json report");
     assert_eq!((one["replayed"].clone(), one["identical"].clone()), (json!(2), json!(2)));
@@ -495,11 +500,18 @@ fn an_unreachable_webhook_never_slows_inference() {
     let server = TestServer::start(&fixtures().repo, ServerConfig::parse(&text).expect("config"));
     let started = Instant::now();
     for _ in 0..20 {
-        assert_eq!(post_json(server.addr, "/v2/models/digits/infer", &rows_request(None, &holdout().x[..1])).status, 200);
+        assert_eq!(
+            post_json(server.addr, "/v2/models/digits/infer", &rows_request(None, &holdout().x[..1])).status,
+            200
+        );
     }
-    wait_until("the alert to fire", Duration::from_secs(10), || get(server.addr, "/v2/alerts").json()["alerts"][0]["state"] == "firing");
+    wait_until("the alert to fire", Duration::from_secs(10), || {
+        get(server.addr, "/v2/alerts").json()["alerts"][0]["state"] == "firing"
+    });
     assert!(started.elapsed() < Duration::from_secs(10), "inference went on while the webhook failed");
-    let bad = ServerConfig::parse("[[alerts]]\nname = \"x\"\ncondition = \"psi\"\nthreshold = 1\n[[alerts.webhook]]\nurl = \"ftp://x\"\n");
+    let bad = ServerConfig::parse(
+        "[[alerts]]\nname = \"x\"\ncondition = \"psi\"\nthreshold = 1\n[[alerts.webhook]]\nurl = \"ftp://x\"\n",
+    );
     assert!(bad.expect_err("refused").contains("webhook \"ftp://x\""));
 }
 
@@ -509,10 +521,20 @@ fn alert_rules_export_as_a_prometheus_rules_file() {
     let config = dir.path().join("edgeinfer.toml");
     std::fs::write(&config, alert_rules("127.0.0.1:9".parse().expect("addr"))).expect("config");
     let rules = dir.path().join("rules.yml");
-    let out = edgeinfer(&["alerts", "export", "--config", config.to_str().expect("utf8"), "-o", rules.to_str().expect("utf8")]);
+    let out = edgeinfer(&[
+        "alerts",
+        "export",
+        "--config",
+        config.to_str().expect("utf8"),
+        "-o",
+        rules.to_str().expect("utf8"),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let script = "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
-    let parsed = std::process::Command::new("python3").args(["-c", script, rules.to_str().expect("utf8")]).output().expect("python");
+    let parsed = std::process::Command::new("python3")
+        .args(["-c", script, rules.to_str().expect("utf8")])
+        .output()
+        .expect("python");
     assert!(parsed.status.success(), "YAML: {}", String::from_utf8_lossy(&parsed.stderr));
     let parsed: Value = serde_json::from_slice(&parsed.stdout).expect("json");
     let rules = parsed["groups"][0]["rules"].as_array().expect("rules").clone();
@@ -521,7 +543,10 @@ fn alert_rules_export_as_a_prometheus_rules_file() {
     assert_eq!(errors["alert"], "digits-errors");
     assert_eq!(errors["labels"]["severity"], "page");
     let expr = errors["expr"].as_str().expect("expr");
-    assert!(expr.contains("edgeinfer_requests_total{model=\"digits\",outcome!=\"success\"}[2s]") && expr.ends_with("> 0.5"), "{expr}");
+    assert!(
+        expr.contains("edgeinfer_requests_total{model=\"digits\",outcome!=\"success\"}[2s]") && expr.ends_with("> 0.5"),
+        "{expr}"
+    );
     assert!(rules[4]["expr"].as_str().expect("expr").starts_with("edgeinfer_model_accuracy{model=\"digits\"} < 0.8"));
     assert_eq!(rules[7]["expr"], "edgeinfer_queue_depth > 0");
 }

@@ -7,15 +7,17 @@
 //! data of the inputs then the outputs, in header order. A torn last record (crash mid-write)
 //! is skipped by readers.
 //!
-//! Writing happens on one thread fed through a bounded queue: inference never waits for the
-//! disk; when the queue is full, the record is dropped and counted.
+//! Writing happens on one thread that collects what was queued every few milliseconds (no
+//! wake-up per record): inference never waits for the disk; when the queue is full, the
+//! record is dropped and counted.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use edgeinfer_oip::{Datatype, Tensor};
@@ -27,6 +29,8 @@ const MAGIC: &[u8] = b"EIPL1\n";
 const EXTENSION: &str = "eipl";
 /// Records waiting for the writer beyond this are dropped.
 const QUEUE: usize = 16_384;
+/// How often the writer collects the queue (and flushes).
+const WRITE_EVERY: Duration = Duration::from_millis(20);
 
 /// Which version produced a logged prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +141,12 @@ impl PredictionRecord {
             }
             let (bytes, rest) = data.split_at(length);
             data = rest;
-            Ok(Tensor { name: meta.name.clone(), datatype: meta.datatype, shape: meta.shape.clone(), data: bytes.to_vec() })
+            Ok(Tensor {
+                name: meta.name.clone(),
+                datatype: meta.datatype,
+                shape: meta.shape.clone(),
+                data: bytes.to_vec(),
+            })
         };
         let inputs = header.inputs.iter().map(&mut take).collect::<std::result::Result<Vec<_>, _>>()?;
         let outputs = header.outputs.iter().map(&mut take).collect::<std::result::Result<Vec<_>, _>>()?;
@@ -167,7 +176,7 @@ pub struct LogBounds {
 /// The writing end of a prediction log; the writer thread ends (after flushing) when this
 /// is dropped.
 pub struct PredictionLog {
-    records: SyncSender<PredictionRecord>,
+    queue: Arc<Queue>,
     dropped: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
     dir: PathBuf,
@@ -177,21 +186,32 @@ impl PredictionLog {
     /// Opens (creating) `dir` and starts the writer thread.
     pub fn open(dir: &Path, bounds: LogBounds) -> Result<PredictionLog> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let (records, queue) = sync_channel(QUEUE);
+        let queue = Arc::new(Queue::default());
         let dropped = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
-        let mut writer =
-            Writer { dir: dir.to_path_buf(), bounds, tag: fastrand::u32(..), files: 0, file: None, file_bytes: 0, written: written.clone() };
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            bounds,
+            tag: fastrand::u32(..),
+            files: 0,
+            file: None,
+            file_bytes: 0,
+            written: written.clone(),
+        };
+        let shared = queue.clone();
         std::thread::Builder::new()
             .name("edgeinfer-predictions".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(&shared))
             .map_err(|e| Error::io("starting the prediction log writer", e))?;
-        Ok(PredictionLog { records, dropped, written, dir: dir.to_path_buf() })
+        Ok(PredictionLog { queue, dropped, written, dir: dir.to_path_buf() })
     }
 
     /// Queues a record; counted as dropped when the writer is behind.
     pub fn append(&self, record: PredictionRecord) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.records.try_send(record) {
+        let mut records = self.queue.records.lock().unwrap_or_else(|p| p.into_inner());
+        if records.len() < QUEUE {
+            records.push(record);
+        } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -212,6 +232,19 @@ impl PredictionLog {
     }
 }
 
+impl Drop for PredictionLog {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Records waiting for the writer, and whether the log was closed.
+#[derive(Default)]
+struct Queue {
+    records: Mutex<Vec<PredictionRecord>>,
+    closed: AtomicBool,
+}
+
 struct Writer {
     dir: PathBuf,
     bounds: LogBounds,
@@ -223,21 +256,21 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, queue: Receiver<PredictionRecord>) {
+    fn run(&mut self, queue: &Queue) {
         loop {
-            match queue.recv_timeout(Duration::from_millis(50)) {
-                Ok(record) => {
-                    if let Err(error) = self.write(&record) {
-                        tracing::error!(%error, "prediction log write failed; record lost");
-                        self.file = None;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
+            let closed = queue.closed.load(Ordering::Relaxed);
+            let records = std::mem::take(&mut *queue.records.lock().unwrap_or_else(|p| p.into_inner()));
+            for record in &records {
+                if let Err(error) = self.write(record) {
+                    tracing::error!(%error, "prediction log write failed; record lost");
+                    self.file = None;
                 }
             }
+            self.flush();
+            if closed {
+                return;
+            }
+            std::thread::sleep(WRITE_EVERY);
         }
     }
 
@@ -278,8 +311,7 @@ impl Writer {
         self.file = Some(file);
         self.file_bytes = MAGIC.len() as u64;
         let files = log_files(&self.dir)?;
-        let sizes: Vec<u64> =
-            files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
+        let sizes: Vec<u64> = files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
         let mut total: u64 = sizes.iter().sum();
         for ((_, old), size) in files.iter().zip(&sizes) {
             if total <= self.bounds.max_total_bytes || *old == path {

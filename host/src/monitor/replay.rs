@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::predictions::{PredictionRecord, read_log};
+use crate::Result;
 use crate::limits::LimitOverrides;
 use crate::manifest::Manifest;
 use crate::model::LoadedModel;
 use crate::repository::ModelRepository;
 use crate::runtime::Runtime;
-use crate::Result;
 
 /// Which logged predictions to replay.
 #[derive(Debug, Clone, Default)]

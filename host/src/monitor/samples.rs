@@ -96,9 +96,7 @@ fn csv_rows(text: &str, signature: &[TensorSignature]) -> std::result::Result<Ve
     let order: Vec<usize> = if per_input {
         signature
             .iter()
-            .map(|s| {
-                headers.iter().position(|h| *h == s.name).ok_or_else(|| format!("no column named '{}'", s.name))
-            })
+            .map(|s| headers.iter().position(|h| *h == s.name).ok_or_else(|| format!("no column named '{}'", s.name)))
             .collect::<std::result::Result<_, _>>()?
     } else {
         let width = feature_names(signature).len();
@@ -136,7 +134,10 @@ fn ndjson_rows(text: &str, signature: &[TensorSignature]) -> std::result::Result
                 single => vec![single],
             };
             for item in values {
-                row.push(item.as_f64().ok_or_else(|| format!("line {}: '{}': {item} is not a number", line + 1, sig.name))?);
+                row.push(
+                    item.as_f64()
+                        .ok_or_else(|| format!("line {}: '{}': {item} is not a number", line + 1, sig.name))?,
+                );
             }
         }
         if row.len() != width {

@@ -203,7 +203,9 @@ impl ServerConfig {
             return Err("`monitoring.quality_window`, `drift_window` and `alert_interval_ms` must be at least 1".into());
         }
         if m.predictions_file_bytes < 4096 || m.predictions_max_bytes < m.predictions_file_bytes {
-            return Err("`monitoring.predictions_file_bytes` must be at least 4096 and at most `predictions_max_bytes`".into());
+            return Err(
+                "`monitoring.predictions_file_bytes` must be at least 4096 and at most `predictions_max_bytes`".into(),
+            );
         }
         if !(m.psi_warn > 0.0 && m.psi_drift >= m.psi_warn) {
             return Err("`monitoring.psi_warn` must be above 0 and at most `psi_drift`".into());
@@ -316,7 +318,8 @@ impl ModelConfig {
         let config: ModelConfig = toml::from_str(&text)
             .map_err(|e| Error::Manifest { path: path.clone(), message: e.to_string().trim().to_string() })?;
         if !(0.0..=1.0).contains(&config.prediction_sample_rate) {
-            let message = format!("`prediction_sample_rate` must be within 0 and 1, got {}", config.prediction_sample_rate);
+            let message =
+                format!("`prediction_sample_rate` must be within 0 and 1, got {}", config.prediction_sample_rate);
             return Err(Error::Manifest { path, message });
         }
         Ok(config)

@@ -85,20 +85,21 @@ async fn answer(
         record_metrics(&task_app, &labels, queue_time, &result);
         charge_and_audit(&task_app, &caller, &quota_key, &action, &live, &result);
         let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
-        if let Some(kept) = &answer.tensors {
+        if let Some(kept) = answer.tensors {
+            let copy = shadow.map(|shadow| (shadow, kept.clone()));
             observer.observe(&live, Role::Live, answer.id.as_deref(), kept, sampled);
-        }
-        if let (Some(shadow), Some(kept)) = (shadow, answer.tensors) {
-            task_app.shadow.submit(ShadowJob {
-                live_version: live.version(),
-                live_outputs: kept.outputs,
-                shadow,
-                inputs: kept.inputs,
-                requested: kept.requested,
-                limits,
-                id: answer.id,
-                sampled,
-            });
+            if let Some((shadow, kept)) = copy {
+                task_app.shadow.submit(ShadowJob {
+                    live_version: live.version(),
+                    live_outputs: kept.outputs,
+                    shadow,
+                    inputs: kept.inputs,
+                    requested: kept.requested,
+                    limits,
+                    id: answer.id,
+                    sampled,
+                });
+            }
         }
         Ok(answer.body)
     })

@@ -15,12 +15,12 @@ mod quality;
 mod registry;
 mod response;
 mod routes;
-mod series;
 pub mod security;
+mod series;
 mod shadow;
-mod ui;
 mod stats;
 pub mod telemetry;
+mod ui;
 mod watcher;
 
 use std::convert::Infallible;

@@ -92,8 +92,10 @@ impl Observer {
     /// Opens the prediction log (when enabled) under `repo`'s state directory.
     pub fn open(settings: &MonitoringConfig, repo: &Path) -> Result<Observer> {
         let log = if settings.predictions {
-            let dir =
-                settings.predictions_dir.clone().unwrap_or_else(|| crate::repository::state_dir(repo).join("predictions"));
+            let dir = settings
+                .predictions_dir
+                .clone()
+                .unwrap_or_else(|| crate::repository::state_dir(repo).join("predictions"));
             let bounds = LogBounds {
                 max_file_bytes: settings.predictions_file_bytes,
                 max_total_bytes: settings.predictions_max_bytes,
@@ -124,7 +126,7 @@ impl Observer {
 
     /// Records an answered request: drift (live only), then the log and feedback index when
     /// `sampled`.
-    pub fn observe(&self, version: &ServedVersion, role: Role, id: Option<&str>, kept: &KeptTensors, sampled: bool) {
+    pub fn observe(&self, version: &ServedVersion, role: Role, id: Option<&str>, kept: KeptTensors, sampled: bool) {
         let manifest = version.model.manifest();
         if role == Role::Live
             && let Some(reference) = version.model.reference()
@@ -144,15 +146,20 @@ impl Observer {
             version: manifest.version,
             sha256: manifest.component.sha256.clone(),
             role,
-            requested: kept.requested.clone(),
-            inputs: kept.inputs.clone(),
-            outputs: kept.outputs.clone(),
+            requested: kept.requested,
+            inputs: kept.inputs,
+            outputs: kept.outputs,
         });
     }
 
     /// Joins feedback (`{"id", "label"}` or `{"feedback": [...]}`) to logged predictions of
     /// `model` and counts it in the versions' quality windows.
-    pub fn feedback(&self, registry: &ModelRegistry, model: &str, body: &Value) -> std::result::Result<FeedbackReport, String> {
+    pub fn feedback(
+        &self,
+        registry: &ModelRegistry,
+        model: &str,
+        body: &Value,
+    ) -> std::result::Result<FeedbackReport, String> {
         let items: Vec<&Value> = match body.get("feedback") {
             Some(Value::Array(items)) => items.iter().collect(),
             Some(_) => return Err("`feedback` must be an array of {\"id\", \"label\"} objects".into()),
@@ -179,9 +186,7 @@ impl Observer {
                     for entry in joined {
                         let Ok(version) = registry.resolve(model, Some(entry.version)) else { continue };
                         let mut quality = version.monitor.quality.lock().unwrap_or_else(|p| p.into_inner());
-                        quality
-                            .get_or_insert_with(|| self.quality_window())
-                            .add(now, entry.role, entry.pairs);
+                        quality.get_or_insert_with(|| self.quality_window()).add(now, entry.role, entry.pairs);
                     }
                 }
                 Err(Unjoined::UnknownId) => report.unknown_ids.push(id),

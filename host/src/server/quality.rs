@@ -354,7 +354,10 @@ impl QualityWindow {
             view.classes = per_class
                 .into_iter()
                 .map(|(class, (tp, predicted, actual))| {
-                    (class, ClassQuality { precision: share(tp, predicted), recall: share(tp, actual), support: actual })
+                    (
+                        class,
+                        ClassQuality { precision: share(tp, predicted), recall: share(tp, actual), support: actual },
+                    )
                 })
                 .collect();
         }

@@ -96,7 +96,10 @@ impl Series {
 
     fn record_at(&self, now: u64, model: &str, ending: Ending, latency: Option<Duration>) {
         let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        let seconds = models.entry(model.to_string()).or_default();
+        if !models.contains_key(model) {
+            models.insert(model.to_string(), VecDeque::new());
+        }
+        let Some(seconds) = models.get_mut(model) else { return };
         if seconds.back().is_none_or(|s| s.at < now) {
             seconds.push_back(Second::new(now));
             while seconds.front().is_some_and(|s| s.at + KEEP_S <= now) {
@@ -133,10 +136,7 @@ impl Series {
     pub fn chart(&self, model: &str, step: Duration, points: usize) -> Vec<WindowFigures> {
         let step = step.as_secs().max(1);
         let end = (now_s() / step + 1) * step;
-        (0..points as u64)
-            .rev()
-            .map(|k| self.figures(model, end - (k + 1) * step, end - k * step))
-            .collect()
+        (0..points as u64).rev().map(|k| self.figures(model, end - (k + 1) * step, end - k * step)).collect()
     }
 
     /// Figures over `[from, to)` (Unix seconds).
@@ -172,11 +172,13 @@ fn percentile(counts: &[u64], quantile: f64) -> Option<f64> {
     }
     let wanted = ((quantile * total as f64).ceil() as u64).max(1);
     let mut seen = 0;
-    counts.iter().position(|c| {
-        seen += c;
-        seen >= wanted
-    })
-    .map(|i| (bucket_upper_ms(i) * 1000.0).round() / 1000.0)
+    counts
+        .iter()
+        .position(|c| {
+            seen += c;
+            seen >= wanted
+        })
+        .map(|i| (bucket_upper_ms(i) * 1000.0).round() / 1000.0)
 }
 
 #[cfg(test)]
@@ -189,7 +191,13 @@ mod tests {
         let now = now_s();
         series.record_at(now - 120, "m", Ending::ServerError, None);
         for i in 0..100u64 {
-            let ending = if i < 10 { Ending::ServerError } else if i < 30 { Ending::ClientError } else { Ending::Answered };
+            let ending = if i < 10 {
+                Ending::ServerError
+            } else if i < 30 {
+                Ending::ClientError
+            } else {
+                Ending::Answered
+            };
             series.record_at(now, "m", ending, Some(Duration::from_millis(if i == 99 { 400 } else { 2 })));
         }
         let figures = series.window("m", Duration::from_secs(60));

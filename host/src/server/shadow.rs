@@ -10,10 +10,10 @@ use edgeinfer_oip::Tensor;
 
 use super::observe::Observer;
 use super::registry::{ModelRegistry, ServedVersion};
-use crate::monitor::predictions::Role;
-use crate::pipeline::KeptTensors;
 use crate::compare::outputs_agree;
 use crate::limits::LimitOverrides;
+use crate::monitor::predictions::Role;
+use crate::pipeline::KeptTensors;
 
 /// Copies waiting beyond this are dropped.
 const QUEUE: usize = 64;
@@ -81,7 +81,7 @@ fn work(registry: &ModelRegistry, observer: &Observer, queue: Receiver<ShadowJob
                 shadow.stats.record_success(started.elapsed());
                 let agreed = outputs_agree(&outcome.outputs, &job.live_outputs).is_ok();
                 let kept = KeptTensors { inputs: job.inputs, requested: job.requested, outputs: outcome.outputs };
-                observer.observe(shadow, Role::Shadow, job.id.as_deref(), &kept, job.sampled);
+                observer.observe(shadow, Role::Shadow, job.id.as_deref(), kept, job.sampled);
                 Some(agreed)
             }
             Err(error) => {

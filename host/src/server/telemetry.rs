@@ -14,8 +14,8 @@ use prometheus_client::registry::Registry;
 
 use super::admission::AdmissionSnapshot;
 use super::alerts::Alerts;
-use super::observe::Observer;
 use super::history::{Change, ChangeKind};
+use super::observe::Observer;
 use super::registry::ModelRegistry;
 use crate::Error;
 
@@ -165,7 +165,7 @@ pub struct Metrics {
     predictions_dropped: Counter,
     alerts_firing: Family<AlertLabels, Gauge>,
     /// Requests per (model, version), all outcomes: what the status page shows.
-    totals: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    totals: std::sync::Mutex<std::collections::HashMap<VersionLabels, u64>>,
     /// Scrapes refresh the gauges (clear, then set) and the disconnect counter (read, then
     /// add the difference): one at a time, or two could interleave and miscount.
     scrape: std::sync::Mutex<()>,
@@ -202,10 +202,22 @@ impl Metrics {
         registry.register("model_mae", "Mean absolute error over the quality window", mae.clone());
         registry.register("model_rmse", "Root mean squared error over the quality window", rmse.clone());
         registry.register("feature_drift_psi", "Population stability index of a feature vs its reference", psi.clone());
-        registry.register("drifted_feature_ratio", "Share of features whose PSI is over the drift threshold", drifted.clone());
+        registry.register(
+            "drifted_feature_ratio",
+            "Share of features whose PSI is over the drift threshold",
+            drifted.clone(),
+        );
         registry.register("feedback_labels", "Feedback labels by result (joined, unknown_id)", feedback.clone());
-        registry.register("predictions_logged", "Predictions written to the prediction log", predictions_logged.clone());
-        registry.register("predictions_dropped", "Predictions not logged because the writer was behind", predictions_dropped.clone());
+        registry.register(
+            "predictions_logged",
+            "Predictions written to the prediction log",
+            predictions_logged.clone(),
+        );
+        registry.register(
+            "predictions_dropped",
+            "Predictions not logged because the writer was behind",
+            predictions_dropped.clone(),
+        );
         registry.register("alerts_firing", "Firing alerts per rule", alerts_firing.clone());
         registry.register("requests", "Inference requests by outcome", requests.clone());
         registry.register(
@@ -273,14 +285,17 @@ impl Metrics {
             RequestLabels { model: labels.model.clone(), version: labels.version.clone(), outcome: outcome.label() };
         self.requests.get_or_create(&key).inc();
         let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-        *totals.entry((labels.model.clone(), labels.version.clone())).or_default() += 1;
+        match totals.get_mut(labels) {
+            Some(count) => *count += 1,
+            None => drop(totals.insert(labels.clone(), 1)),
+        }
     }
 
     /// Requests counted per version of `model` (the sum of `edgeinfer_requests_total` over
     /// outcomes).
     pub fn request_totals(&self, model: &str) -> std::collections::BTreeMap<String, u64> {
         let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-        totals.iter().filter(|((m, _), _)| m == model).map(|((_, v), n)| (v.clone(), *n)).collect()
+        totals.iter().filter(|(l, _)| l.model == model).map(|(l, n)| (l.version.clone(), *n)).collect()
     }
 
     /// Records a request that ran: its outcome, duration, queue time, instance start, fuel.

@@ -119,11 +119,8 @@ impl Alerts {
                     self.notify(rule, "firing", labels, *value, &entry.started_at);
                 }
             }
-            let ended: Vec<(usize, Labels)> = active
-                .keys()
-                .filter(|(i, labels)| *i == index && !breaching.contains_key(labels))
-                .cloned()
-                .collect();
+            let ended: Vec<(usize, Labels)> =
+                active.keys().filter(|(i, labels)| *i == index && !breaching.contains_key(labels)).cloned().collect();
             for key in ended {
                 if let Some(gone) = active.remove(&key)
                     && gone.firing
@@ -141,8 +138,7 @@ impl Alerts {
         } else {
             tracing::info!(alert = %rule.name, ?labels, value, "alert resolved");
         }
-        let event =
-            AlertEvent { status, name: rule.name.clone(), labels: labels.clone(), value, at: now.clone() };
+        let event = AlertEvent { status, name: rule.name.clone(), labels: labels.clone(), value, at: now.clone() };
         {
             let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
             events.push_back(event);
@@ -152,7 +148,10 @@ impl Alerts {
         }
         let direction = if rule.condition.fires_below() { "below" } else { "above" };
         let annotations = BTreeMap::from([
-            ("summary".to_string(), format!("{} {direction} {} (now {value:.4})", rule.condition.name(), rule.threshold)),
+            (
+                "summary".to_string(),
+                format!("{} {direction} {} (now {value:.4})", rule.condition.name(), rule.threshold),
+            ),
             ("value".to_string(), value.to_string()),
             ("threshold".to_string(), rule.threshold.to_string()),
         ]);

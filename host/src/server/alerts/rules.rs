@@ -150,10 +150,9 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("1 week").is_err());
-        let rule: AlertRule = toml::from_str(
-            "name = \"x\"\ncondition = \"error_rate\"\nthreshold = 0.2\nwindow = \"5x\"\n",
-        )
-        .expect("parses");
+        let rule: AlertRule =
+            toml::from_str("name = \"x\"\ncondition = \"error_rate\"\nthreshold = 0.2\nwindow = \"5x\"\n")
+                .expect("parses");
         assert!(rule.validate().expect_err("bad window").contains("`window`"));
         let unknown = toml::from_str::<AlertRule>("name = \"x\"\ncondition = \"errors\"\nthreshold = 1\n");
         assert!(unknown.expect_err("unknown condition").to_string().contains("error_rate"));
