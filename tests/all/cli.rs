@@ -23,10 +23,26 @@ fn compile_verify_infer_round_trip_and_tamper_detection() {
     let temp = tempfile::tempdir().expect("tempdir");
     let repo = temp.path().to_str().expect("utf8");
     let onnx = fixture("digits.onnx");
-    let out =
-        edgeinfer(&["compile", onnx.to_str().expect("utf8"), "--name", "digits", "--version", "7", "--repo", repo]);
+    let reference = fixture("digits_reference.csv");
+    let out = edgeinfer(&[
+        "compile",
+        onnx.to_str().expect("utf8"),
+        "--name",
+        "digits",
+        "--version",
+        "7",
+        "--repo",
+        repo,
+        "--reference",
+        reference.to_str().expect("utf8"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(Path::new(repo).join("digits/7/model.wasm").exists());
+    let manifest = edgeinfer::Manifest::load(&Path::new(repo).join("digits/7/manifest.toml")).expect("manifest");
+    let recorded = manifest.reference.expect("--reference recorded in the manifest");
+    assert_eq!((recorded.file.as_str(), recorded.rows), ("reference.json", 1347));
+    let bytes = std::fs::read(Path::new(repo).join("digits/7/reference.json")).expect("reference file");
+    assert_eq!(edgeinfer::sha256_hex(&bytes), recorded.sha256);
 
     let again =
         edgeinfer(&["compile", onnx.to_str().expect("utf8"), "--name", "digits", "--version", "7", "--repo", repo]);

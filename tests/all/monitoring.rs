@@ -158,19 +158,33 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     same(&json!(metric("edgeinfer_model_accuracy", "2")), shadow_accuracy);
     assert_eq!(value(&samples, "edgeinfer_feedback_labels_total", json!({"result": "joined"})), 30.0);
     assert_eq!(value(&samples, "edgeinfer_feedback_labels_total", json!({"result": "unknown_id"})), 2.0);
+    // One more prediction, labelled only after a restart.
+    let late = post_json(addr, "/v2/models/digits/infer", &rows_request(Some("late-1"), &holdout.x[90..92]));
+    assert_eq!(late.status, 200);
     wait_until("the log writer", Duration::from_secs(10), || {
-        value(&scrape(addr), "edgeinfer_predictions_logged_total", json!({})) == 60.0
+        value(&scrape(addr), "edgeinfer_predictions_logged_total", json!({})) == 62.0
     });
     server.shutdown();
 
-    // Replay: every logged prediction (30 live, 30 shadow) on its exact component.
+    // After a restart, the logged predictions are still joinable by id.
+    let restarted = TestServer::start(repo.path(), ServerConfig::default());
+    let label = json!({"id": "late-1", "label": &holdout.y[90..92]});
+    let mut joined = json!(null);
+    wait_until("the index read back", Duration::from_secs(10), || {
+        let reply = post_json(restarted.addr, "/v2/models/digits/feedback", &label).json();
+        joined = reply["joined"].clone();
+        joined == 1
+    });
+    drop(restarted);
+
+    // Replay: every logged prediction (31 live, 31 shadow) on its exact component.
     let repo_arg = repo.path().to_str().expect("utf8");
     let log = edgeinfer::repository::state_dir(repo.path()).join("predictions");
-    wait_until("the log on disk", Duration::from_secs(10), || read_log(&log).is_ok_and(|r| r.len() == 60));
+    wait_until("the log on disk", Duration::from_secs(10), || read_log(&log).is_ok_and(|r| r.len() == 62));
     let replayed = edgeinfer(&["replay", "--repo", repo_arg]);
     assert!(replayed.status.success(), "{}{}", stdout(&replayed), String::from_utf8_lossy(&replayed.stderr));
     assert!(
-        stdout(&replayed).contains("60 replayed, 60 bit-identical, 0 mismatched, 0 missing"),
+        stdout(&replayed).contains("62 replayed, 62 bit-identical, 0 mismatched, 0 missing"),
         "{}",
         stdout(&replayed)
     );
@@ -194,16 +208,16 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     }
     drop(writer);
     let tampered_arg = tampered.path().to_str().expect("utf8");
-    wait_until("the tampered log", Duration::from_secs(10), || read_log(tampered.path()).is_ok_and(|r| r.len() == 60));
+    wait_until("the tampered log", Duration::from_secs(10), || read_log(tampered.path()).is_ok_and(|r| r.len() == 62));
     let report = edgeinfer(&["replay", "--repo", repo_arg, "--log", tampered_arg]);
     assert!(!report.status.success());
     let text = stdout(&report);
     assert!(text.contains(&format!("MISMATCH {tampered_id}")) && text.contains("differs"), "{text}");
-    assert!(text.contains("60 replayed, 59 bit-identical, 1 mismatched"), "{text}");
+    assert!(text.contains("62 replayed, 61 bit-identical, 1 mismatched"), "{text}");
     std::fs::remove_dir_all(repo.path().join("digits/2")).expect("remove version 2");
     let report = edgeinfer(&["replay", "--repo", repo_arg]);
     assert!(!report.status.success());
-    assert!(stdout(&report).contains("30 replayed, 30 bit-identical, 0 mismatched, 30 missing"), "{}", stdout(&report));
+    assert!(stdout(&report).contains("31 replayed, 31 bit-identical, 0 mismatched, 31 missing"), "{}", stdout(&report));
     assert!(stdout(&report).contains("no component with sha256"), "{}", stdout(&report));
 }
 
@@ -238,6 +252,16 @@ fn profiled_repo() -> tempfile::TempDir {
 #[test]
 fn drift_stays_low_in_distribution_and_crosses_on_exactly_the_shifted_features() {
     let repo = profiled_repo();
+    let narrow = repo.path().join("narrow.csv");
+    std::fs::write(&narrow, "a,b,c\n1,2,3\n").expect("sample");
+    let args = ["profile", "--repo", repo.path().to_str().expect("utf8"), "--model", "digits", "--version", "1"];
+    let refused = edgeinfer(&[&args[..], &["--reference", narrow.to_str().expect("utf8")]].concat());
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("narrow.csv") && message.contains("3 columns, but input 'X' has 64 features"),
+        "{message}"
+    );
     let holdout_rows = holdout().x.len();
     let monitoring = MonitoringConfig { drift_window: holdout_rows, ..MonitoringConfig::default() };
     let server = TestServer::start(repo.path(), ServerConfig { monitoring, ..ServerConfig::default() });

@@ -348,10 +348,16 @@ fn log_files(dir: &Path) -> Result<Vec<((u64, u64), PathBuf)>> {
 /// a torn last record is skipped.
 pub fn read_log(dir: &Path) -> Result<Vec<PredictionRecord>> {
     let mut records = Vec::new();
-    for (_, path) in log_files(dir)? {
-        read_file(&path, &mut |record| records.push(record))?;
-    }
+    for_each_record(dir, &mut |record| records.push(record))?;
     Ok(records)
+}
+
+/// Calls `each` for every record under `dir`, oldest first, one file in memory at a time.
+pub fn for_each_record(dir: &Path, each: &mut dyn FnMut(PredictionRecord)) -> Result<()> {
+    for (_, path) in log_files(dir)? {
+        read_file(&path, each)?;
+    }
+    Ok(())
 }
 
 /// Calls `each` for every complete record of one file.

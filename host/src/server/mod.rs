@@ -82,6 +82,7 @@ impl App {
     ) -> Arc<App> {
         let admission = Admission::new(config.admission_limits());
         let observer = Arc::new(observer);
+        observer.reload_feedback_index(registry.clone());
         let shadow = shadow::ShadowRunner::start(registry.clone(), observer.clone());
         let error_log = log_limit::LogLimiter::per_second(config.max_error_logs_per_second);
         let security = Arc::new(security);

@@ -113,6 +113,33 @@ impl Observer {
         })
     }
 
+    /// Remembers the predictions already in the log (a restart keeps them joinable by id),
+    /// on a thread of its own; versions no longer loaded are skipped.
+    pub fn reload_feedback_index(self: &std::sync::Arc<Self>, registry: std::sync::Arc<ModelRegistry>) {
+        let Some(dir) = self.log.as_ref().map(|log| log.dir().to_path_buf()) else { return };
+        let observer = self.clone();
+        let spawned = std::thread::Builder::new().name("edgeinfer-feedback-index".into()).spawn(move || {
+            let mut remembered = 0u64;
+            let read = crate::monitor::predictions::for_each_record(&dir, &mut |record| {
+                let Ok(version) = registry.resolve(&record.model, Some(record.version)) else { return };
+                if version.model.manifest().component.sha256 != record.sha256 {
+                    return;
+                }
+                if let Some((task, answers)) = version.monitor.spec.extract(&record.outputs) {
+                    observer.feedback.remember(&record.model, &record.id, record.version, record.role, task, answers);
+                    remembered += 1;
+                }
+            });
+            match read {
+                Ok(()) => tracing::info!(remembered, "logged predictions are joinable by id again"),
+                Err(error) => tracing::warn!(%error, "cannot read the prediction log back"),
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start reading the prediction log back");
+        }
+    }
+
     /// Whether this request to `version` is logged (its model's sample rate).
     pub fn sampled(&self, version: &ServedVersion) -> bool {
         let rate = version.monitor.sample_rate;
