@@ -165,7 +165,7 @@ impl ServerConfig {
     /// Reads a config file, naming the file, key and reason on error.
     pub fn load(path: &Path) -> Result<ServerConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Self::parse(&text).map_err(|message| Error::Manifest { path: path.to_path_buf(), message })
+        Self::parse(&text).map_err(|message| Error::Config(format!("{}: {message}", path.display())))
     }
 
     /// Parses and checks a config's text; the message names the key and the reason.
@@ -324,4 +324,21 @@ impl ModelConfig {
         }
         Ok(config)
     }
+}
+
+/// A duration as written in configs and flags: `250ms`, `45s` (or `45`), `15m`, `12h`, `30d`.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let wrong = || format!("'{text}' is not a duration like 250ms, 45s, 15m, 12h or 30d");
+    let n: u64 = number.parse().map_err(|_| wrong())?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(wrong()),
+    };
+    Ok(std::time::Duration::from_millis(n.saturating_mul(millis)))
 }

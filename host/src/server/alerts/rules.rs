@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::server::config::parse_duration;
+
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,22 +127,6 @@ impl AlertRule {
     }
 }
 
-/// `"500ms"`, `"30s"`, `"5m"`, `"1h"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like \"30s\" or \"5m\""))?;
-    let millis = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_millis(number.saturating_mul(millis)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +136,7 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("1 week").is_err());
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         let rule: AlertRule =
             toml::from_str("name = \"x\"\ncondition = \"error_rate\"\nthreshold = 0.2\nwindow = \"5x\"\n")
                 .expect("parses");

@@ -330,19 +330,7 @@ impl TokenStore {
     }
 }
 
-/// Parses `30d`, `12h`, `15m` or `45s`.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration like 30d, 12h, 15m or 45s"))?;
-    let seconds = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3_600,
-        "m" => n * 60,
-        "s" | "" => n,
-        _ => return Err(format!("'{text}' is not a duration like 30d, 12h, 15m or 45s")),
-    };
-    Ok(Duration::from_secs(seconds))
-}
+pub use crate::server::config::parse_duration;
 
 #[cfg(test)]
 mod tests {
