@@ -34,7 +34,7 @@ pub fn feature_rows(inputs: &[Tensor], signature: &[TensorSignature]) -> Option<
     let mut rows: Option<Vec<Vec<f64>>> = None;
     for sig in signature {
         let tensor = inputs.iter().find(|t| t.name == sig.name)?;
-        let values = numbers(tensor)?;
+        let values = tensor_numbers(tensor)?;
         let width = row_width(&sig.shape);
         if values.len() % width != 0 {
             return None;
@@ -51,8 +51,8 @@ pub fn feature_rows(inputs: &[Tensor], signature: &[TensorSignature]) -> Option<
     rows
 }
 
-/// A tensor's elements as `f64`.
-fn numbers(tensor: &Tensor) -> Option<Vec<f64>> {
+/// A numeric (or boolean) tensor's elements as `f64`; `None` for other datatypes.
+pub fn tensor_numbers(tensor: &Tensor) -> Option<Vec<f64>> {
     let data = &tensor.data;
     macro_rules! read {
         ($t:ty) => {

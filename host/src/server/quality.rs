@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::config::Task;
 use crate::monitor::predictions::Role;
+use crate::monitor::samples::tensor_numbers;
 
 /// One row's prediction or label.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,69 +88,40 @@ impl PredictionSpec {
 /// One element of an output tensor.
 #[derive(Debug, Clone)]
 enum Element {
-    Integer(i64),
-    Float(f64),
+    Number(f64),
     Text(String),
 }
 
 impl Element {
     fn as_f64(&self) -> f64 {
         match self {
-            Element::Integer(i) => *i as f64,
-            Element::Float(f) => *f,
+            Element::Number(n) => *n,
             Element::Text(t) => t.parse().unwrap_or(f64::NAN),
         }
     }
 
     fn as_class(&self) -> String {
         match self {
-            Element::Integer(i) => i.to_string(),
-            Element::Float(f) if f.fract() == 0.0 => (*f as i64).to_string(),
-            Element::Float(f) => f.to_string(),
+            Element::Number(n) if n.fract() == 0.0 => (*n as i64).to_string(),
+            Element::Number(n) => n.to_string(),
             Element::Text(t) => t.clone(),
         }
     }
 }
 
 fn tensor_values(tensor: &Tensor) -> Option<Vec<Element>> {
-    let data = &tensor.data;
-    macro_rules! ints {
-        ($t:ty) => {
-            data.chunks_exact(std::mem::size_of::<$t>())
-                .map(|c| Element::Integer(<$t>::from_le_bytes(c.try_into().unwrap_or_default()) as i64))
-                .collect()
-        };
+    if tensor.datatype != Datatype::Bytes {
+        return Some(tensor_numbers(tensor)?.into_iter().map(Element::Number).collect());
     }
-    Some(match tensor.datatype {
-        Datatype::Fp32 => data
-            .chunks_exact(4)
-            .map(|c| Element::Float(f64::from(f32::from_le_bytes(c.try_into().unwrap_or_default()))))
-            .collect(),
-        Datatype::Fp64 => {
-            data.chunks_exact(8).map(|c| Element::Float(f64::from_le_bytes(c.try_into().unwrap_or_default()))).collect()
-        }
-        Datatype::Int8 => ints!(i8),
-        Datatype::Int16 => ints!(i16),
-        Datatype::Int32 => ints!(i32),
-        Datatype::Int64 => ints!(i64),
-        Datatype::Uint8 => ints!(u8),
-        Datatype::Uint16 => ints!(u16),
-        Datatype::Uint32 => ints!(u32),
-        Datatype::Uint64 => ints!(u64),
-        Datatype::Bool => data.iter().map(|&b| Element::Integer(i64::from(b != 0))).collect(),
-        Datatype::Bytes => {
-            let mut items = Vec::new();
-            let mut rest = data.as_slice();
-            while rest.len() >= 4 {
-                let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let item = rest.get(4..4 + length)?;
-                items.push(Element::Text(String::from_utf8_lossy(item).into_owned()));
-                rest = &rest[4 + length..];
-            }
-            items
-        }
-        _ => return None,
-    })
+    let mut items = Vec::new();
+    let mut rest = tensor.data.as_slice();
+    while rest.len() >= 4 {
+        let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let item = rest.get(4..4 + length)?;
+        items.push(Element::Text(String::from_utf8_lossy(item).into_owned()));
+        rest = &rest[4 + length..];
+    }
+    Some(items)
 }
 
 /// A prediction remembered for a later label.
