@@ -25,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+pub mod batch;
 mod bindings;
 pub mod capabilities;
 mod code_cache;

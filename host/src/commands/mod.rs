@@ -1,6 +1,7 @@
 //! Subcommands of the `edgeinfer` CLI.
 
 mod alerts;
+mod batch;
 mod compile;
 mod infer;
 mod profile;
@@ -71,6 +72,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Work with the server config's alert rules (export them for Prometheus).
     Alerts(alerts::AlertsArgs),
+    /// Score a file (CSV, NDJSON, Parquet) on every core; resumable, every row exactly once.
+    Batch(batch::BatchArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -126,5 +129,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args, &cli.runtime),
         Command::Profile(args) => profile::profile(args),
         Command::Alerts(args) => alerts::run(args),
+        Command::Batch(args) => batch::run(args, &cli.runtime),
     }
 }

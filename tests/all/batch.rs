@@ -1,0 +1,321 @@
+//! Batch scoring end to end through the CLI: formats, bad rows, limits on failures,
+//! checkpoints, and a million-row file killed with SIGKILL several times and resumed into
+//! exactly the bytes of an uninterrupted run, matching onnxruntime's predictions.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray};
+use serde_json::Value;
+
+use crate::common::*;
+
+fn edgeinfer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+        .args(args)
+        .env("EDGEINFER_CACHE_DIR", cache_dir())
+        .output()
+        .expect("run edgeinfer")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A repository with the digits model.
+fn digits_repo() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("tempdir");
+    copy_version(fixtures().digits.dir(), &repo.path().join("digits/1"), 1);
+    repo
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+/// Scores `input` into `output` with extra flags.
+fn batch(repo: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let args = ["batch", "--repo", path(repo), "--model", "digits", "--input", path(input), "--output", path(output)];
+    edgeinfer(&[&args[..], extra].concat())
+}
+
+/// Holdout row `i % 450` as CSV cells.
+fn cells(i: usize) -> String {
+    let x = &holdout().x;
+    x[i % x.len()].iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(",")
+}
+
+fn header() -> String {
+    let names: Vec<String> = (0..64).map(|j| format!("p{j}")).collect();
+    format!("key,{}\n", names.join(","))
+}
+
+#[test]
+fn formats_bad_rows_failure_limits_and_checkpoints() {
+    let repo = digits_repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rows, bad) = (1000usize, [3usize, 500, 998]);
+    let mut csv = header();
+    for i in 0..rows {
+        let line = match i {
+            3 => format!("r{i},{}", cells(i).replacen("0", "zero", 1)),
+            500 => format!("r{i},1,2,3"),
+            998 => format!("r{i},NaN,{}", cells(i).split_once(',').expect("cells").1),
+            _ => format!("r{i},{}", cells(i)),
+        };
+        csv.push_str(&line);
+        csv.push('\n');
+    }
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, &csv).expect("input");
+
+    // CSV in, CSV out; bad rows go to the errors file with their row, id and reason.
+    let out = dir.path().join("out.csv");
+    let run = batch(repo.path(), &input, &out, &["--id-column", "key", "--batch-size", "64"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains("997 rows ok, 3 failed"), "{}", stdout(&run));
+    let text = std::fs::read_to_string(&out).expect("output");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 998);
+    assert!(lines[0].starts_with("id,label,probabilities_0,") && lines[0].ends_with("probabilities_9"));
+    let ids: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().expect("id")).collect();
+    let expected: Vec<String> = (0..rows).filter(|i| !bad.contains(i)).map(|i| format!("r{i}")).collect();
+    assert_eq!(ids, expected, "every good row once, in input order");
+    for line in &lines[1..] {
+        let id: usize = line.split(',').next().expect("id")[1..].parse().expect("row");
+        let label: i64 = line.split(',').nth(1).expect("label").parse().expect("label");
+        assert_eq!(label, holdout().ort_labels[id % 450], "row {id} matches onnxruntime");
+    }
+    let errors = std::fs::read_to_string(dir.path().join("out.csv.errors.csv")).expect("errors");
+    let errors: Vec<&str> = errors.lines().collect();
+    assert_eq!(errors[0], "row,id,error");
+    assert!(
+        errors[1].starts_with("3,r3,") && errors[1].contains("'zero") && errors[1].contains("is not a number"),
+        "{errors:?}"
+    );
+    assert!(errors[2].starts_with("500,r500,") && errors[2].contains("4 columns, the header has 65"), "{errors:?}");
+    assert!(errors[3].starts_with("998,r998,column 'p0' is NaN"), "{errors:?}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out.csv.summary.json")).expect("summary"))
+            .expect("json");
+    assert_eq!((summary["rows_ok"].clone(), summary["rows_failed"].clone()), (997.into(), 3.into()));
+
+    // Rerunning a complete job does nothing; --restart scores again into the same bytes.
+    let again = batch(repo.path(), &input, &out, &["--id-column", "key", "--batch-size", "64"]);
+    assert!(stdout(&again).contains("already complete"), "{}", stdout(&again));
+    let restarted = batch(repo.path(), &input, &out, &["--id-column", "key", "--batch-size", "64", "--restart"]);
+    assert!(restarted.status.success() && !stdout(&restarted).contains("already"), "{}", stdout(&restarted));
+    assert_eq!(std::fs::read_to_string(&out).expect("output"), text);
+    // Other options are another job: the checkpoint says so.
+    let other = batch(repo.path(), &input, &out, &["--id-column", "key", "--batch-size", "32"]);
+    assert!(!other.status.success() && stderr(&other).contains("--restart"), "{}", stderr(&other));
+
+    // The same rows as NDJSON (flat objects, objects naming the input, OIP `inputs`) and as
+    // Parquet give the same output rows.
+    let mut ndjson = String::new();
+    let x = &holdout().x;
+    for i in 0..rows {
+        let line = match i % 3 {
+            0 => {
+                let fields: Vec<String> = x[i % 450].iter().enumerate().map(|(j, v)| format!("\"p{j}\": {v}")).collect();
+                format!("{{\"key\": \"r{i}\", {}}}", fields.join(", "))
+            }
+            1 => serde_json::json!({"key": format!("r{i}"), "X": x[i % 450]}).to_string(),
+            _ => serde_json::json!({"key": format!("r{i}"), "inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "data": x[i % 450]}]}).to_string(),
+        };
+        ndjson.push_str(&line);
+        ndjson.push('\n');
+    }
+    let columns: Vec<String> = (0..64).map(|j| format!("p{j}")).collect();
+    let ndjson_input = dir.path().join("in.ndjson");
+    std::fs::write(&ndjson_input, ndjson).expect("ndjson");
+    let ndjson_out = dir.path().join("from-ndjson.csv");
+    let run = batch(repo.path(), &ndjson_input, &ndjson_out, &["--id-column", "key", "--columns", &columns.join(",")]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let parquet_input = dir.path().join("in.parquet");
+    write_parquet(&parquet_input, rows);
+    let parquet_out = dir.path().join("from-parquet.csv");
+    let run = batch(repo.path(), &parquet_input, &parquet_out, &["--id-column", "key"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let all_rows = restarted_output(repo.path(), dir.path());
+    assert_eq!(std::fs::read_to_string(&ndjson_out).expect("ndjson out"), all_rows);
+    assert_eq!(std::fs::read_to_string(&parquet_out).expect("parquet out"), all_rows);
+
+    // Parquet and NDJSON output hold the same values.
+    let parquet_output = dir.path().join("out.parquet");
+    let run = batch(repo.path(), &parquet_input, &parquet_output, &["--id-column", "key"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let (ids, labels) = read_parquet_labels(&parquet_output);
+    assert_eq!(ids.len(), rows);
+    for (id, label) in ids.iter().zip(&labels) {
+        let row: usize = id[1..].parse().expect("row");
+        assert_eq!(*label, holdout().ort_labels[row % 450]);
+    }
+
+    // --max-errors stops the job with a clear message.
+    let limited =
+        batch(repo.path(), &input, &dir.path().join("limited.csv"), &["--max-errors", "2", "--id-column", "key"]);
+    assert!(!limited.status.success());
+    assert!(stderr(&limited).contains("3 of") && stderr(&limited).contains("--max-errors"), "{}", stderr(&limited));
+    assert!(!dir.path().join("limited.csv").exists(), "an incomplete output never appears under its name");
+
+    // Inputs that do not fit are refused before anything runs, naming the problem.
+    let narrow = dir.path().join("narrow.csv");
+    std::fs::write(&narrow, "a,b\n1,2\n").expect("narrow");
+    let refused = batch(repo.path(), &narrow, &dir.path().join("n.csv"), &[]);
+    assert!(
+        stderr(&refused).contains("2 feature columns, but input 'X' takes 64 values per row"),
+        "{}",
+        stderr(&refused)
+    );
+    let unknown = batch(repo.path(), &dir.path().join("in.xlsx"), &dir.path().join("n.csv"), &[]);
+    assert!(stderr(&unknown).contains("unknown format"), "{}", stderr(&unknown));
+    let missing = batch(repo.path(), &input, &dir.path().join("m.csv"), &["--id-column", "nope"]);
+    assert!(stderr(&missing).contains("no id column named 'nope'"), "{}", stderr(&missing));
+}
+
+/// The output of the CSV rows with every row good (the bad ones replaced).
+fn restarted_output(repo: &Path, dir: &Path) -> String {
+    let mut csv = header();
+    for i in 0..1000 {
+        csv.push_str(&format!("r{i},{}\n", cells(i)));
+    }
+    let input = dir.join("all-good.csv");
+    std::fs::write(&input, csv).expect("input");
+    let out = dir.join("all-good.out.csv");
+    let run = batch(repo, &input, &out, &["--id-column", "key"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    std::fs::read_to_string(out).expect("output")
+}
+
+fn write_parquet(path: &Path, rows: usize) {
+    let x = &holdout().x;
+    let mut columns: Vec<(String, ArrayRef)> =
+        vec![("key".into(), Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("r{i}")))) as ArrayRef)];
+    for j in 0..64 {
+        let values = Float32Array::from_iter_values((0..rows).map(|i| x[i % 450][j]));
+        columns.push((format!("p{j}"), Arc::new(values)));
+    }
+    let batch = RecordBatch::try_from_iter(columns).expect("batch");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+fn read_parquet_labels(path: &Path) -> (Vec<String>, Vec<i64>) {
+    use arrow_array::cast::AsArray;
+    let file = std::fs::File::open(path).expect("open");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let (mut ids, mut labels) = (Vec::new(), Vec::new());
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let id = batch.column_by_name("id").expect("id").as_string::<i32>();
+        let label = batch.column_by_name("label").expect("label").as_primitive::<arrow_array::types::Int64Type>();
+        assert!(batch.column_by_name("probabilities").is_some_and(|c| c.as_list_opt::<i32>().is_some()));
+        ids.extend(id.iter().map(|v| v.expect("id").to_string()));
+        labels.extend(label.iter().map(|v| v.expect("label")));
+    }
+    (ids, labels)
+}
+
+/// Rows in the million-row test.
+const MILLION: usize = 1_000_000;
+
+fn million_row_file(dir: &Path) -> PathBuf {
+    let path = dir.join("million.csv");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    file.write_all(header().as_bytes()).expect("header");
+    let lines: Vec<String> = (0..450).map(cells).collect();
+    for i in 0..MILLION {
+        if i % 99_991 == 7 {
+            writeln!(file, "r{i},broken").expect("row");
+        } else {
+            writeln!(file, "r{i},{}", lines[i % 450]).expect("row");
+        }
+    }
+    file.flush().expect("flush");
+    path
+}
+
+#[test]
+fn a_million_rows_killed_with_sigkill_resume_into_the_uninterrupted_bytes() {
+    let repo = digits_repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = million_row_file(dir.path());
+    let flags = ["--id-column", "key"];
+
+    let reference = dir.path().join("reference.csv");
+    let started = Instant::now();
+    let run = batch(repo.path(), &input, &reference, &flags);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let uninterrupted = started.elapsed();
+    assert!(stdout(&run).contains(&format!("{} rows ok, 11 failed", MILLION - 11)), "{}", stdout(&run));
+
+    // Killed at several points of the run, then resumed each time.
+    let out = dir.path().join("resumed.csv");
+    let args =
+        ["batch", "--repo", path(repo.path()), "--model", "digits", "--input", path(&input), "--output", path(&out)];
+    let mut kills = 0;
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..4 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+            .args(args)
+            .args(flags)
+            .env("EDGEINFER_CACHE_DIR", cache_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let wait = uninterrupted.mul_f64(0.1 + 0.25 * rng.f64());
+        std::thread::sleep(wait);
+        if child.try_wait().expect("status").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        child.wait().expect("reaped");
+        assert!(!out.exists() || kills == 0, "no final output while incomplete");
+    }
+    assert!(kills >= 3, "the job was killed midway {kills} times");
+    let last = batch(repo.path(), &input, &out, &flags);
+    assert!(last.status.success(), "{}", stderr(&last));
+    assert!(stdout(&last).contains("resumed from row"), "{}", stdout(&last));
+
+    let resumed = std::fs::read(&out).expect("resumed output");
+    let expected = std::fs::read(&reference).expect("reference output");
+    assert!(
+        resumed == expected,
+        "resumed output differs from the uninterrupted run ({} vs {} bytes)",
+        resumed.len(),
+        expected.len()
+    );
+    let errors = std::fs::read(dir.path().join("resumed.csv.errors.csv")).expect("errors");
+    assert_eq!(errors, std::fs::read(dir.path().join("reference.csv.errors.csv")).expect("errors"));
+
+    // Every row once, in order, with onnxruntime's label and probabilities.
+    let text = String::from_utf8(resumed).expect("utf8");
+    let mut seen = 0;
+    for (k, line) in text.lines().skip(1).enumerate() {
+        let mut cells = line.split(',');
+        let row: usize = cells.next().expect("id")[1..].parse().expect("row");
+        assert!(row >= k, "in order");
+        let label: i64 = cells.next().expect("label").parse().expect("label");
+        assert_eq!(label, holdout().ort_labels[row % 450], "row {row}");
+        if row % 997 == 0 {
+            let probabilities: Vec<f32> = cells.map(|c| c.parse().expect("probability")).collect();
+            assert_close(&probabilities, &holdout().ort_probabilities[row % 450], 1e-5, 1e-4);
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, MILLION - 11);
+}
