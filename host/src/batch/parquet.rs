@@ -145,7 +145,7 @@ impl Iterator for ParquetRows {
 
 impl RowSource for ParquetRows {
     fn position(&self) -> u64 {
-        if self.total_rows == 0 { 0 } else { self.size.saturating_mul(self.row) / self.total_rows }
+        self.size.saturating_mul(self.row).checked_div(self.total_rows).unwrap_or(0)
     }
 }
 
