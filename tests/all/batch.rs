@@ -199,10 +199,10 @@ fn write_parquet(path: &Path, rows: usize) {
     let x = &holdout().x;
     let mut columns: Vec<(String, ArrayRef)> =
         vec![("key".into(), Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("r{i}")))) as ArrayRef)];
-    for j in 0..64 {
+    columns.extend((0..64).map(|j| {
         let values = Float32Array::from_iter_values((0..rows).map(|i| x[i % 450][j]));
-        columns.push((format!("p{j}"), Arc::new(values)));
-    }
+        (format!("p{j}"), Arc::new(values) as ArrayRef)
+    }));
     let batch = RecordBatch::try_from_iter(columns).expect("batch");
     let file = std::fs::File::create(path).expect("create");
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
@@ -311,7 +311,7 @@ fn a_million_rows_killed_with_sigkill_resume_into_the_uninterrupted_bytes() {
         assert!(row >= k, "in order");
         let label: i64 = cells.next().expect("label").parse().expect("label");
         assert_eq!(label, holdout().ort_labels[row % 450], "row {row}");
-        if row % 997 == 0 {
+        if row.is_multiple_of(997) {
             let probabilities: Vec<f32> = cells.map(|c| c.parse().expect("probability")).collect();
             assert_close(&probabilities, &holdout().ort_probabilities[row % 450], 1e-5, 1e-4);
         }
