@@ -319,3 +319,118 @@ fn a_million_rows_killed_with_sigkill_resume_into_the_uninterrupted_bytes() {
     }
     assert_eq!(seen, MILLION - 11);
 }
+
+fn write_rows(path: &Path, rows: usize) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    file.write_all(header().as_bytes()).expect("header");
+    let lines: Vec<String> = (0..450).map(cells).collect();
+    for i in 0..rows {
+        writeln!(file, "r{i},{}", lines[i % 450]).expect("row");
+    }
+    file.flush().expect("flush");
+}
+
+fn job_state(addr: std::net::SocketAddr, id: &str) -> Value {
+    let reply = crate::http::get(addr, &format!("/v2/batch/jobs/{id}"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+fn wait_for_job(addr: std::net::SocketAddr, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let job = job_state(addr, id);
+        if done(&job) {
+            return job;
+        }
+        assert_ne!(job["state"], "failed", "{job}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "job {id} stuck: {job}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn submit(addr: std::net::SocketAddr, body: Value) -> crate::http::Reply {
+    crate::http::post_json(addr, "/v2/batch/jobs", &body)
+}
+
+#[test]
+fn jobs_over_http_run_refuse_escapes_cancel_and_resume_after_a_restart() {
+    use crate::server::TestServer;
+    use edgeinfer::server::ServerConfig;
+    let repo = digits_repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_rows(&dir.path().join("small.csv"), 2000);
+    write_rows(&dir.path().join("big.csv"), 300_000);
+    let config =
+        || ServerConfig { batch_dir: Some(dir.path().to_path_buf()), batch_workers: 1, ..ServerConfig::default() };
+    let mut server = TestServer::start(repo.path(), config());
+    let addr = server.addr;
+
+    let reply = submit(
+        addr,
+        serde_json::json!({"model": "digits", "input": "small.csv", "output": "small.out.csv", "id_column": "key"}),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let id = reply.json()["id"].as_str().expect("id").to_string();
+    let job = wait_for_job(addr, &id, |j| j["state"] == "done");
+    assert_eq!((job["rows_done"].clone(), job["rows_failed"].clone()), (2000.into(), 0.into()));
+    let text = std::fs::read_to_string(dir.path().join("small.out.csv")).expect("output");
+    assert_eq!(text.lines().count(), 2001);
+    assert_eq!(crate::http::get(addr, "/v2/batch/jobs").json()["jobs"].as_array().map(Vec::len), Some(1));
+
+    // Paths stay inside batch_dir.
+    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link.csv")).expect("symlink");
+    for (input, output, why) in [
+        ("../small.csv", "x.csv", "leaves batch_dir"),
+        ("/etc/hostname", "x.csv", "is absolute"),
+        ("link.csv", "x.csv", "leads outside batch_dir"),
+        ("small.csv", "nowhere/x.csv", "does not exist"),
+        ("small.csv", "../x.csv", "leaves batch_dir"),
+        ("missing.csv", "x.csv", "does not exist"),
+    ] {
+        let reply = submit(addr, serde_json::json!({"model": "digits", "input": input, "output": output}));
+        assert_eq!(reply.status, 400, "{input} -> {output}: {}", reply.text());
+        assert!(reply.text().contains(why), "{input} -> {output}: {}", reply.text());
+    }
+    let unknown = submit(addr, serde_json::json!({"model": "nope", "input": "small.csv", "output": "x.csv"}));
+    assert_eq!(unknown.status, 400);
+    assert_eq!(crate::http::request(addr, "POST", "/v2/batch/jobs", &[], b"{").status, 400);
+    assert_eq!(crate::http::get(addr, "/v2/batch/jobs/nope").status, 404);
+
+    // An input that does not fit the model is refused at submission.
+    let narrow = submit(addr, serde_json::json!({"model": "digits", "input": "big.csv", "output": "x.csv"}));
+    assert_eq!(narrow.status, 400);
+    assert!(narrow.text().contains("65 feature columns, but input 'X' takes 64"), "{}", narrow.text());
+
+    // Cancel while running: no output appears.
+    let body =
+        serde_json::json!({"model": "digits", "input": "big.csv", "output": "cancelled.csv", "id_column": "key"});
+    let reply = submit(addr, body);
+    let id = reply.json()["id"].as_str().expect("id").to_string();
+    wait_for_job(addr, &id, |j| j["state"] == "running" && j["rows_done"].as_u64() > Some(0));
+    let cancelled = crate::http::request(addr, "DELETE", &format!("/v2/batch/jobs/{id}"), &[], b"");
+    assert_eq!(cancelled.status, 200);
+    let job = wait_for_job(addr, &id, |j| j["state"] != "running");
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(!dir.path().join("cancelled.csv").exists());
+
+    // A restart in the middle of a job: it resumes and ends with the uninterrupted bytes.
+    let reply = submit(
+        addr,
+        serde_json::json!({"model": "digits", "input": "big.csv", "output": "big.out.csv", "id_column": "key"}),
+    );
+    let id = reply.json()["id"].as_str().expect("id").to_string();
+    wait_for_job(addr, &id, |j| j["state"] == "running" && j["rows_done"].as_u64() > Some(0));
+    server.shutdown();
+    let restarted = TestServer::start(repo.path(), config());
+    let job = wait_for_job(restarted.addr, &id, |j| j["state"] == "done" || j["state"] == "failed");
+    assert_eq!(job["state"], "done", "{job}");
+    let reference = dir.path().join("reference.csv");
+    let run = batch(repo.path(), &dir.path().join("big.csv"), &reference, &["--id-column", "key"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        std::fs::read(dir.path().join("big.out.csv")).expect("job output")
+            == std::fs::read(&reference).expect("reference"),
+        "the resumed job's output equals an uninterrupted run's"
+    );
+}

@@ -227,6 +227,20 @@ struct Scored {
     bytes_read: u64,
 }
 
+/// Checks that `options` can run on `model` (formats, columns, id column) without scoring.
+pub fn check(model: &LoadedModel, options: &BatchOptions) -> Result<(), BatchError> {
+    let manifest = model.manifest();
+    let input_format =
+        options.input_format.map_or_else(|| Format::of(&options.input), Ok).map_err(BatchError::Input)?;
+    Format::of(&options.output).map_err(BatchError::Output)?;
+    let schema = RowSchema {
+        inputs: manifest.inputs.clone(),
+        id_column: options.id_column.clone(),
+        columns: options.columns.clone(),
+    };
+    input::open(&options.input, input_format, &schema).map(drop)
+}
+
 /// Runs (or resumes) the job described by `options` on `model`.
 pub fn run(
     model: &LoadedModel,

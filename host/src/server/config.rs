@@ -75,6 +75,11 @@ pub struct ServerConfig {
     pub monitoring: MonitoringConfig,
     /// Alert rules: `[[alerts]]` tables, evaluated in-process.
     pub alerts: Vec<crate::server::alerts::AlertRule>,
+    /// The directory batch jobs read and write in (`POST /v2/batch/jobs`); unset: jobs off,
+    /// e.g. `"/srv/batch"`.
+    pub batch_dir: Option<PathBuf>,
+    /// Scoring threads of the running batch job (default: half the cores, at least 1), e.g. `2`.
+    pub batch_workers: usize,
 }
 
 /// `[monitoring]`: what the server records about predictions and how far back it looks.
@@ -157,6 +162,8 @@ impl Default for ServerConfig {
             lockout_s: 300,
             monitoring: MonitoringConfig::default(),
             alerts: Vec::new(),
+            batch_dir: None,
+            batch_workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         }
     }
 }

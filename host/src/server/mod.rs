@@ -4,6 +4,7 @@
 mod admin;
 pub mod admission;
 pub mod alerts;
+pub mod batch_jobs;
 mod body;
 mod config;
 mod deployment;
@@ -69,6 +70,7 @@ pub struct App {
     observer: Arc<observe::Observer>,
     series: series::Series,
     alerts: alerts::Alerts,
+    batch: Arc<batch_jobs::BatchJobs>,
 }
 
 impl App {
@@ -79,6 +81,7 @@ impl App {
         security: security::Security,
         observer: observe::Observer,
         external_url: String,
+        batch: Arc<batch_jobs::BatchJobs>,
     ) -> Arc<App> {
         let admission = Admission::new(config.admission_limits());
         let observer = Arc::new(observer);
@@ -106,7 +109,20 @@ impl App {
         }));
         let alerts = alerts::Alerts::new(config.alerts.clone(), external_url);
         let series = series::Series::default();
-        Arc::new(App { registry, config, admission, shadow, error_log, security, metrics, observer, series, alerts })
+        batch.start(registry.clone());
+        Arc::new(App {
+            registry,
+            config,
+            admission,
+            shadow,
+            error_log,
+            security,
+            metrics,
+            observer,
+            series,
+            alerts,
+            batch,
+        })
     }
 
     /// Current admission counters (connections, queue, in flight, refusals, disconnects).
@@ -135,6 +151,7 @@ impl RunningServer {
 
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
     pub async fn shutdown(mut self) {
+        self.app.batch.stop();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
@@ -162,6 +179,8 @@ pub(crate) enum Role {
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
     let security = security::Security::from_config(&config, registry.repository().root())?;
     let observer = observe::Observer::open(&config.monitoring, registry.repository().root())?;
+    let state_dir = crate::repository::state_dir(registry.repository().root());
+    let batch = batch_jobs::BatchJobs::open(config.batch_dir.as_deref(), &state_dir, config.batch_workers)?;
     let tls = config.tls.clone().map(security::tls::TlsReloader::load).transpose()?.map(Arc::new);
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding {addr}"), e))
@@ -177,7 +196,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    let app = App::new(registry, config, security, observer, format!("{scheme}://{addr}"));
+    let app = App::new(registry, config, security, observer, format!("{scheme}://{addr}"), batch);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };

@@ -79,6 +79,16 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<super::batch_jobs::JobError> for ApiError {
+    fn from(error: super::batch_jobs::JobError) -> Self {
+        use super::batch_jobs::JobError;
+        match error {
+            JobError::Invalid(message) => ApiError::bad_request(message),
+            JobError::NotFound(_) | JobError::Off => ApiError::not_found(error.to_string()),
+        }
+    }
+}
+
 impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> Self {
         match error {

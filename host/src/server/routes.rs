@@ -115,6 +115,30 @@ async fn route(
             allow(&method, Method::GET)?;
             ok(super::ui::data(&app))
         }
+        ["v2", "batch", "jobs"] if method == Method::POST => {
+            let body = read_body(&app, request).await?;
+            let (jobs, registry) = (app.batch.clone(), app.registry.clone());
+            let job = blocking(move || jobs.submit(&registry, &body.bytes).map_err(ApiError::from)).await?;
+            audit_change(&app, &caller, &request_line, &Ok::<(), ApiError>(()));
+            Ok(json_response(StatusCode::ACCEPTED, &super::batch_jobs::to_json(&job)))
+        }
+        ["v2", "batch", "jobs"] => {
+            allow(&method, Method::GET)?;
+            let jobs = app.batch.list()?;
+            ok(json!({"jobs": jobs.iter().map(super::batch_jobs::to_json).collect::<Vec<_>>()}))
+        }
+        ["v2", "batch", "jobs", id] => match method {
+            Method::GET => ok(super::batch_jobs::to_json(&app.batch.get(id)?)),
+            Method::DELETE => {
+                let job = app.batch.cancel(id)?;
+                audit_change(&app, &caller, &request_line, &Ok::<(), ApiError>(()));
+                ok(super::batch_jobs::to_json(&job))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                edgeinfer_oip::wrong_method_message("GET or DELETE", method.as_str()),
+            )),
+        },
         ["v2", "alerts"] => {
             allow(&method, Method::GET)?;
             ok(app.alerts.to_json())

@@ -183,7 +183,7 @@ pub fn required_scope(method: &Method, segments: &[&str]) -> Option<Scope> {
             Some(Scope::Infer(Some((*model).to_string())))
         }
         ["v2", "repository", "index"] => Some(Scope::Read),
-        ["v2", "repository", ..] => Some(Scope::Admin),
+        ["v2", "repository", ..] | ["v2", "batch", ..] => Some(Scope::Admin),
         ["v2", "admin", ..] if *method == Method::GET => Some(Scope::Read),
         ["v2", "admin", ..] => Some(Scope::Admin),
         _ => Some(Scope::Read),
