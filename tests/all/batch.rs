@@ -148,6 +148,30 @@ fn formats_bad_rows_failure_limits_and_checkpoints() {
     assert_eq!(std::fs::read_to_string(&ndjson_out).expect("ndjson out"), all_rows);
     assert_eq!(std::fs::read_to_string(&parquet_out).expect("parquet out"), all_rows);
 
+    // A row the model refuses inside a chunk fails alone: the chunk is retried row by row.
+    let mut poisoned = String::new();
+    for i in 0..40 {
+        let (shape, data) = if i == 17 { ([1, 63], &x[i][..63]) } else { ([1, 64], &x[i][..]) };
+        let inputs = serde_json::json!([{"name": "X", "shape": shape, "datatype": "FP32", "data": data}]);
+        poisoned.push_str(&serde_json::json!({"id": format!("q{i}"), "inputs": inputs}).to_string());
+        poisoned.push('\n');
+    }
+    let poisoned_input = dir.path().join("poisoned.ndjson");
+    std::fs::write(&poisoned_input, poisoned).expect("poisoned");
+    let poisoned_out = dir.path().join("poisoned.ndjson.out.ndjson");
+    let run = batch(repo.path(), &poisoned_input, &poisoned_out, &["--batch-size", "16"]);
+    assert!(stdout(&run).contains("39 rows ok, 1 failed"), "{}{}", stdout(&run), stderr(&run));
+    let scored = std::fs::read_to_string(&poisoned_out).expect("output");
+    let ids: Vec<String> = scored
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, (0..40).filter(|i| *i != 17).map(|i| format!("q{i}")).collect::<Vec<_>>());
+    let errors = std::fs::read_to_string(dir.path().join("poisoned.ndjson.out.ndjson.errors.ndjson")).expect("errors");
+    let error: Value = serde_json::from_str(errors.trim()).expect("one error");
+    assert_eq!((error["row"].clone(), error["id"].clone()), (17.into(), "q17".into()));
+    assert!(error["error"].as_str().expect("error").contains("'X'"), "{error}");
+
     // Parquet and NDJSON output hold the same values.
     let parquet_output = dir.path().join("out.parquet");
     let run = batch(repo.path(), &parquet_input, &parquet_output, &["--id-column", "key"]);
