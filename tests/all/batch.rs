@@ -150,8 +150,8 @@ fn formats_bad_rows_failure_limits_and_checkpoints() {
 
     // A row the model refuses inside a chunk fails alone: the chunk is retried row by row.
     let mut poisoned = String::new();
-    for i in 0..40 {
-        let (shape, data) = if i == 17 { ([1, 63], &x[i][..63]) } else { ([1, 64], &x[i][..]) };
+    for (i, row) in x.iter().take(40).enumerate() {
+        let (shape, data) = if i == 17 { ([1, 63], &row[..63]) } else { ([1, 64], &row[..]) };
         let inputs = serde_json::json!([{"name": "X", "shape": shape, "datatype": "FP32", "data": data}]);
         poisoned.push_str(&serde_json::json!({"id": format!("q{i}"), "inputs": inputs}).to_string());
         poisoned.push('\n');
