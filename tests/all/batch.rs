@@ -13,22 +13,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn edgeinfer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
-        .args(args)
-        .env("EDGEINFER_CACHE_DIR", cache_dir())
-        .output()
-        .expect("run edgeinfer")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// A repository with the digits model.
 fn digits_repo() -> tempfile::TempDir {
     let repo = tempfile::tempdir().expect("tempdir");

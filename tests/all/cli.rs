@@ -1,17 +1,9 @@
 //! The `edgeinfer` binary: compile, verify and infer as a user runs them.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::common::*;
-
-fn edgeinfer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
-        .args(args)
-        .env("EDGEINFER_CACHE_DIR", cache_dir())
-        .output()
-        .expect("run edgeinfer")
-}
 
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))

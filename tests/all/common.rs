@@ -166,3 +166,22 @@ pub fn digits_fuel(rows: usize, outputs: &[&str]) -> u64 {
     let outputs: Vec<String> = outputs.iter().map(|o| o.to_string()).collect();
     fixtures().digits.infer(vec![input], &outputs, Default::default()).expect("digits").fuel_used
 }
+
+/// Runs the `edgeinfer` binary with the tests' shared code cache.
+pub fn edgeinfer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+        .args(args)
+        .env("EDGEINFER_CACHE_DIR", cache_dir())
+        .output()
+        .expect("run edgeinfer")
+}
+
+/// A command's standard output as text.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A command's standard error as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

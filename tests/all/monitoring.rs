@@ -33,18 +33,6 @@ fn random_digits() -> &'static LoadedModel {
         .1
 }
 
-fn edgeinfer(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
-        .args(args)
-        .env("EDGEINFER_CACHE_DIR", cache_dir())
-        .output()
-        .expect("run edgeinfer")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn rows_request(id: Option<&str>, rows: &[Vec<f32>]) -> Value {
     let mut body = json!({
         "inputs": [{"name": "X", "shape": [rows.len(), 64], "datatype": "FP32", "data": rows}],
