@@ -36,15 +36,16 @@ fn main() {
     let repo = tempfile::tempdir().expect("tempdir");
     let fueled = runtime(true);
     let unfueled = runtime(false);
+    let returning = runtime_returning_pages();
     let cases = [
         Case { name: "digits (MLP, batch 1)", file: "digits.onnx", input: digits_input(1), runs: 2000 },
         Case { name: "squeezenet (CNN, 1x3x224x224)", file: "squeezenet.onnx", input: squeezenet_input(), runs: 30 },
     ];
     let mut compile_times = Vec::new();
     println!(
-        "| model | native tract ms | warm instance ms | fresh instance + infer ms | warm/native | fresh/native | fuel on/off (warm) | instance start ms |"
+        "| model | native tract ms | warm instance ms | fresh instance + infer ms | warm/native | fresh/native | fresh/warm | fresh, pages returned ms | kept/returned (fresh) | fuel on/off (warm) | instance start ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for case in &cases {
         let (model, compile_time) = compile(&fueled, repo.path(), case.file, case.file.trim_end_matches(".onnx"));
         compile_times.push((case.name, compile_time));
@@ -76,18 +77,25 @@ fn main() {
                 starts.push(outcome.instantiate_time);
             })
         });
+        let returned_model = edgeinfer::LoadedModel::load(&returning, model.dir()).expect("load");
+        let fresh_returned = sample(warmup, case.runs, || {
+            timed(|| drop(returned_model.infer(vec![case.input.clone()], &[], LimitOverrides::default()).expect("infer")))
+        });
         // Instance starts of the warm-up runs are not samples.
         let mut starts = starts.split_off(warmup);
         starts.sort();
         let median = |s: &[Duration]| percentile(s, 50.0);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             case.name,
             ms(median(&native)),
             ms(median(&warm)),
             ms(median(&fresh)),
             ratio(median(&warm), median(&native)),
             ratio(median(&fresh), median(&native)),
+            ratio(median(&fresh), median(&warm)),
+            ms(median(&fresh_returned)),
+            ratio(median(&fresh), median(&fresh_returned)),
             ratio(median(&warm), median(&warm_unfueled)),
             ms(median(&starts)),
         );
