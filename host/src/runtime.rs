@@ -32,8 +32,10 @@ pub struct RuntimeConfig {
     pub consume_fuel: bool,
     /// Bytes of each linear memory kept resident between instances of a pool slot and reset
     /// in place (only the pages an instance dirtied, found with Linux's `PAGEMAP_SCAN`), so a
-    /// fresh instance takes no page faults; 0, or a kernel without `PAGEMAP_SCAN` (before
-    /// 6.7), returns the pages to the kernel after every instance instead.
+    /// fresh instance does not fault its pages back in: faster, but every pool slot ever used
+    /// keeps what its instances dirtied (up to this much) as resident memory. 0 (the
+    /// default), or a kernel without `PAGEMAP_SCAN` (before 6.7), returns the pages to the
+    /// kernel after every instance instead.
     pub keep_resident_bytes: usize,
 }
 
@@ -46,13 +48,7 @@ impl Default for RuntimeConfig {
             .unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("edgeinfer-cache-{}", crate::code_cache::current_uid()))
             });
-        RuntimeConfig {
-            cache_dir,
-            max_instances: 128,
-            max_memory_mb: 4096,
-            consume_fuel: true,
-            keep_resident_bytes: 16 << 20,
-        }
+        RuntimeConfig { cache_dir, max_instances: 128, max_memory_mb: 4096, consume_fuel: true, keep_resident_bytes: 0 }
     }
 }
 

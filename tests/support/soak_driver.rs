@@ -24,8 +24,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `edgeinfer serve --repo REPO --listen 127.0.0.1:0` and waits for its address.
     pub fn start(repo: &Path, cache: &Path) -> ServerProcess {
+        // Bounded caches (the feedback index, kept pool pages) are small enough to fill
+        // during the warm-up, so any growth afterwards is a leak.
+        let config = repo.join("soak.toml");
+        std::fs::write(&config, "[monitoring]\nfeedback_index = 1000\n").expect("soak config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--repo")
             .arg(repo)
             .arg("--cache-dir")
             .arg(cache)

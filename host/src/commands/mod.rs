@@ -102,6 +102,10 @@ struct RuntimeArgs {
     /// Directory for compiled code (default: $EDGEINFER_CACHE_DIR or ~/.cache/edgeinfer).
     #[arg(long, global = true, env = "EDGEINFER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// MiB of each pool slot's memory kept resident between instances and reset in place
+    /// (Linux 6.7+): faster fresh instances for more resident memory (default 0).
+    #[arg(long, global = true, env = "EDGEINFER_KEEP_RESIDENT_MB")]
+    keep_resident_mb: Option<usize>,
 }
 
 impl RuntimeArgs {
@@ -109,6 +113,9 @@ impl RuntimeArgs {
         let mut config = RuntimeConfig::default();
         if let Some(dir) = &self.cache_dir {
             config.cache_dir = dir.clone();
+        }
+        if let Some(mb) = self.keep_resident_mb {
+            config.keep_resident_bytes = mb << 20;
         }
         Ok(Runtime::new(config)?)
     }

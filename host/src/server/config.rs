@@ -94,7 +94,8 @@ pub struct MonitoringConfig {
     pub predictions_file_bytes: u64,
     /// All log files together stay under this (oldest removed), e.g. `1073741824` (1 GiB).
     pub predictions_max_bytes: u64,
-    /// Logged predictions remembered for joining feedback by id, e.g. `1000000`.
+    /// Logged predictions remembered for joining feedback by id (about 300 bytes each), e.g.
+    /// `100000`.
     pub feedback_index: usize,
     /// Quality counts the last this many labelled predictions per version, e.g. `1000`.
     pub quality_window: usize,
@@ -119,7 +120,7 @@ impl Default for MonitoringConfig {
             predictions_dir: None,
             predictions_file_bytes: 64 << 20,
             predictions_max_bytes: 1 << 30,
-            feedback_index: 1_000_000,
+            feedback_index: 100_000,
             quality_window: 1000,
             quality_window_s: 0,
             drift_window: 1000,
