@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use edgeinfer::ModelRepository;
 use edgeinfer::batch::{BatchOptions, Format, MaxErrors, Status};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -17,15 +16,9 @@ use super::RuntimeArgs;
 
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    /// Model repository directory.
-    #[arg(long)]
-    repo: PathBuf,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Model version (default: the highest).
-    #[arg(long)]
-    version: Option<u64>,
+    /// The model version to run.
+    #[command(flatten)]
+    target: super::ModelArgs,
     /// Input file: .csv (header row), .ndjson (feature objects or OIP `inputs` objects) or .parquet.
     #[arg(long)]
     input: PathBuf,
@@ -60,8 +53,7 @@ pub struct BatchArgs {
 
 pub fn run(args: BatchArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime.runtime()?;
-    let repo = ModelRepository::open(&args.repo)?;
-    let model = repo.load(&runtime, &args.model, args.version)?;
+    let model = args.target.load(&runtime)?;
     let options = BatchOptions {
         input: args.input,
         input_format: args.input_format,

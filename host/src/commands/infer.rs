@@ -5,22 +5,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use edgeinfer::ModelRepository;
 use edgeinfer::pipeline::{self, Options, RequestBody};
 
 use super::RuntimeArgs;
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// Model repository directory.
-    #[arg(long)]
-    repo: PathBuf,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Version (default: the highest).
-    #[arg(long)]
-    version: Option<u64>,
+    /// The model version to run.
+    #[command(flatten)]
+    target: super::ModelArgs,
     /// An Open Inference Protocol v2 JSON request body ('-' for stdin).
     #[arg(long)]
     input: PathBuf,
@@ -37,9 +30,8 @@ pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?
     };
-    let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
-    let model = repo.load(&runtime, &args.model, args.version)?;
+    let model = args.target.load(&runtime)?;
     let options = Options { limits: args.limits.overrides(), ..Options::default() };
     let answer = pipeline::run(&model, RequestBody::json(&body), options).map_err(|failure| failure.error)?;
     if answer.body.header_length.is_some() {

@@ -96,6 +96,28 @@ impl LimitArgs {
     }
 }
 
+/// One model version of a repository, as `--repo`, `--model` and `--version` name it.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Model repository directory.
+    #[arg(long)]
+    repo: PathBuf,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Model version (default: the highest).
+    #[arg(long)]
+    version: Option<u64>,
+}
+
+impl ModelArgs {
+    /// Loads the version (digest, imports, compile or cached code, smoke test).
+    fn load(&self, runtime: &Arc<Runtime>) -> anyhow::Result<edgeinfer::LoadedModel> {
+        let repo = edgeinfer::ModelRepository::open(&self.repo)?;
+        Ok(repo.load(runtime, &self.model, self.version)?)
+    }
+}
+
 /// Options shared by every subcommand that runs components.
 #[derive(Debug, Args)]
 struct RuntimeArgs {
