@@ -219,7 +219,7 @@ pub fn encode_output(tensor: &Tensor) -> Result<Value, ProtocolError> {
         Datatype::Fp16 => {
             return Err(ProtocolError::tensor(&tensor.name, "FP16 outputs can only be returned as binary data"));
         }
-        Datatype::Bytes => decode_bytes_items(data).ok_or_else(bad)?.into_iter().map(Value::from).collect(),
+        Datatype::Bytes => bytes_items(data).ok_or_else(bad)?.into_iter().map(Value::from).collect(),
     };
     Ok(Value::Array(values))
 }
@@ -243,8 +243,9 @@ fn chunks<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
     })
 }
 
-/// Splits BYTES data (4-byte little-endian length, then the bytes) into strings.
-fn decode_bytes_items(mut data: &[u8]) -> Option<Vec<String>> {
+/// Splits BYTES data (4-byte little-endian length, then the bytes) into strings; `None` when
+/// a length runs past the end.
+pub fn bytes_items(mut data: &[u8]) -> Option<Vec<String>> {
     let mut items = Vec::new();
     while !data.is_empty() {
         let len = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;

@@ -10,7 +10,9 @@ mod response;
 
 pub use binary::{HEADER_LENGTH, decode_request_with_binary, split_body, wants_binary};
 pub use datatype::Datatype;
-pub use json::{InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, decode_request, encode_output};
+pub use json::{
+    InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, bytes_items, decode_request, encode_output,
+};
 pub use response::{
     EncodedResponse, HttpBody, ModelMetadata, PLATFORM, TensorMetadata, body_too_large_message, encode_response,
     error_body, invalid_input_message, live_body, model_error_message, model_ready_body, no_version_loaded_message,

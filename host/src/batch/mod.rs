@@ -229,16 +229,19 @@ struct Scored {
 
 /// Checks that `options` can run on `model` (formats, columns, id column) without scoring.
 pub fn check(model: &LoadedModel, options: &BatchOptions) -> Result<(), BatchError> {
-    let manifest = model.manifest();
-    let input_format =
-        options.input_format.map_or_else(|| Format::of(&options.input), Ok).map_err(BatchError::Input)?;
     Format::of(&options.output).map_err(BatchError::Output)?;
+    open_input(model, options).map(drop)
+}
+
+/// The job's input as rows for `model`: its format, feature and id columns checked.
+fn open_input(model: &LoadedModel, options: &BatchOptions) -> Result<Box<dyn input::RowSource>, BatchError> {
+    let format = options.input_format.map_or_else(|| Format::of(&options.input), Ok).map_err(BatchError::Input)?;
     let schema = RowSchema {
-        inputs: manifest.inputs.clone(),
+        inputs: model.manifest().inputs.clone(),
         id_column: options.id_column.clone(),
         columns: options.columns.clone(),
     };
-    input::open(&options.input, input_format, &schema).map(drop)
+    input::open(&options.input, format, &schema)
 }
 
 /// Runs (or resumes) the job described by `options` on `model`.
@@ -249,8 +252,7 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Summary, BatchError> {
     let manifest = model.manifest();
-    let input_format =
-        options.input_format.map_or_else(|| Format::of(&options.input), Ok).map_err(BatchError::Input)?;
+    let mut source = open_input(model, options)?;
     let output_format = Format::of(&options.output).map_err(BatchError::Output)?;
     let errors_format = match &options.errors {
         Some(path) => Format::of(path).map_err(BatchError::Output)?,
@@ -324,12 +326,6 @@ pub fn run(
     let mut staged = reopen(&paths.staged, checkpoint.output_bytes)?;
     let mut staged_errors = reopen(&paths.staged_errors, checkpoint.errors_bytes)?;
 
-    let schema = RowSchema {
-        inputs: manifest.inputs.clone(),
-        id_column: options.id_column.clone(),
-        columns: options.columns.clone(),
-    };
-    let mut source = input::open(&options.input, input_format, &schema)?;
     let bytes_total = std::fs::metadata(&options.input).map_or(0, |m| m.len());
     for _ in 0..checkpoint.rows_read {
         match source.next() {

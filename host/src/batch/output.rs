@@ -133,54 +133,12 @@ fn cell_text(value: &Value) -> String {
 
 /// A batch output tensor split into per-row lists of JSON values.
 fn split_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Vec<Value>>, String> {
-    let values = values(tensor)?;
+    let values = match edgeinfer_oip::encode_output(tensor).map_err(|e| e.to_string())? {
+        Value::Array(values) => values,
+        other => vec![other],
+    };
     if rows == 0 || values.len() % rows != 0 {
         return Err(format!("output '{}' has {} values for {rows} rows", tensor.name, values.len()));
     }
     Ok(values.chunks(values.len() / rows).map(<[Value]>::to_vec).collect())
-}
-
-fn values(tensor: &Tensor) -> Result<Vec<Value>, String> {
-    let data = &tensor.data;
-    macro_rules! numbers {
-        ($t:ty) => {
-            data.chunks_exact(std::mem::size_of::<$t>())
-                .map(|c| Value::from(<$t>::from_le_bytes(c.try_into().unwrap_or_default())))
-                .collect()
-        };
-    }
-    Ok(match tensor.datatype {
-        Datatype::Fp32 => data
-            .chunks_exact(4)
-            .map(|c| {
-                let v = f32::from_le_bytes(c.try_into().unwrap_or_default());
-                // The shortest text that reads back as the same f32.
-                v.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null)
-            })
-            .collect(),
-        Datatype::Fp64 => numbers!(f64),
-        Datatype::Int64 => numbers!(i64),
-        Datatype::Int32 => numbers!(i32),
-        Datatype::Int16 => numbers!(i16),
-        Datatype::Int8 => numbers!(i8),
-        Datatype::Uint64 => numbers!(u64),
-        Datatype::Uint32 => numbers!(u32),
-        Datatype::Uint16 => numbers!(u16),
-        Datatype::Uint8 => numbers!(u8),
-        Datatype::Bool => data.iter().map(|&b| Value::from(b != 0)).collect(),
-        Datatype::Bytes => {
-            let mut items = Vec::new();
-            let mut rest = data.as_slice();
-            while rest.len() >= 4 {
-                let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let item = rest.get(4..4 + length).ok_or("truncated BYTES output")?;
-                items.push(Value::from(String::from_utf8_lossy(item).into_owned()));
-                rest = &rest[4 + length..];
-            }
-            items
-        }
-        other => {
-            return Err(format!("output '{}' has datatype {other}, which batch output does not write", tensor.name));
-        }
-    })
 }

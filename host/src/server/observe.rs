@@ -233,10 +233,9 @@ impl Observer {
     pub fn quality(&self, registry: &ModelRegistry, model: &str) -> Vec<(u64, QualityView)> {
         let now = now_ms();
         registry
-            .all_loaded()
+            .loaded(model)
             .into_iter()
-            .filter(|(name, _, _)| name == model)
-            .filter_map(|(_, version, served)| {
+            .filter_map(|(version, served)| {
                 let mut quality = served.monitor.quality.lock().unwrap_or_else(|p| p.into_inner());
                 quality.as_mut().map(|window| (version, window.view(now)))
             })
@@ -247,10 +246,9 @@ impl Observer {
     /// `drift_min_rows` live rows.
     pub fn drift(&self, registry: &ModelRegistry, model: &str) -> Vec<DriftView> {
         registry
-            .all_loaded()
+            .loaded(model)
             .into_iter()
-            .filter(|(name, _, _)| name == model)
-            .filter_map(|(_, version, served)| {
+            .filter_map(|(version, served)| {
                 let drift = served.monitor.drift.lock().unwrap_or_else(|p| p.into_inner());
                 let window = drift.as_ref().filter(|w| w.len() >= self.settings.drift_min_rows)?;
                 let features: Vec<FeaturePsi> = window

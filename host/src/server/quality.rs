@@ -110,18 +110,10 @@ impl Element {
 }
 
 fn tensor_values(tensor: &Tensor) -> Option<Vec<Element>> {
-    if tensor.datatype != Datatype::Bytes {
-        return Some(tensor_numbers(tensor)?.into_iter().map(Element::Number).collect());
+    if tensor.datatype == Datatype::Bytes {
+        return Some(edgeinfer_oip::bytes_items(&tensor.data)?.into_iter().map(Element::Text).collect());
     }
-    let mut items = Vec::new();
-    let mut rest = tensor.data.as_slice();
-    while rest.len() >= 4 {
-        let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let item = rest.get(4..4 + length)?;
-        items.push(Element::Text(String::from_utf8_lossy(item).into_owned()));
-        rest = &rest[4 + length..];
-    }
-    Some(items)
+    Some(tensor_numbers(tensor)?.into_iter().map(Element::Number).collect())
 }
 
 /// A prediction remembered for a later label.

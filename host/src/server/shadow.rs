@@ -74,14 +74,18 @@ fn work(registry: &ModelRegistry, observer: &Observer, queue: Receiver<ShadowJob
         let shadow = &job.shadow;
         let name = shadow.model.manifest().name.clone();
         let started = Instant::now();
-        let outcome = shadow.model.infer(job.inputs.clone(), &job.requested, job.limits);
+        // A shadow's prediction is only logged when the live one was: copy its inputs then.
+        let logged_inputs = job.sampled.then(|| job.inputs.clone());
+        let outcome = shadow.model.infer(job.inputs, &job.requested, job.limits);
         shadow.stats.touch();
         let agreed = match outcome {
             Ok(outcome) => {
                 shadow.stats.record_success(started.elapsed());
                 let agreed = outputs_agree(&outcome.outputs, &job.live_outputs).is_ok();
-                let kept = KeptTensors { inputs: job.inputs, requested: job.requested, outputs: outcome.outputs };
-                observer.observe(shadow, Role::Shadow, job.id.as_deref(), kept, job.sampled);
+                if let Some(inputs) = logged_inputs {
+                    let kept = KeptTensors { inputs, requested: job.requested, outputs: outcome.outputs };
+                    observer.observe(shadow, Role::Shadow, job.id.as_deref(), kept, true);
+                }
                 Some(agreed)
             }
             Err(error) => {

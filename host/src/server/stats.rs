@@ -1,7 +1,7 @@
 //! Per-version inference statistics in Triton's `inference_stats` shape.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -119,8 +119,7 @@ impl VersionStats {
 
     /// Marks an inference as just finished.
     pub fn touch(&self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        self.last_inference_ms.store(now, Ordering::Relaxed);
+        self.last_inference_ms.store(crate::monitor::predictions::now_ms(), Ordering::Relaxed);
     }
 
     /// Triton's `model_stats` entry for this version.

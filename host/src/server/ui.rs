@@ -75,10 +75,9 @@ pub fn data(app: &App) -> Value {
             let history = history.split_off(history.len().saturating_sub(HISTORY_SHOWN));
             let stats: Vec<Value> = app
                 .registry
-                .all_loaded()
+                .loaded(&model)
                 .into_iter()
-                .filter(|(name, _, _)| *name == model)
-                .map(|(_, version, served)| served.stats.to_json(&model, version))
+                .map(|(version, served)| served.stats.to_json(&model, version))
                 .collect();
             json!({
                 "name": model,

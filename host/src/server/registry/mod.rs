@@ -235,6 +235,12 @@ impl ModelRegistry {
         self.table.load().get(name).map(|s| s.versions.keys().copied().collect()).unwrap_or_default()
     }
 
+    /// The loaded versions of one model, ascending.
+    pub fn loaded(&self, name: &str) -> Vec<(u64, Arc<ServedVersion>)> {
+        let table = self.table.load();
+        table.get(name).map(|s| s.versions.iter().map(|(v, served)| (*v, served.clone())).collect()).unwrap_or_default()
+    }
+
     /// Every loaded version as `(model, version, served)`.
     pub fn all_loaded(&self) -> Vec<(String, u64, Arc<ServedVersion>)> {
         self.table
