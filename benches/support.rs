@@ -25,13 +25,12 @@ pub fn runtime(consume_fuel: bool) -> Arc<Runtime> {
     Runtime::new(RuntimeConfig { cache_dir, consume_fuel, ..RuntimeConfig::default() }).expect("runtime")
 }
 
-/// A fueled runtime keeping 16 MiB of each pool slot's memory resident between instances
-/// (`RuntimeConfig::keep_resident_bytes`), to compare with the default.
+/// A fueled runtime that returns every instance's pages to the kernel (keeps none resident,
+/// `RuntimeConfig::keep_resident_bytes = 0`), to compare with the default.
 #[allow(dead_code)]
-pub fn runtime_keeping_pages() -> Arc<Runtime> {
+pub fn runtime_returning_pages() -> Arc<Runtime> {
     let cache_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
-    Runtime::new(RuntimeConfig { cache_dir, keep_resident_bytes: 16 << 20, ..RuntimeConfig::default() })
-        .expect("runtime")
+    Runtime::new(RuntimeConfig { cache_dir, keep_resident_bytes: 0, ..RuntimeConfig::default() }).expect("runtime")
 }
 
 /// Compiles a fixture into `repo` and returns the loaded model and the time it took.

@@ -31,13 +31,21 @@ pub struct RuntimeConfig {
     /// Meter fuel (on by default; off only to measure its overhead).
     pub consume_fuel: bool,
     /// Bytes of each linear memory kept resident between instances of a pool slot and reset
-    /// in place (only the pages an instance dirtied, found with Linux's `PAGEMAP_SCAN`), so a
-    /// fresh instance does not fault its pages back in: faster, but every pool slot ever used
-    /// keeps what its instances dirtied (up to this much) as resident memory. 0 (the
-    /// default), or a kernel without `PAGEMAP_SCAN` (before 6.7), returns the pages to the
-    /// kernel after every instance instead.
+    /// in place, so a fresh instance does not fault its pages back in. Only the pages an
+    /// instance dirtied are reset (found with Linux's `PAGEMAP_SCAN`), so what a slot keeps
+    /// is what its model's requests dirty, up to this cap: the sizing is per model by
+    /// construction. Default 16 MiB; 0, or a kernel without `PAGEMAP_SCAN` (before 6.7),
+    /// returns the pages to the kernel after every instance instead.
     pub keep_resident_bytes: usize,
+    /// Pool slots that may stay warm (keeping their resident pages) while no instance uses
+    /// them; beyond this, a new instance reuses the least recently used warm slot of another
+    /// model instead of warming a cold one. Bounds the memory that keeping pages resident
+    /// costs to about `(warm_slots + instances running) x pages a request dirties`.
+    pub warm_slots: u32,
 }
+
+/// Default of [`RuntimeConfig::keep_resident_bytes`].
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 16 << 20;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -48,7 +56,24 @@ impl Default for RuntimeConfig {
             .unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("edgeinfer-cache-{}", crate::code_cache::current_uid()))
             });
-        RuntimeConfig { cache_dir, max_instances: 128, max_memory_mb: 4096, consume_fuel: true, keep_resident_bytes: 0 }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        RuntimeConfig {
+            cache_dir,
+            max_instances: 128,
+            max_memory_mb: 4096,
+            consume_fuel: true,
+            keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
+            warm_slots: (2 * cores).max(4),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Whether pool slots keep pages resident: asked for and the kernel can find the dirtied
+    /// pages. Without `PAGEMAP_SCAN`, keeping memory resident means a memset of the whole kept
+    /// range per instance: slower than giving the pages back for small models.
+    pub fn keeps_pages_resident(&self) -> bool {
+        self.keep_resident_bytes > 0 && PoolingAllocationConfig::is_pagemap_scan_available()
     }
 }
 
@@ -82,10 +107,9 @@ impl Runtime {
             .max_memories_per_module(2)
             .max_memory_size(max_memory)
             .max_component_instance_size(1 << 20)
-            .max_core_instance_size(1 << 20);
-        // Without PAGEMAP_SCAN, keeping memory resident means a memset of the whole kept
-        // range per instance: slower than giving the pages back for small models.
-        if config.keep_resident_bytes > 0 && PoolingAllocationConfig::is_pagemap_scan_available() {
+            .max_core_instance_size(1 << 20)
+            .max_unused_warm_slots(config.warm_slots);
+        if config.keeps_pages_resident() {
             pool.pagemap_scan(wasmtime::Enabled::Yes)
                 .linear_memory_keep_resident(config.keep_resident_bytes)
                 .table_keep_resident(64 << 10);

@@ -62,7 +62,10 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     for (model, version, reason) in registry.load_all()? {
         eprintln!("refused {model}/{version}: {reason}");
     }
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // One worker per core plus one: short inferences run on the workers (see
+    // `server::inline`), and one worker is always left for I/O.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(cores + 1).enable_all().build()?;
     tokio.block_on(async move {
         let server = start(registry, config).await?;
         eprintln!("edgeinfer serving {} on http://{}", repo_dir.display(), server.addr);

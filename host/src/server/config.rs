@@ -78,6 +78,9 @@ pub struct ServerConfig {
     /// The directory batch jobs read and write in (`POST /v2/batch/jobs`); unset: jobs off,
     /// e.g. `"/srv/batch"`.
     pub batch_dir: Option<PathBuf>,
+    /// Inferences of a version whose recent mean is under this many µs run on the thread
+    /// that read the request instead of a blocking thread (0: never), e.g. `300`.
+    pub inline_inference_us: u64,
     /// Scoring threads of the running batch job (default: half the cores, at least 1), e.g. `2`.
     pub batch_workers: usize,
 }
@@ -164,6 +167,7 @@ impl Default for ServerConfig {
             monitoring: MonitoringConfig::default(),
             alerts: Vec::new(),
             batch_dir: None,
+            inline_inference_us: 300,
             batch_workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         }
     }

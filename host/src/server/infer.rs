@@ -71,7 +71,8 @@ async fn answer(
     let slot = app.admission.inference_slot().await.map_err(|refusal| rejected(refusal.into()))?;
     let queue_time = queued.elapsed();
     let task_app = app.clone();
-    let result = blocking(move || {
+    let inline = app.inline.try_enter(route.live.stats.recent_infer.get());
+    let work = move || {
         let _slot = slot;
         let Route { live, shadow } = route;
         let limits = task_app.config.limits.over(live.limits);
@@ -102,8 +103,11 @@ async fn answer(
             }
         }
         Ok(answer.body)
-    })
-    .await;
+    };
+    let result = match inline {
+        Some(_pass) => work(),
+        None => blocking(work).await,
+    };
     let body = result?;
     let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));

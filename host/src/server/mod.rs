@@ -10,6 +10,7 @@ mod config;
 mod deployment;
 mod history;
 mod infer;
+mod inline;
 mod log_limit;
 mod observe;
 mod quality;
@@ -71,6 +72,7 @@ pub struct App {
     series: series::Series,
     alerts: alerts::Alerts,
     batch: Arc<batch_jobs::BatchJobs>,
+    inline: inline::InlineGate,
 }
 
 impl App {
@@ -110,7 +112,12 @@ impl App {
         let alerts = alerts::Alerts::new(config.alerts.clone(), external_url);
         let series = series::Series::default();
         batch.start(registry.clone());
+        let inline = inline::InlineGate::for_current_runtime(
+            Duration::from_micros(config.inline_inference_us),
+            config.max_concurrent_inferences,
+        );
         Arc::new(App {
+            inline,
             registry,
             config,
             admission,

@@ -86,6 +86,8 @@ pub struct VersionStats {
     pub fuel: AtomicU64,
     /// Latency of successful requests, from decoding to encoding (queueing excluded).
     pub latency: LatencyHistogram,
+    /// Recent mean of instantiate + run, which decides whether requests run inline.
+    pub recent_infer: crate::server::inline::RecentMean,
     last_inference_ms: AtomicU64,
 }
 
@@ -106,6 +108,7 @@ impl VersionStats {
         };
         self.compute_input.record(times.decode);
         self.compute_infer.record(times.infer);
+        self.recent_infer.record(times.infer);
         self.compute_output.record(times.encode);
         let elapsed = times.total();
         match result {
