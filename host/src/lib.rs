@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod batching;
 mod bindings;
 pub mod capabilities;
 mod code_cache;

@@ -77,6 +77,11 @@ impl LoadedModel {
         self.dir = dir;
     }
 
+    /// The runtime the model was loaded into.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// The version directory.
     pub fn dir(&self) -> &Path {
         &self.dir

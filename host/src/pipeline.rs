@@ -11,6 +11,7 @@ use edgeinfer_oip::{HttpBody, InferenceRequest, Tensor, decode_request_with_bina
 
 use crate::Result;
 use crate::limits::LimitOverrides;
+use crate::model::InferOutcome;
 use crate::model::LoadedModel;
 use crate::protocol::{encode_response, requested_outputs};
 
@@ -64,6 +65,8 @@ pub struct Answer {
     pub tensors: Option<KeptTensors>,
     /// The request id: the client's, or the one assigned ([`Options::assign_id`]).
     pub id: Option<String>,
+    /// Rows the request carried (Triton's inference count).
+    pub rows: u64,
 }
 
 /// Inputs and outputs of one request, for those that compare or record them.
@@ -99,39 +102,61 @@ pub struct Failure {
 
 /// Decodes `body`, runs it on `model` in a fresh sandbox, encodes the answer.
 pub fn run(model: &LoadedModel, body: RequestBody<'_>, options: Options) -> std::result::Result<Answer, Failure> {
-    let mut times = StageTimes::default();
-    let fail = |error: crate::Error, times: StageTimes| Failure { error: Box::new(error), times };
-
+    let (inputs, pending) = decode(body, options)?;
     let started = Instant::now();
-    let decoded = decode(body);
-    times.decode = started.elapsed();
-    let (mut request, inputs) = decoded.map_err(|e| fail(e, times))?;
+    let outcome = model.infer(inputs, &pending.requested, options.limits);
+    answer(model, pending, outcome, started.elapsed())
+}
+
+/// A decoded request waiting for its outputs: what [`answer`] needs besides them.
+#[derive(Debug)]
+pub struct Pending {
+    /// The request (its id, requested outputs and their parameters).
+    pub request: InferenceRequest,
+    /// The outputs asked for (empty: all).
+    pub requested: Vec<String>,
+    /// A copy of the inputs, when [`Options::keep_tensors`] is set.
+    kept_inputs: Option<Vec<Tensor>>,
+    /// Rows of the request: the first dimension of its first input (1 for a scalar).
+    pub rows: u64,
+    times: StageTimes,
+}
+
+/// First stage: decodes the body (JSON or binary extension) and assigns an id when asked.
+/// Returns the inputs for the model and the rest of the request.
+pub fn decode(body: RequestBody<'_>, options: Options) -> std::result::Result<(Vec<Tensor>, Pending), Failure> {
+    let started = Instant::now();
+    let decoded = split_body(body.bytes, body.header_length)
+        .and_then(|(json, binary)| decode_request_with_binary(json, binary))
+        .map_err(crate::Error::from);
+    let times = StageTimes { decode: started.elapsed(), ..StageTimes::default() };
+    let (mut request, inputs) = decoded.map_err(|error| Failure { error: Box::new(error), times })?;
     if options.assign_id && request.id.is_none() {
         request.id = Some(crate::monitor::predictions::new_request_id());
     }
-
-    let started = Instant::now();
     let requested = requested_outputs(&request);
     let kept_inputs = options.keep_tensors.then(|| inputs.clone());
-    let outcome = model.infer(inputs, &requested, options.limits);
-    times.infer = started.elapsed();
-    let outcome = outcome.map_err(|e| fail(e, times))?;
+    let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+    Ok((inputs, Pending { request, requested, kept_inputs, rows, times }))
+}
+
+/// Last stage: the outcome of the model call that took `infer` (alone or in a batch)
+/// encoded as the request's v2 answer.
+pub fn answer(
+    model: &LoadedModel,
+    pending: Pending,
+    outcome: Result<InferOutcome>,
+    infer: Duration,
+) -> std::result::Result<Answer, Failure> {
+    let Pending { request, requested, kept_inputs, rows, mut times } = pending;
+    times.infer = infer;
+    let outcome = outcome.map_err(|error| Failure { error: Box::new(error), times })?;
     times.instantiate = outcome.instantiate_time;
     let fuel_used = outcome.fuel_used;
     let kept = kept_inputs.map(|inputs| KeptTensors { inputs, requested, outputs: outcome.outputs.clone() });
-
     let started = Instant::now();
-    let encoded = encode(model, &request, outcome);
+    let encoded = encode_response(model, &request, outcome).and_then(|e| Ok(e.into_http_body()?));
     times.encode = started.elapsed();
-    let body = encoded.map_err(|e| fail(e, times))?;
-    Ok(Answer { body, fuel_used, times, tensors: kept, id: request.id })
-}
-
-fn decode(body: RequestBody<'_>) -> Result<(InferenceRequest, Vec<Tensor>)> {
-    let (json, binary) = split_body(body.bytes, body.header_length)?;
-    Ok(decode_request_with_binary(json, binary)?)
-}
-
-fn encode(model: &LoadedModel, request: &InferenceRequest, outcome: crate::InferOutcome) -> Result<HttpBody> {
-    Ok(encode_response(model, request, outcome)?.into_http_body()?)
+    let body = encoded.map_err(|error| Failure { error: Box::new(error), times })?;
+    Ok(Answer { body, fuel_used, times, tensors: kept, id: request.id, rows })
 }

@@ -2,6 +2,7 @@
 //! One test binary so every fixture component is compiled once per run.
 
 mod batch;
+mod batching;
 mod cli;
 mod common;
 mod compile;

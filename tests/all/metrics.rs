@@ -98,6 +98,12 @@ fn metrics_count_exactly_what_clients_sent() {
         "timed on answered requests"
     );
     assert_eq!(value(&samples, "edgeinfer_model_version_loaded", one.clone()), 1.0);
+    assert_eq!(value(&samples, "edgeinfer_inference_count_total", one.clone()), 14.0, "rows of the 7 answers");
+    assert_eq!(
+        value(&samples, "edgeinfer_execution_count_total", one.clone()),
+        10.0,
+        "calls: the 7 answers and the 3 the guest refused"
+    );
     assert_eq!(value(&samples, "edgeinfer_traffic_weight_percent", one), 100.0);
     assert_eq!(value(&samples, "edgeinfer_requests_in_flight", json!({})), 0.0);
     assert_eq!(value(&samples, "edgeinfer_queue_depth", json!({})), 0.0);

@@ -259,7 +259,8 @@ fn statistics_count_successes_and_failures() {
     let row = &stats["model_stats"][0];
     assert_eq!(row["name"], "digits");
     assert_eq!(row["version"], "1");
-    assert_eq!(row["inference_count"], 3);
+    assert_eq!(row["inference_count"], 6, "rows, as Triton counts them");
+    assert_eq!(row["execution_count"], 4, "model calls: the three answers and the empty request the guest refused");
     assert_eq!(row["inference_stats"]["success"]["count"], 3);
     assert_eq!(row["inference_stats"]["fail"]["count"], 1);
     assert!(row["inference_stats"]["compute_infer"]["ns"].as_u64().expect("ns") > 0);

@@ -282,6 +282,44 @@ pub struct ModelConfig {
     /// `"classification"` or `"regression"` (default: classification for integer and string
     /// outputs, regression for floating point), e.g. `"regression"`.
     pub task: Option<Task>,
+    /// Dynamic batching (off unless present): `[batching] max_batch_size = 32`,
+    /// `max_queue_delay_us = 0`.
+    pub batching: Option<BatchingConfig>,
+}
+
+/// `[batching]` in a model's `config.toml`: concurrent requests for the same version with
+/// compatible inputs run as one call (see [`crate::batching`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most rows in one call, e.g. `32`; a request with more runs alone.
+    pub max_batch_size: u64,
+    /// How long a request may wait for others to join its call, in µs; 0 takes what is
+    /// already queued, e.g. `500`.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+}
+
+impl BatchingConfig {
+    /// Refuses batching for a model whose inputs or outputs have a fixed first dimension, or
+    /// a zero batch size; the message names the model and the tensor.
+    pub fn check(&self, manifest: &crate::manifest::Manifest) -> std::result::Result<(), String> {
+        let model = &manifest.name;
+        if self.max_batch_size == 0 {
+            return Err(format!("model {model}: [batching] max_batch_size must be at least 1"));
+        }
+        for (kind, tensors) in [("input", &manifest.inputs), ("output", &manifest.outputs)] {
+            for tensor in tensors {
+                if tensor.shape.first() != Some(&-1) {
+                    return Err(format!(
+                        "model {model}: [batching] needs a dynamic first (batch) dimension, but {kind} {} has shape {:?}",
+                        tensor.name, tensor.shape
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a model predicts, for quality tracking.
@@ -315,6 +353,7 @@ impl Default for ModelConfig {
             prediction_sample_rate: 1.0,
             prediction_output: None,
             task: None,
+            batching: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! pipeline on a blocking thread that owns the slot, then the HTTP framing.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,17 +12,19 @@ use hyper::{Request, Response};
 
 use super::App;
 use super::admission::DisconnectWatch;
-use super::body::{blocking, read_body};
-use super::registry::Route;
-use super::registry::ServedVersion;
+use super::batcher::{CallReport, Enrolled, Finish, run_call};
+use super::body::{ReceivedBody, blocking, read_body};
+use super::registry::{Route, ServedVersion};
 use super::response::{ApiError, Body};
 use super::security::{AuditEvent, AuditKind, Caller};
 use super::series::Ending;
 use super::shadow::ShadowJob;
 use super::telemetry::{Metrics, Outcome, Timings, VersionLabels};
 use crate::Error;
+use crate::batching::{BatchKey, Member};
 use crate::monitor::predictions::Role;
 use crate::pipeline::{self, Options, RequestBody};
+use edgeinfer_oip::HttpBody;
 
 /// Answers `POST .../infer` on `route`. The inference runs to its end (and is counted) even
 /// when the client goes away meanwhile; the slot it holds is released only then.
@@ -47,16 +49,10 @@ async fn answer(
 ) -> Result<Response<Body>, ApiError> {
     let action = format!("{} {}", request.method(), request.uri().path());
     let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
-    let model_name = route.live.model.manifest().name.clone();
-    let rejected = |error: ApiError| {
-        app.metrics.count(&labels, Outcome::Rejected);
-        app.series.record(&model_name, Ending::of_status(error.status.as_u16()), None);
-        error
-    };
     let quota_key = caller.quota_key();
     if let Err(throttle) = app.security.quotas.admit(&quota_key, caller.limits()) {
         app.security.audit(AuditKind::Throttled, &caller, &action, "429", &throttle.to_string());
-        return Err(rejected(throttle.into()));
+        return Err(rejected(&app, &labels, throttle.into()));
     }
     let header_length = request
         .headers()
@@ -66,55 +62,176 @@ async fn answer(
         .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?;
     let body = read_body(&app, request)
         .await
-        .map_err(|e| if e.status == hyper::StatusCode::SERVICE_UNAVAILABLE { rejected(e) } else { e })?;
-    let queued = Instant::now();
-    let slot = app.admission.inference_slot().await.map_err(|refusal| rejected(refusal.into()))?;
-    let queue_time = queued.elapsed();
-    let task_app = app.clone();
-    let inline = app.inline.try_enter(route.live.stats.recent_infer.get());
-    let work = move || {
-        let _slot = slot;
-        let Route { live, shadow } = route;
-        let limits = task_app.config.limits.over(live.limits);
-        let observer = &task_app.observer;
-        let sampled = observer.sampled(&live);
-        let keep_tensors = shadow.is_some() || observer.wants_tensors(&live, sampled);
-        let options = Options { limits, keep_tensors, assign_id: true };
-        let request = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
-        let result = pipeline::run(&live.model, request, options);
-        live.stats.record_request(queue_time, &result);
-        record_metrics(&task_app, &labels, queue_time, &result);
-        charge_and_audit(&task_app, &caller, &quota_key, &action, &live, &result);
-        let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
-        if let Some(kept) = answer.tensors {
-            let copy = shadow.map(|shadow| (shadow, kept.clone()));
-            observer.observe(&live, Role::Live, answer.id.as_deref(), kept, sampled);
-            if let Some((shadow, kept)) = copy {
-                task_app.shadow.submit(ShadowJob {
-                    live_version: live.version(),
-                    live_outputs: kept.outputs,
-                    shadow,
-                    inputs: kept.inputs,
-                    requested: kept.requested,
-                    limits,
-                    id: answer.id,
-                    sampled,
-                });
-            }
-        }
-        Ok(answer.body)
+        .map_err(|e| if e.status == hyper::StatusCode::SERVICE_UNAVAILABLE { rejected(&app, &labels, e) } else { e })?;
+    let Route { live, shadow } = route;
+    let limits = app.config.limits.over(live.limits);
+    let sampled = app.observer.sampled(&live);
+    let keep_tensors = shadow.is_some() || app.observer.wants_tensors(&live, sampled);
+    let options = Options { limits, keep_tensors, assign_id: true };
+    let request = Arc::new(InferRequest { app, caller, quota_key, action, labels, live, shadow, options, sampled });
+    let body = if request.live.batching.is_some() {
+        batched(request, body, header_length).await?
+    } else {
+        alone(request, body, header_length).await?
     };
-    let result = match inline {
-        Some(_pass) => work(),
-        None => blocking(work).await,
-    };
-    let body = result?;
     let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
     if let Some(length) = body.header_length {
         response.headers_mut().insert(edgeinfer_oip::HEADER_LENGTH, HeaderValue::from(length));
     }
     Ok(response)
+}
+
+/// A refusal before running, counted as such.
+fn rejected(app: &App, labels: &VersionLabels, error: ApiError) -> ApiError {
+    app.metrics.count(labels, Outcome::Rejected);
+    app.series.record(labels.model(), Ending::of_status(error.status.as_u16()), None);
+    error
+}
+
+/// One admitted request and what settling it needs.
+struct InferRequest {
+    app: Arc<App>,
+    caller: Caller,
+    quota_key: String,
+    action: String,
+    labels: VersionLabels,
+    live: Arc<ServedVersion>,
+    shadow: Option<Arc<ServedVersion>>,
+    options: Options,
+    sampled: bool,
+}
+
+/// The request in its own call: a slot, then the whole pipeline, inline when the version is
+/// fast (see `inline.rs`), else on a blocking thread that owns the slot.
+async fn alone(
+    request: Arc<InferRequest>,
+    body: ReceivedBody,
+    header_length: Option<String>,
+) -> Result<HttpBody, ApiError> {
+    let app = request.app.clone();
+    let queued = Instant::now();
+    let slot =
+        app.admission.inference_slot().await.map_err(|refusal| rejected(&app, &request.labels, refusal.into()))?;
+    let queue_time = queued.elapsed();
+    let inline = app.inline.try_enter(request.live.stats.recent_infer.get());
+    let work = move || {
+        let _slot = slot;
+        let body = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
+        let result = pipeline::run(&request.live.model, body, request.options);
+        let executions = match &result {
+            Err(failure) if failure.times.infer.is_zero() => 0,
+            _ => 1,
+        };
+        request.live.stats.record_executions(executions);
+        request.settle(queue_time, result, executions)
+    };
+    match inline {
+        Some(_pass) => work(),
+        None => blocking(work).await,
+    }
+}
+
+/// The request through its version's batch queue (see `batcher.rs`): decoded here, run in
+/// whichever call takes it, settled by that call.
+async fn batched(
+    request: Arc<InferRequest>,
+    body: ReceivedBody,
+    header_length: Option<String>,
+) -> Result<HttpBody, ApiError> {
+    let app = request.app.clone();
+    let live = request.live.clone();
+    let queue = live.batching.as_ref().expect("batched() is only called for versions with a batch queue");
+    let queued = Instant::now();
+    let (inputs, pending) = match pipeline::decode(
+        RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() },
+        request.options,
+    ) {
+        Ok(decoded) => decoded,
+        Err(failure) => return request.settle(Duration::ZERO, Err(failure), 0),
+    };
+    let key = BatchKey::of(&inputs, &pending.requested).map(|(key, _)| key);
+    let member = Member { inputs, rows: pending.rows, limits: request.options.limits };
+    let requested = pending.requested.clone();
+    let (reply, mut replied) = tokio::sync::oneshot::channel();
+    let settling = request.clone();
+    let finish: Finish = Box::new(move |outcome, call: &CallReport| {
+        let _budget = body; // the body's share of the budget is held until the request is settled
+        let result = pipeline::answer(&settling.live.model, pending, outcome, call.infer_time);
+        let queue_time = call.started.saturating_duration_since(queued);
+        let _ = reply.send(settling.settle(queue_time, result, 0));
+    });
+    let enrolled = Enrolled::new(queue, queue.enqueue(key, requested, member, finish));
+    let lost = || ApiError::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, "the batch running this request failed");
+    tokio::select! {
+        biased;
+        answered = &mut replied => return answered.unwrap_or_else(|_| Err(lost())),
+        slot = app.admission.inference_slot() => match slot {
+            Err(refusal) => {
+                if queue.withdraw(enrolled.ticket) {
+                    return Err(rejected(&app, &request.labels, refusal.into()));
+                }
+            }
+            Ok(slot) => {
+                queue.await_company(enrolled.ticket).await;
+                if let Some(call) = queue.take(enrolled.ticket) {
+                    let inline = app.inline.try_enter(live.stats.recent_infer.get());
+                    let (app, live) = (app.clone(), live.clone());
+                    let work = move || {
+                        let _slot = slot;
+                        let executions = run_call(&live.model, call);
+                        live.stats.record_executions(executions);
+                        app.metrics.record_work(&request.labels, 0, executions);
+                        Ok(())
+                    };
+                    match inline {
+                        Some(_pass) => work()?,
+                        None => blocking(work).await?,
+                    }
+                }
+            }
+        }
+    }
+    replied.await.unwrap_or_else(|_| Err(lost()))
+}
+
+impl InferRequest {
+    /// Records a finished request (statistics, metrics, quota, audit, prediction log,
+    /// shadow copy) and turns it into the HTTP answer. `executions`: model calls to count
+    /// here (a batch counts its own).
+    fn settle(
+        &self,
+        queue_time: Duration,
+        result: Result<pipeline::Answer, pipeline::Failure>,
+        executions: u64,
+    ) -> Result<HttpBody, ApiError> {
+        let app = &self.app;
+        let live = &self.live;
+        live.stats.record_request(queue_time, &result);
+        record_metrics(app, &self.labels, queue_time, &result);
+        let rows = result.as_ref().map_or(0, |answer| answer.rows);
+        app.metrics.record_work(&self.labels, rows, executions);
+        charge_and_audit(app, &self.caller, &self.quota_key, &self.action, live, &result);
+        let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
+        if let Some(kept) = answer.tensors {
+            let sampled = self.sampled;
+            let copy = self.shadow.clone().map(|shadow| (shadow, kept.clone()));
+            app.observer.observe(live, Role::Live, answer.id.as_deref(), kept, sampled);
+            if let Some((shadow, kept)) = copy {
+                app.shadow.submit(ShadowJob {
+                    live_version: live.version(),
+                    live_outputs: kept.outputs,
+                    shadow,
+                    inputs: kept.inputs,
+                    requested: kept.requested,
+                    limits: self.options.limits,
+                    id: answer.id,
+                    sampled,
+                });
+            }
+        }
+        Ok(answer.body)
+    }
 }
 
 /// Feeds the request's outcome and timings to the metrics.

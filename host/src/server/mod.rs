@@ -5,6 +5,7 @@ mod admin;
 pub mod admission;
 pub mod alerts;
 pub mod batch_jobs;
+mod batcher;
 mod body;
 mod config;
 mod deployment;

@@ -86,6 +86,10 @@ pub struct VersionStats {
     pub fuel: AtomicU64,
     /// Latency of successful requests, from decoding to encoding (queueing excluded).
     pub latency: LatencyHistogram,
+    /// Rows inferred by successful requests (Triton's inference count).
+    pub inferences: AtomicU64,
+    /// Model calls (Triton's execution count): one per request, or per dynamic batch.
+    pub executions: AtomicU64,
     /// Recent mean of instantiate + run, which decides whether requests run inline.
     pub recent_infer: crate::server::inline::RecentMean,
     last_inference_ms: AtomicU64,
@@ -114,10 +118,16 @@ impl VersionStats {
         match result {
             Ok(answer) => {
                 self.fuel.fetch_add(answer.fuel_used, Ordering::Relaxed);
+                self.inferences.fetch_add(answer.rows, Ordering::Relaxed);
                 self.record_success(elapsed);
             }
             Err(_) => self.fail.record(elapsed),
         }
+    }
+
+    /// Counts model calls.
+    pub fn record_executions(&self, executions: u64) {
+        self.executions.fetch_add(executions, Ordering::Relaxed);
     }
 
     /// Marks an inference as just finished.
@@ -127,13 +137,12 @@ impl VersionStats {
 
     /// Triton's `model_stats` entry for this version.
     pub fn to_json(&self, name: &str, version: u64) -> Value {
-        let successes = self.success.count.load(Ordering::Relaxed);
         json!({
             "name": name,
             "version": version.to_string(),
             "last_inference": self.last_inference_ms.load(Ordering::Relaxed),
-            "inference_count": successes,
-            "execution_count": successes,
+            "inference_count": self.inferences.load(Ordering::Relaxed),
+            "execution_count": self.executions.load(Ordering::Relaxed),
             "fuel_used": self.fuel.load(Ordering::Relaxed),
             "latency_us": {
                 "p50": self.latency.percentile_us(50.0),

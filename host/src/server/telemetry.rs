@@ -164,6 +164,8 @@ pub struct Metrics {
     predictions_logged: Counter,
     predictions_dropped: Counter,
     alerts_firing: Family<AlertLabels, Gauge>,
+    inferences: Family<VersionLabels, Counter>,
+    executions: Family<VersionLabels, Counter>,
     /// Requests per (model, version), all outcomes: what the status page shows.
     totals: std::sync::Mutex<std::collections::HashMap<VersionLabels, u64>>,
     /// Scrapes refresh the gauges (clear, then set) and the disconnect counter (read, then
@@ -198,6 +200,17 @@ impl Metrics {
         let feedback = Family::<FeedbackLabels, Counter>::default();
         let (predictions_logged, predictions_dropped) = (Counter::default(), Counter::default());
         let alerts_firing = Family::<AlertLabels, Gauge>::default();
+        let (inferences, executions) = (Family::default(), Family::default());
+        registry.register(
+            "inference_count",
+            "Rows inferred (a request of n rows counts n), as Triton's inference count",
+            inferences.clone(),
+        );
+        registry.register(
+            "execution_count",
+            "Model calls: one per request, one per dynamic batch (Triton's execution count)",
+            executions.clone(),
+        );
         registry.register("model_accuracy", "Accuracy over the quality window (from feedback)", accuracy.clone());
         registry.register("model_mae", "Mean absolute error over the quality window", mae.clone());
         registry.register("model_rmse", "Root mean squared error over the quality window", rmse.clone());
@@ -269,6 +282,8 @@ impl Metrics {
             predictions_logged,
             predictions_dropped,
             alerts_firing,
+            inferences,
+            executions,
             totals: std::sync::Mutex::default(),
             scrape: std::sync::Mutex::new(()),
         }
@@ -309,6 +324,12 @@ impl Metrics {
         if let Some(fuel) = ran.fuel {
             self.fuel.get_or_create(labels).observe(fuel as f64);
         }
+    }
+
+    /// Counts `rows` inferred and `executions` model calls.
+    pub fn record_work(&self, labels: &VersionLabels, rows: u64, executions: u64) {
+        self.inferences.get_or_create(labels).inc_by(rows);
+        self.executions.get_or_create(labels).inc_by(executions);
     }
 
     /// Counts a logged registry change.

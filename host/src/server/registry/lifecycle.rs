@@ -166,8 +166,15 @@ impl ModelRegistry {
                 ),
             });
         }
+        let batching = match config.batching {
+            Some(batching) => {
+                batching.check(model.manifest()).map_err(Error::Config)?;
+                Some(crate::server::batcher::BatchQueue::new(batching))
+            }
+            None => None,
+        };
         let monitor = crate::server::observe::VersionMonitor::new(config);
-        Ok(Arc::new(ServedVersion { model, stats: VersionStats::default(), limits: config.limits, monitor }))
+        Ok(Arc::new(ServedVersion { model, stats: VersionStats::default(), limits: config.limits, monitor, batching }))
     }
 
     /// Loads a version into `state`, or records why not; applies the new-version policy.

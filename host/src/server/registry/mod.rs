@@ -44,6 +44,8 @@ pub struct ServedVersion {
     pub limits: LimitOverrides,
     /// Quality and drift windows, prediction sampling.
     pub monitor: super::observe::VersionMonitor,
+    /// The dynamic batch queue, when the model's `config.toml` has `[batching]`.
+    pub batching: Option<super::batcher::BatchQueue>,
 }
 
 impl ServedVersion {
