@@ -115,7 +115,8 @@ impl Server {
         let cpu_before = self.cpu_seconds();
         let started = Instant::now();
         let output = Command::new("wrk")
-            .args(["-t1", &format!("-c{connections}"), &format!("-d{SECONDS_PER_RUN}s"), "--latency", "-s"])
+            .args(["-t1", &format!("-c{connections}"), &format!("-d{SECONDS_PER_RUN}s"), "--timeout", "30s"])
+            .args(["--latency", "-s"])
             .arg(&body.script)
             .arg(self.url(model))
             .output()
@@ -223,13 +224,13 @@ fn main() {
     let runtime = runtime(true);
     let squeezenet = dynamic_squeezenet(scratch.path());
     let batching = [("off", None), ("on, delay 0", Some(0)), ("on, delay 500 µs", Some(500))];
-    for (base, file) in [("digits", fixture("digits.onnx")), ("squeezenet", squeezenet)] {
+    for (base, file, max_rows) in [("digits", fixture("digits.onnx"), 32), ("squeezenet", squeezenet, 8)] {
         for (index, (_, delay)) in batching.iter().enumerate() {
             let name = format!("{base}{index}");
             let file = file.to_str().expect("utf-8 path");
             let (model, _) = compile_version(&runtime, repo.path(), file, &name, 1);
             if let Some(delay) = delay {
-                let config = format!("[batching]\nmax_batch_size = 32\nmax_queue_delay_us = {delay}\n");
+                let config = format!("[batching]\nmax_batch_size = {max_rows}\nmax_queue_delay_us = {delay}\n");
                 std::fs::write(repo.path().join(&name).join("config.toml"), config).expect("config");
             }
             drop(model);
@@ -246,6 +247,24 @@ fn main() {
         ms(in_process_p50),
         ms(percentile(&in_process, 99.0))
     );
+
+    let fixed = squeezenet_input();
+    let (fixed_model, _) = compile(&runtime, scratch.path(), "squeezenet.onnx", "squeezenet");
+    let dynamic_model = edgeinfer::LoadedModel::load(&runtime, &repo.path().join("squeezenet0/1")).expect("load");
+    let squeeze = |model: &edgeinfer::LoadedModel| {
+        let runs = sample(2, 10, || {
+            timed(|| drop(model.infer(vec![fixed.clone()], &[], LimitOverrides::default()).expect("infer")))
+        });
+        percentile(&runs, 50.0)
+    };
+    let (fixed_p50, dynamic_p50) = (squeeze(&fixed_model), squeeze(&dynamic_model));
+    println!(
+        "in-process SqueezeNet (fresh instance + infer): batch fixed at 1 p50 {} ms, dynamic batch p50 {} ms ({})",
+        ms(fixed_p50),
+        ms(dynamic_p50),
+        ratio(dynamic_p50, fixed_p50)
+    );
+    drop((fixed_model, dynamic_model));
 
     let server = Server::start(repo.path());
     let json = Body::new(scratch.path(), "digits_json", &json_body(&digits), None);
@@ -278,7 +297,9 @@ fn main() {
     let image = Body::new(scratch.path(), "squeezenet_binary", &image_body, Some(image_header));
     let _ = server.load("squeezenet0", &image, 2);
     println!();
-    println!("| model | batching (max 32 rows) | connections | requests/s | p50 ms | p99 ms | vs off | failed |");
+    println!(
+        "| model | batching (max rows: digits 32, SqueezeNet 8) | connections | requests/s | p50 ms | p99 ms | vs off | failed |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (base, body) in [("digits", &json), ("squeezenet", &image)] {
         for connections in CONNECTIONS {

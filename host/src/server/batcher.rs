@@ -121,7 +121,7 @@ impl BatchQueue {
                 deadline
             };
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline.into()) => return,
+                _ = precise_sleep_until(deadline) => return,
                 _ = &mut notified => {}
             }
         }
@@ -149,6 +149,20 @@ impl BatchQueue {
             }
         }
         Some(call)
+    }
+}
+
+/// Sleeps until `deadline` to within tens of µs: tokio's timers tick in whole milliseconds,
+/// which would turn a 500 µs batching delay into 1-2 ms, so the sub-millisecond rest is slept
+/// by a blocking thread.
+async fn precise_sleep_until(deadline: Instant) {
+    let coarse = deadline.checked_sub(Duration::from_millis(2));
+    if let Some(coarse) = coarse.filter(|c| *c > Instant::now()) {
+        tokio::time::sleep_until(coarse.into()).await;
+    }
+    let rest = deadline.saturating_duration_since(Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
     }
 }
 
