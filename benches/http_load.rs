@@ -237,7 +237,9 @@ fn main() {
         }
     }
     let digits = digits_input(1);
-    let (model, _) = compile(&runtime, scratch.path(), "digits.onnx", "digits");
+    // Served from a runtime that compiled nothing, as `edgeinfer serve` (see benches/inference.rs).
+    let serving = support::runtime(true);
+    let model = edgeinfer::LoadedModel::load(&serving, &repo.path().join("digits0/1")).expect("load");
     let in_process = sample(200, 2000, || {
         timed(|| drop(model.infer(vec![digits.clone()], &[], LimitOverrides::default()).expect("infer")))
     });
@@ -250,7 +252,8 @@ fn main() {
 
     let fixed = squeezenet_input();
     let (fixed_model, _) = compile(&runtime, scratch.path(), "squeezenet.onnx", "squeezenet");
-    let dynamic_model = edgeinfer::LoadedModel::load(&runtime, &repo.path().join("squeezenet0/1")).expect("load");
+    let fixed_model = edgeinfer::LoadedModel::load(&serving, fixed_model.dir()).expect("load");
+    let dynamic_model = edgeinfer::LoadedModel::load(&serving, &repo.path().join("squeezenet0/1")).expect("load");
     let squeeze = |model: &edgeinfer::LoadedModel| {
         let runs = sample(2, 10, || {
             timed(|| drop(model.infer(vec![fixed.clone()], &[], LimitOverrides::default()).expect("infer")))
