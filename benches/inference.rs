@@ -51,8 +51,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for case in &cases {
-        let (compiled, compile_time) =
-            compile(&compiler, repo.path(), case.file, case.file.trim_end_matches(".onnx"));
+        let (compiled, compile_time) = compile(&compiler, repo.path(), case.file, case.file.trim_end_matches(".onnx"));
         compile_times.push((case.name, compile_time));
         let model = edgeinfer::LoadedModel::load(&fueled, compiled.dir()).expect("load to serve");
         drop(compiled);

@@ -44,7 +44,7 @@ impl InlineGate {
 
     /// A pass when a version whose recent inferences average `recent` may run inline now.
     pub fn try_enter(&self, recent: Option<Duration>) -> Option<InlinePass<'_>> {
-        if !recent.is_some_and(|recent| recent < self.max) {
+        if recent.is_none_or(|recent| recent >= self.max) {
             return None;
         }
         self.running
