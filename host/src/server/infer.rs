@@ -114,7 +114,7 @@ async fn alone(
     let slot =
         app.admission.inference_slot().await.map_err(|refusal| rejected(&app, &request.labels, refusal.into()))?;
     let queue_time = queued.elapsed();
-    let inline = app.inline.try_enter(request.live.stats.recent_infer.get());
+    let live = request.live.clone();
     let work = move || {
         let _slot = slot;
         let body = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
@@ -126,7 +126,17 @@ async fn alone(
         request.live.stats.record_executions(executions);
         request.settle(queue_time, result, executions)
     };
-    match inline {
+    run_inference(&app, &live, work).await
+}
+
+/// Runs `work` (which owns its slot) on this thread when the version is fast enough (see
+/// `inline.rs`), else on a blocking thread.
+async fn run_inference<T: Send + 'static>(
+    app: &App,
+    live: &ServedVersion,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match app.inline.try_enter(live.stats.recent_infer.get()) {
         Some(_pass) => work(),
         None => blocking(work).await,
     }
@@ -175,19 +185,16 @@ async fn batched(
             Ok(slot) => {
                 queue.await_company(enrolled.ticket).await;
                 if let Some(call) = queue.take(enrolled.ticket) {
-                    let inline = app.inline.try_enter(live.stats.recent_infer.get());
-                    let (app, live) = (app.clone(), live.clone());
+                    let (task_app, task_live) = (app.clone(), live.clone());
+                    let labels = request.labels.clone();
                     let work = move || {
                         let _slot = slot;
-                        let executions = run_call(&live.model, call);
-                        live.stats.record_executions(executions);
-                        app.metrics.record_work(&request.labels, 0, executions);
+                        let executions = run_call(&task_live.model, call);
+                        task_live.stats.record_executions(executions);
+                        task_app.metrics.record_work(&labels, 0, executions);
                         Ok(())
                     };
-                    match inline {
-                        Some(_pass) => work()?,
-                        None => blocking(work).await?,
-                    }
+                    run_inference(&app, &live, work).await?;
                 }
             }
         }
