@@ -223,3 +223,44 @@ fn a_rows_bits_do_not_depend_on_its_position_in_a_call() {
         }
     }
 }
+
+#[test]
+fn clients_that_leave_while_queued_are_withdrawn_and_leak_nothing() {
+    use crate::hostile::{INFINITE_LOOP, componentize, hostile_core, install};
+    use std::io::Write;
+
+    let repo = digits_repo("[batching]\nmax_batch_size = 32\nmax_queue_delay_us = 0\n");
+    let wasm = componentize(&hostile_core(INFINITE_LOOP, ""));
+    let limits = edgeinfer::Limits { fuel: u64::MAX / 2, timeout_ms: 400, memory_mb: 64 };
+    install(&repo.path().join("slow/1"), &wasm, limits);
+    let config = ServerConfig { max_concurrent_inferences: 1, max_queue: 64, ..ServerConfig::default() };
+    let server = TestServer::start(repo.path(), config);
+    let addr = server.addr;
+    // The only slot is busy for 400 ms: batched digits requests queue behind it.
+    let slow = json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
+    let running = std::thread::spawn(move || post_json(addr, "/v2/models/slow/infer", &slow));
+    server.wait_running(1);
+    let body = serde_json::to_vec(&client_request(0)).expect("json");
+    let headers = [("content-type", "application/json".to_string())];
+    let leaving: Vec<_> = (0..8)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.write_all(&build("POST", "/v2/models/digits/infer", &headers, &body)).expect("send");
+            stream
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.admission().queued < 8 {
+        assert!(std::time::Instant::now() < deadline, "never 8 queued: {:?}", server.admission());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(leaving);
+    assert_eq!(running.join().expect("slow client").status, 500, "the slow request hit its deadline");
+    let idle = server.wait_idle();
+    assert_eq!((idle.queued, idle.in_flight, idle.body_bytes_reserved), (0, 0, 0), "{idle:?}");
+    assert_eq!(idle.client_disconnected, 8, "{idle:?}");
+    assert_eq!(stats(addr)["execution_count"], 0, "withdrawn requests never ran");
+    let reply = post_json(addr, "/v2/models/digits/infer", &client_request(1));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(stats(addr)["inference_count"], 2, "client 1 sends 2 rows");
+}
