@@ -1,8 +1,11 @@
-//! Native tract vs the same model as a component: warm instance, fresh instance per request,
-//! fuel on vs off, instance start alone, and compile-to-ready of a second model.
+//! Native tract and onnxruntime-web (wasm SIMD, 1 thread, in Node) vs the same model as a
+//! component: warm instance, fresh instance per request, fuel on vs off, instance start
+//! alone, and compile-to-ready of a second model.
 //!
 //! `cargo bench --features bench-native --bench inference` prints a table; every figure is a
-//! median of repeated runs in this one process, and ratios are against native tract.
+//! median of repeated runs (onnxruntime-web in a Node child process, the rest in this one),
+//! and ratios are against native tract and onnxruntime-web. Set-up for the peer: Node and
+//! `npm install --prefix benches/ort-web` (the bench runs it when the package is missing).
 
 #[path = "support.rs"]
 mod support;
@@ -32,6 +35,48 @@ fn native_plan(file: &str) -> Arc<TypedRunnableModel> {
     model.into_optimized().expect("optimize").into_runnable().expect("plan")
 }
 
+/// onnxruntime-web's median `session.run` time on `file` with `input`, or `None` (and why on
+/// stderr) when Node or the package is not available.
+fn ort_web(file: &str, input: &Tensor, runs: usize) -> Option<Duration> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort-web");
+    if !dir.join("node_modules/onnxruntime-web").exists() {
+        let installed = std::process::Command::new("npm")
+            .args(["install", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("onnxruntime-web column skipped: `npm install --prefix benches/ort-web` failed");
+            return None;
+        }
+    }
+    let data = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(data.path(), &input.data).expect("input file");
+    let dims: Vec<String> = input.shape.iter().map(u64::to_string).collect();
+    let output = std::process::Command::new("node")
+        .arg(dir.join("infer.mjs"))
+        .arg(fixture(file))
+        .arg(&input.name)
+        .arg(data.path())
+        .arg(dims.join(","))
+        .arg(runs.to_string())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("infer.mjs prints JSON");
+            report["median_ms"].as_f64().map(|ms| Duration::from_secs_f64(ms / 1e3))
+        }
+        Ok(output) => {
+            eprintln!("onnxruntime-web failed on {file}: {}", String::from_utf8_lossy(&output.stderr));
+            None
+        }
+        Err(error) => {
+            eprintln!("onnxruntime-web column skipped: node: {error}");
+            None
+        }
+    }
+}
+
 fn main() {
     let repo = tempfile::tempdir().expect("tempdir");
     // Models are compiled in one runtime and served from another, as `edgeinfer compile` and
@@ -47,9 +92,9 @@ fn main() {
     ];
     let mut compile_times = Vec::new();
     println!(
-        "| model | native tract ms | warm instance ms | fresh instance + infer ms | warm/native | fresh/native | fresh/warm | fresh, pages returned (0 kept) ms | default/returned (fresh) | fuel on/off (warm) | instance start ms |"
+        "| model | native tract ms | onnxruntime-web ms | warm instance ms | warm/ort-web | fresh instance + infer ms | warm/native | fresh/native | fresh/warm | fresh, pages returned (0 kept) ms | default/returned (fresh) | fuel on/off (warm) | instance start ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for case in &cases {
         let (compiled, compile_time) = compile(&compiler, repo.path(), case.file, case.file.trim_end_matches(".onnx"));
         compile_times.push((case.name, compile_time));
@@ -89,15 +134,18 @@ fn main() {
                 drop(returning_model.infer(vec![case.input.clone()], &[], LimitOverrides::default()).expect("infer"))
             })
         });
+        let peer = ort_web(case.file, &case.input, case.runs);
         // Instance starts of the warm-up runs are not samples.
         let mut starts = starts.split_off(warmup);
         starts.sort();
         let median = |s: &[Duration]| percentile(s, 50.0);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             case.name,
             ms(median(&native)),
+            peer.map_or("n/a".to_string(), ms),
             ms(median(&warm)),
+            peer.map_or("n/a".to_string(), |peer| ratio(median(&warm), peer)),
             ms(median(&fresh)),
             ratio(median(&warm), median(&native)),
             ratio(median(&fresh), median(&native)),

@@ -101,6 +101,7 @@ pub fn compile_model(
     store.set_epoch_deadline(1 << 40); // no deadline: epochs only count up from here
     let instance = runtime.linker().instantiate(&mut store, &component).map_err(Error::runtime)?;
     let bindings = ModelComponent::new(&mut store, &instance).map_err(Error::runtime)?;
+    crate::cpu::clean_vector_state_for_guest();
     let metadata = bindings
         .edgeinfer_inference_setup()
         .call_load(&mut store, request.onnx, &request.name, &request.version.to_string())

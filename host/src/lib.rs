@@ -32,6 +32,7 @@ pub mod capabilities;
 mod code_cache;
 pub mod compare;
 pub mod compile;
+mod cpu;
 mod digest;
 mod error;
 pub mod limits;

@@ -111,6 +111,7 @@ impl LoadedModel {
         let limits = self.manifest.limits;
         let (mut store, _) = self.new_store(limits)?;
         let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        crate::cpu::clean_vector_state_for_guest();
         let metadata =
             instance.edgeinfer_inference_model().call_metadata(&mut store).map_err(|e| classify(e, &store, limits))?;
         let names = |specs: &[crate::bindings::TensorSpec]| specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
@@ -195,6 +196,7 @@ fn call_infer(
     limits: Limits,
 ) -> (Result<(Vec<Tensor>, u64)>, bool) {
     let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
+    crate::cpu::clean_vector_state_for_guest();
     let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
     let fuel_used = store.get_fuel().map(|left| limits.fuel.saturating_sub(left)).unwrap_or(0);
     match result {

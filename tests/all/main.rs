@@ -13,6 +13,7 @@ mod integrity;
 mod invalid_input;
 mod metrics;
 mod monitoring;
+mod native_interference;
 mod properties;
 mod reliability;
 mod security;

@@ -1,5 +1,6 @@
 //! The infer endpoint over HTTP: admission (body budget, queue, slot), then the shared
-//! pipeline on a blocking thread that owns the slot, then the HTTP framing.
+//! pipeline (inline for fast versions, else on a blocking thread that owns the slot; through
+//! the version's batch queue when it batches), then the HTTP framing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
