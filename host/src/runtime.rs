@@ -42,7 +42,29 @@ pub struct RuntimeConfig {
     /// model instead of warming a cold one. Bounds the memory that keeping pages resident
     /// costs to about `(warm_slots + instances running) x pages a request dirties`.
     pub warm_slots: u32,
+    /// Generate code as for an x86-64 CPU without AVX, AVX2, FMA, AVX-512, BMI or LZCNT, whatever
+    /// this CPU has (SSE4.2 stays). Outputs are the same bits either way (the determinism test
+    /// compares them); this exists to prove it and to pin code generation when wanted.
+    pub without_avx: bool,
 }
+
+/// Cranelift's x86-64 features beyond SSE4.2 and POPCNT, turned off by
+/// [`RuntimeConfig::without_avx`].
+const AVX_AND_LATER: [&str; 13] = [
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_avx_vnni",
+    "has_avx512bitalg",
+    "has_avx512dq",
+    "has_avx512vl",
+    "has_avx512vbmi",
+    "has_avx512f",
+    "has_avx512vnni",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
 
 /// Default of [`RuntimeConfig::keep_resident_bytes`].
 pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 16 << 20;
@@ -64,6 +86,7 @@ impl Default for RuntimeConfig {
             consume_fuel: true,
             keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
             warm_slots: (2 * cores).max(4),
+            without_avx: false,
         }
     }
 }
@@ -97,6 +120,13 @@ impl Runtime {
             .cranelift_opt_level(OptLevel::Speed)
             .enable_incremental_compilation(Arc::new(cache.function_store()))
             .map_err(Error::runtime)?;
+        if config.without_avx && cfg!(target_arch = "x86_64") {
+            for flag in AVX_AND_LATER {
+                // SAFETY: turning a CPU feature off only restricts the instructions cranelift
+                // may use to a subset of what this CPU runs.
+                unsafe { wasm.cranelift_flag_set(flag, "false") };
+            }
+        }
         let mut pool = PoolingAllocationConfig::default();
         let max_memory = usize::try_from(config.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         pool.total_component_instances(config.max_instances)

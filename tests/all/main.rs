@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod compile;
 mod deploy;
+mod determinism;
 mod hostile;
 mod http;
 mod integrity;
