@@ -126,7 +126,7 @@ struct RuntimeArgs {
     cache_dir: Option<PathBuf>,
     /// MiB of each pool slot's memory kept resident between instances and reset in place
     /// (Linux 6.7+; only the pages a request dirtied): faster fresh instances for a little
-    /// resident memory (default 16; 0 returns the pages after every instance).
+    /// resident memory (default 4; 0 returns the pages after every instance).
     #[arg(long, global = true, env = "EDGEINFER_KEEP_RESIDENT_MB")]
     keep_resident_mb: Option<usize>,
 }
