@@ -133,24 +133,21 @@ fn concatenate(members: &[Member]) -> Result<Vec<Tensor>> {
         .inputs
         .iter()
         .map(|template| {
-            let mut data = Vec::with_capacity(members.iter().map(|m| input_len(m, &template.name)).sum());
-            for member in members {
-                let tensor = member
-                    .inputs
-                    .iter()
-                    .find(|t| t.name == template.name)
-                    .ok_or_else(|| Error::Model(format!("batch member lacks input {}", template.name)))?;
-                data.extend_from_slice(&tensor.data);
-            }
+            let parts = members
+                .iter()
+                .map(|member| {
+                    let tensor = member.inputs.iter().find(|t| t.name == template.name);
+                    tensor
+                        .map(|t| t.data.as_slice())
+                        .ok_or_else(|| Error::Model(format!("batch member lacks input {}", template.name)))
+                })
+                .collect::<Result<Vec<&[u8]>>>()?;
+            let data = parts.concat();
             let mut shape = template.shape.clone();
             shape[0] = total;
             Ok(Tensor { name: template.name.clone(), datatype: template.datatype, shape, data })
         })
         .collect()
-}
-
-fn input_len(member: &Member, name: &str) -> usize {
-    member.inputs.iter().find(|t| t.name == name).map_or(0, |t| t.data.len())
 }
 
 /// Splits every output into the members' rows, or `None` when an output's first dimension

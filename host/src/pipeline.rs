@@ -136,8 +136,13 @@ pub fn decode(body: RequestBody<'_>, options: Options) -> std::result::Result<(V
     }
     let requested = requested_outputs(&request);
     let kept_inputs = options.keep_tensors.then(|| inputs.clone());
-    let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+    let rows = rows_of(&inputs);
     Ok((inputs, Pending { request, requested, kept_inputs, rows, times }))
+}
+
+/// Rows of a request: the first dimension of its first input (1 for a scalar).
+pub fn rows_of(inputs: &[Tensor]) -> u64 {
+    inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1)
 }
 
 /// Last stage: the outcome of the model call that took `infer` (alone or in a batch)

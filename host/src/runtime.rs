@@ -34,9 +34,9 @@ pub struct RuntimeConfig {
     /// in place, so a fresh instance does not fault its pages back in. Only the pages an
     /// instance dirtied are reset (found with Linux's `PAGEMAP_SCAN`), so what a slot keeps
     /// is what its model's requests dirty, up to this cap: the sizing is per model by
-    /// construction. Default 4 MiB (a small MLP dirties less; 16 MiB let the 25 s soak test see
-    /// RSS grow 22-27 MB as slots accumulated pages); 0, or a kernel without `PAGEMAP_SCAN` (before 6.7),
-    /// returns the pages to the kernel after every instance instead.
+    /// construction. Default 4 MiB (a small MLP dirties less; with 16 MiB the 25 s soak test
+    /// saw RSS grow 22-27 MB as slots accumulated pages); 0, or a kernel without
+    /// `PAGEMAP_SCAN` (before 6.7), returns the pages to the kernel after every instance.
     pub keep_resident_bytes: usize,
     /// Pool slots that may stay warm (keeping their resident pages) while no instance uses
     /// them; beyond this, a new instance reuses the least recently used warm slot of another

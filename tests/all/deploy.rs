@@ -440,6 +440,12 @@ fn a_shadow_that_answers_differently_disagrees_every_time() {
     assert_eq!(pair["compared"], REQUESTS, "{pair}");
     assert_eq!(pair["agreed"], 0, "{pair}");
     assert_eq!(pair["agreement_rate"], 0.0, "{pair}");
+    let shadow = get(addr, "/v2/models/digits/versions/2/stats").json()["model_stats"][0].clone();
+    assert_eq!(
+        (shadow["execution_count"].clone(), shadow["inference_count"].clone()),
+        (json!(20), json!(20)),
+        "{shadow}"
+    );
 }
 
 /// Metadata without a version describes the default version (the split's heaviest), the same

@@ -120,12 +120,13 @@ async fn alone(
         let _slot = slot;
         let body = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
         let result = pipeline::run(&request.live.model, body, request.options);
+        // A body that does not decode never reaches the model.
         let executions = match &result {
             Err(failure) if failure.times.infer.is_zero() => 0,
             _ => 1,
         };
-        request.live.stats.record_executions(executions);
-        request.settle(queue_time, result, executions)
+        request.record_executions(executions);
+        request.settle(queue_time, result)
     };
     run_inference(&app, &live, work).await
 }
@@ -159,7 +160,7 @@ async fn batched(
         request.options,
     ) {
         Ok(decoded) => decoded,
-        Err(failure) => return request.settle(Duration::ZERO, Err(failure), 0),
+        Err(failure) => return request.settle(Duration::ZERO, Err(failure)),
     };
     let key = BatchKey::of(&inputs, &pending.requested).map(|(key, _)| key);
     let member = Member { inputs, rows: pending.rows, limits: request.options.limits };
@@ -170,7 +171,7 @@ async fn batched(
         let _budget = body; // the body's share of the budget is held until the request is settled
         let result = pipeline::answer(&settling.live.model, pending, outcome, call.infer_time);
         let queue_time = call.started.saturating_duration_since(queued);
-        let _ = reply.send(settling.settle(queue_time, result, 0));
+        let _ = reply.send(settling.settle(queue_time, result));
     });
     let enrolled = Enrolled::new(queue, queue.enqueue(key, requested, member, finish));
     let lost = || ApiError::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, "the batch running this request failed");
@@ -186,13 +187,10 @@ async fn batched(
             Ok(slot) => {
                 queue.await_company(enrolled.ticket).await;
                 if let Some(call) = queue.take(enrolled.ticket) {
-                    let (task_app, task_live) = (app.clone(), live.clone());
-                    let labels = request.labels.clone();
+                    let caller = request.clone();
                     let work = move || {
                         let _slot = slot;
-                        let executions = run_call(&task_live.model, call);
-                        task_live.stats.record_executions(executions);
-                        task_app.metrics.record_work(&labels, 0, executions);
+                        caller.record_executions(run_call(&caller.live.model, call));
                         Ok(())
                     };
                     run_inference(&app, &live, work).await?;
@@ -204,21 +202,27 @@ async fn batched(
 }
 
 impl InferRequest {
+    /// Counts model calls (one for a request alone; a batch's calls once, by its leader) in
+    /// the statistics and the metrics.
+    fn record_executions(&self, executions: u64) {
+        self.live.stats.record_executions(executions);
+        self.app.metrics.record_executions(&self.labels, executions);
+    }
+
     /// Records a finished request (statistics, metrics, quota, audit, prediction log,
-    /// shadow copy) and turns it into the HTTP answer. `executions`: model calls to count
-    /// here (a batch counts its own).
+    /// shadow copy) and turns it into the HTTP answer.
     fn settle(
         &self,
         queue_time: Duration,
         result: Result<pipeline::Answer, pipeline::Failure>,
-        executions: u64,
     ) -> Result<HttpBody, ApiError> {
         let app = &self.app;
         let live = &self.live;
         live.stats.record_request(queue_time, &result);
         record_metrics(app, &self.labels, queue_time, &result);
-        let rows = result.as_ref().map_or(0, |answer| answer.rows);
-        app.metrics.record_work(&self.labels, rows, executions);
+        if let Ok(answer) = &result {
+            app.metrics.record_rows(&self.labels, answer.rows);
+        }
         charge_and_audit(app, &self.caller, &self.quota_key, &self.action, live, &result);
         let answer = result.map_err(|failure| ApiError::from(*failure.error))?;
         if let Some(kept) = answer.tensors {

@@ -76,11 +76,14 @@ fn work(registry: &ModelRegistry, observer: &Observer, queue: Receiver<ShadowJob
         let started = Instant::now();
         // A shadow's prediction is only logged when the live one was: copy its inputs then.
         let logged_inputs = job.sampled.then(|| job.inputs.clone());
+        let rows = crate::pipeline::rows_of(&job.inputs);
         let outcome = shadow.model.infer(job.inputs, &job.requested, job.limits);
         shadow.stats.touch();
+        shadow.stats.record_executions(1);
         let agreed = match outcome {
             Ok(outcome) => {
                 shadow.stats.record_success(started.elapsed());
+                shadow.stats.record_rows(rows);
                 let agreed = outputs_agree(&outcome.outputs, &job.live_outputs).is_ok();
                 if let Some(inputs) = logged_inputs {
                     let kept = KeptTensors { inputs, requested: job.requested, outputs: outcome.outputs };

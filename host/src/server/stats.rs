@@ -118,11 +118,16 @@ impl VersionStats {
         match result {
             Ok(answer) => {
                 self.fuel.fetch_add(answer.fuel_used, Ordering::Relaxed);
-                self.inferences.fetch_add(answer.rows, Ordering::Relaxed);
+                self.record_rows(answer.rows);
                 self.record_success(elapsed);
             }
             Err(_) => self.fail.record(elapsed),
         }
+    }
+
+    /// Counts rows inferred by an answered request.
+    pub fn record_rows(&self, rows: u64) {
+        self.inferences.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// Counts model calls.

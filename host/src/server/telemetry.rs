@@ -326,9 +326,13 @@ impl Metrics {
         }
     }
 
-    /// Counts `rows` inferred and `executions` model calls.
-    pub fn record_work(&self, labels: &VersionLabels, rows: u64, executions: u64) {
+    /// Counts `rows` inferred by an answered request.
+    pub fn record_rows(&self, labels: &VersionLabels, rows: u64) {
         self.inferences.get_or_create(labels).inc_by(rows);
+    }
+
+    /// Counts model calls.
+    pub fn record_executions(&self, labels: &VersionLabels, executions: u64) {
         self.executions.get_or_create(labels).inc_by(executions);
     }
 
