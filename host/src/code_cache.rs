@@ -17,7 +17,7 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{CacheStore, Engine};
+use wasmtime::{CacheStore, Engine, Module};
 
 use crate::{Error, Result};
 
@@ -65,7 +65,7 @@ impl CodeCache {
     /// or others may write to it.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        for sub in ["", "components", "functions"] {
+        for sub in ["", "components", "modules", "functions"] {
             let path = dir.join(sub);
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -86,19 +86,48 @@ impl CodeCache {
     /// Returns the compiled component for `wasm` (whose digest the caller already verified),
     /// from the cache when an authentic entry exists, else compiling and caching it.
     pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], digest: &str) -> Result<Component> {
-        let path = self.dir.join("components").join(format!("{digest}-{:016x}.cwasm", engine_hash(engine)));
-        if let Some(bytes) = read_authentic(&self.key, &path) {
-            // SAFETY: the bytes are exactly what `precompile_component` of an engine with the
-            // same compatibility hash wrote on this host: the HMAC under the host's secret key
-            // proves it, in a directory only this user can write.
-            if let Ok(component) = unsafe { Component::deserialize(engine, &bytes) } {
-                return Ok(component);
-            }
+        self.load_or_compile_with(
+            &self.entry("components", engine, digest),
+            || engine.precompile_component(wasm),
+            // SAFETY: see `load_or_compile_with`: bytes this engine's precompilation wrote.
+            |bytes| unsafe { Component::deserialize(engine, bytes) },
+        )
+    }
+
+    /// Returns the compiled core module for `wasm` (whose digest the caller computed from
+    /// verified bytes), from the cache when an authentic entry exists, else compiling it.
+    pub fn load_or_compile_module(&self, engine: &Engine, wasm: &[u8], digest: &str) -> Result<Module> {
+        self.load_or_compile_with(
+            &self.entry("modules", engine, digest),
+            || engine.precompile_module(wasm),
+            // SAFETY: see `load_or_compile_with`: bytes this engine's precompilation wrote.
+            |bytes| unsafe { Module::deserialize(engine, bytes) },
+        )
+    }
+
+    fn entry(&self, kind: &str, engine: &Engine, digest: &str) -> PathBuf {
+        self.dir.join(kind).join(format!("{digest}-{:016x}.cwasm", engine_hash(engine)))
+    }
+
+    /// The cached entry at `path` deserialized, else compiled, cached and deserialized.
+    ///
+    /// `deserialize` is only ever given bytes that `precompile` of an engine with the same
+    /// compatibility hash wrote on this host: the HMAC under the host's secret key proves it
+    /// for a cached entry, in a directory only this user can write.
+    fn load_or_compile_with<T>(
+        &self,
+        path: &Path,
+        precompile: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
+        deserialize: impl Fn(&[u8]) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        if let Some(mapped) = map_authentic(&self.key, path)
+            && let Ok(compiled) = deserialize(&mapped[TAG_LEN..])
+        {
+            return Ok(compiled);
         }
-        let compiled = engine.precompile_component(wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
-        write_authentic(&self.key, &path, &compiled);
-        // SAFETY: produced just now by this engine.
-        unsafe { Component::deserialize(engine, &compiled) }.map_err(Error::runtime)
+        let compiled = precompile().map_err(|e| Error::Compile(format!("{e:#}")))?;
+        write_authentic(&self.key, path, &compiled);
+        deserialize(&compiled).map_err(Error::runtime)
     }
 }
 
@@ -182,6 +211,22 @@ fn read_authentic(key: &CacheKey, path: &Path) -> Option<Vec<u8>> {
     Some(bytes.split_off(TAG_LEN))
 }
 
+/// Maps a cache file (tag, then payload) whose tag authenticates its payload. Entries are tens
+/// of MB of compiled code: mapped, they are checked and deserialized without passing through
+/// the heap (which would keep the pages after they are freed).
+fn map_authentic(key: &CacheKey, path: &Path) -> Option<memmap2::Mmap> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: the file lives in the cache directory, which belongs to this user and nobody
+    // else may write (checked when the cache is opened); entries are replaced by rename, never
+    // written in place, so the mapping does not change under us.
+    let mapped = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    if mapped.len() < TAG_LEN || !key.verify(&mapped[..TAG_LEN], &mapped[TAG_LEN..]) {
+        tracing::warn!(path = %path.display(), "ignoring a cache file this host did not write (or a corrupt one)");
+        return None;
+    }
+    Some(mapped)
+}
+
 /// Writes a cache file atomically; a failure only costs a recompile later.
 fn write_authentic(key: &CacheKey, path: &Path, payload: &[u8]) -> bool {
     let Some(dir) = path.parent() else {
@@ -239,6 +284,22 @@ mod tests {
         unkeyed.extend_from_slice(b"native code");
         std::fs::write(&path, unkeyed).expect("write");
         assert_eq!(read_authentic(&cache.key, &path), None);
+    }
+
+    #[test]
+    fn a_forged_module_entry_is_recompiled_not_loaded() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cache = CodeCache::new(temp.path()).expect("cache");
+        let engine = Engine::default();
+        let wasm = wat::parse_str(r#"(module (func (export "answer") (result i32) i32.const 42))"#).expect("wat");
+        cache.load_or_compile_module(&engine, &wasm, "answer").expect("compiled");
+        let path = cache.entry("modules", &engine, "answer");
+        let genuine = std::fs::read(&path).expect("cached entry");
+        let forged = CacheKey(Arc::new([9; 32]));
+        assert!(write_authentic(&forged, &path, &genuine[TAG_LEN..]));
+        let module = cache.load_or_compile_module(&engine, &wasm, "answer").expect("recompiled");
+        assert!(read_authentic(&cache.key, &path).is_some(), "the forged entry was replaced by a genuine one");
+        assert!(module.get_export("answer").is_some());
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn compile_model(
     let wizer = Wizer::new();
     let (context, instrumented) =
         wizer.instrument_component(RUNTIME_COMPONENT).map_err(|e| Error::runtime(format!("{e:#}")))?;
-    let component = runtime.compile(&instrumented, &sha256_hex(&instrumented))?;
+    let runtime_pre = runtime.prepare(&instrumented, &sha256_hex(&instrumented))?;
 
     progress.step("parsing and optimizing the model inside the sandbox");
     // Randomness (hash seeds) derives from the model, so the same ONNX gives the same bytes.
@@ -99,7 +99,7 @@ pub fn compile_model(
         store.set_fuel(u64::MAX).map_err(Error::runtime)?;
     }
     store.set_epoch_deadline(1 << 40); // no deadline: epochs only count up from here
-    let instance = runtime.linker().instantiate(&mut store, &component).map_err(Error::runtime)?;
+    let instance = runtime_pre.instantiate(&mut store).map_err(Error::runtime)?;
     let bindings = ModelComponent::new(&mut store, &instance).map_err(Error::runtime)?;
     crate::cpu::clean_vector_state_for_guest();
     let metadata = bindings

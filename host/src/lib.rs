@@ -44,6 +44,7 @@ pub mod protocol;
 pub mod repository;
 mod runtime;
 pub mod server;
+mod shared_code;
 pub mod signature;
 mod store;
 

@@ -52,9 +52,7 @@ impl LoadedModel {
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
-        let component = runtime.compile(&wasm, &actual)?;
-        let instance_pre =
-            runtime.linker().instantiate_pre(&component).map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let instance_pre = runtime.prepare(&wasm, &actual)?;
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let reference = crate::monitor::drift::Reference::load(dir, &manifest)?.map(Arc::new);
         let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone(), reference };

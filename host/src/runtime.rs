@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig};
 
 use crate::code_cache::CodeCache;
 use crate::store::StoreState;
@@ -107,6 +110,10 @@ pub struct Runtime {
     linker: Linker<StoreState>,
     cache: CodeCache,
     config: RuntimeConfig,
+    /// Code modules split off model components (see `shared_code`), by sha256: compiled
+    /// once and shared by every model whose code is the same. Kept for the runtime's life
+    /// (one per edgeinfer build whose models are loaded).
+    shared_code: Mutex<HashMap<String, Module>>,
     _ticker: EpochTicker,
 }
 
@@ -131,7 +138,7 @@ impl Runtime {
         let mut pool = PoolingAllocationConfig::default();
         let max_memory = usize::try_from(config.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 4)
+            .total_core_instances(config.max_instances * 5)
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 4)
             .max_memories_per_component(4)
@@ -151,7 +158,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(Error::runtime)?;
         let ticker = EpochTicker::start(engine.clone())?;
-        Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker }))
+        Ok(Arc::new(Runtime { engine, linker, cache, config, shared_code: Mutex::default(), _ticker: ticker }))
     }
 
     /// The engine.
@@ -164,13 +171,45 @@ impl Runtime {
         &self.config
     }
 
-    pub(crate) fn linker(&self) -> &Linker<StoreState> {
-        &self.linker
-    }
-
     /// Compiles (or loads from the verified cache) a component whose digest is `digest`.
     pub fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component> {
         self.cache.load_or_compile(&self.engine, wasm, digest)
+    }
+
+    /// Compiles and links a verified component, ready to instantiate. A model component is
+    /// split (see `shared_code`): its runtime code module is compiled once per runtime and
+    /// shared with every other model of the same edgeinfer build, and only the model's own
+    /// small shell (its memory image) is compiled per model. Other components are compiled
+    /// whole.
+    pub(crate) fn prepare(&self, wasm: &[u8], digest: &str) -> Result<InstancePre<StoreState>> {
+        let link_error = |e: wasmtime::Error| Error::Runtime(format!("{e:#}"));
+        let Some(split) = crate::shared_code::split(wasm) else {
+            let component = self.compile(wasm, digest)?;
+            return self.linker.instantiate_pre(&component).map_err(link_error);
+        };
+        let code = self.shared_code_module(&split.code)?;
+        let shell = self.compile(&split.shell, &format!("{digest}-shell"))?;
+        let mut linker = self.linker.clone();
+        linker.root().module(crate::shared_code::CODE_IMPORT, &code).map_err(link_error)?;
+        linker.instantiate_pre(&shell).map_err(link_error)
+    }
+
+    /// The compiled code module for `wasm`, compiled (or read from the verified cache) on
+    /// first use and shared from then on.
+    fn shared_code_module(&self, wasm: &[u8]) -> Result<Module> {
+        let digest = crate::digest::sha256_hex(wasm);
+        let mut modules = self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(module) = modules.get(&digest) {
+            return Ok(module.clone());
+        }
+        let module = self.cache.load_or_compile_module(&self.engine, wasm, &digest)?;
+        modules.insert(digest, module.clone());
+        Ok(module)
+    }
+
+    /// How many distinct runtime code modules are compiled and shared in this runtime.
+    pub fn shared_code_modules(&self) -> usize {
+        self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// The number of epoch ticks in `timeout_ms`.

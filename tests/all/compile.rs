@@ -114,3 +114,34 @@ const SIMD_LANES: [&str; 6] = ["I8x16", "I16x8", "I32x4", "I64x2", "F32x4", "F64
 fn component_imports(wasm: &[u8]) -> Vec<String> {
     edgeinfer::capabilities::component_imports(wasm).expect("a component")
 }
+
+/// Models share the runtime's compiled code: a fresh runtime loading two different models
+/// holds one code module, and each model's own cached code is only its shell (its memory
+/// image), a fraction of the runtime's.
+#[test]
+fn models_share_one_compiled_runtime_code_module() {
+    let config = edgeinfer::RuntimeConfig { cache_dir: cache_dir(), ..edgeinfer::RuntimeConfig::default() };
+    let runtime = edgeinfer::Runtime::new(config).expect("runtime");
+    assert_eq!(runtime.shared_code_modules(), 0);
+    let digits = edgeinfer::LoadedModel::load(&runtime, fixtures().digits.dir()).expect("digits");
+    let squeezenet = edgeinfer::LoadedModel::load(&runtime, fixtures().squeezenet.dir()).expect("squeezenet");
+    assert_eq!(runtime.shared_code_modules(), 1, "both models run the same compiled runtime code");
+    let holdout = holdout();
+    let outcome =
+        digits.infer(vec![fp32(&holdout.input_name, &holdout.x[..1])], &[], Default::default()).expect("infer");
+    assert_eq!(i64s(&outcome.outputs[0].data), vec![holdout.ort_labels[0]]);
+    assert!(squeezenet.manifest().component.sha256 != digits.manifest().component.sha256);
+
+    let cached_size = |kind: &str, prefix: &str| -> u64 {
+        std::fs::read_dir(cache_dir().join(kind))
+            .expect("cache dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| e.metadata().expect("metadata").len())
+            .max()
+            .expect("a cache entry")
+    };
+    let shell = cached_size("components", &format!("{}-shell-", digits.manifest().component.sha256));
+    let code = cached_size("modules", "");
+    assert!(shell * 10 < code, "the digits shell ({shell} bytes) carries no copy of the runtime code ({code} bytes)");
+}

@@ -38,9 +38,10 @@ fn one_flipped_byte_is_refused_naming_the_digest() {
 
 #[test]
 fn corrupt_compiled_code_cache_is_ignored_and_rebuilt() {
-    // Corrupt every cached component; loading must notice, recompile, and still serve.
+    // Corrupt the digits model's cached code (its shell: the runtime's code module is shared
+    // and cached apart); loading must notice, recompile, and still serve.
     let cache = cache_dir().join("components");
-    let digest = &fixtures().digits.manifest().component.sha256;
+    let digest = format!("{}-shell-", fixtures().digits.manifest().component.sha256);
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("digits/3");
     copy_version(fixtures().digits.dir(), &dir);
@@ -71,7 +72,7 @@ fn a_forged_cache_entry_is_ignored_and_recompiled() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("digits/4");
     copy_version(fixtures().digits.dir(), &dir);
-    let digest = &fixtures().digits.manifest().component.sha256;
+    let digest = format!("{}-shell-", fixtures().digits.manifest().component.sha256);
     let entry = std::fs::read_dir(cache_dir().join("components"))
         .expect("cache dir")
         .flatten()
