@@ -18,7 +18,7 @@ pub fn datum_type(datatype: Datatype) -> Option<DatumType> {
         Datatype::Fp16 => DatumType::F16,
         Datatype::Fp32 => DatumType::F32,
         Datatype::Fp64 => DatumType::F64,
-        Datatype::Bytes => return None,
+        Datatype::Bytes => DatumType::String,
     })
 }
 
@@ -37,6 +37,7 @@ pub fn wit_datatype(datum_type: DatumType) -> Option<Datatype> {
         DatumType::F16 => Datatype::Fp16,
         DatumType::F32 => Datatype::Fp32,
         DatumType::F64 => Datatype::Fp64,
+        DatumType::String => Datatype::Bytes,
         _ => return None,
     })
 }
@@ -60,8 +61,33 @@ pub fn datatype_name(datatype: Datatype) -> &'static str {
     }
 }
 
-/// Builds a tract tensor from raw little-endian bytes whose length was already checked.
+/// Splits BYTES data (items of a 4-byte little-endian length, then that many bytes) into
+/// strings, checking there are exactly `count` items of UTF-8.
+pub fn bytes_items(data: &[u8], count: usize) -> Result<Vec<String>, String> {
+    let mut items = Vec::with_capacity(count.min(data.len() / 4));
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or("BYTES data ends inside an item's length prefix")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let item = tail.get(..len).ok_or("BYTES data ends inside an item")?;
+        items.push(String::from_utf8(item.to_vec()).map_err(|_| format!("BYTES item {} is not UTF-8", items.len()))?);
+        rest = &tail[len..];
+    }
+    if items.len() != count {
+        return Err(format!("BYTES data holds {} items but the shape needs {count}", items.len()));
+    }
+    Ok(items)
+}
+
+/// Builds a tract tensor from raw little-endian bytes whose length was already checked
+/// (BYTES: length-prefixed UTF-8 items, checked here).
 pub fn to_tract(datum_type: DatumType, shape: &[usize], data: &[u8]) -> Result<Tensor, String> {
+    if datum_type == DatumType::String {
+        let items = bytes_items(data, shape.iter().product())?;
+        let array =
+            tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(shape, items).map_err(|e| e.to_string())?;
+        return Ok(array.into());
+    }
     // SAFETY: `from_raw_dt` copies `data` into an aligned buffer after checking that its
     // length equals the shape's element count times the datum size; every bit pattern is a
     // valid value of the numeric types we accept (bools are normalized below).
@@ -79,6 +105,16 @@ pub fn to_tract(datum_type: DatumType, shape: &[usize], data: &[u8]) -> Result<T
 pub fn from_tract(name: String, tensor: &Tensor) -> Result<WitTensor, String> {
     let datatype = wit_datatype(tensor.datum_type())
         .ok_or_else(|| format!("output {name} has unsupported type {:?}", tensor.datum_type()))?;
+    if datatype == Datatype::Bytes {
+        let mut data = Vec::new();
+        for item in tensor.to_plain_array_view::<String>().map_err(|e| format!("output {name}: {e:#}"))?.iter() {
+            let len = u32::try_from(item.len()).map_err(|_| format!("output {name} has an item over 4 GiB"))?;
+            data.extend_from_slice(&len.to_le_bytes());
+            data.extend_from_slice(item.as_bytes());
+        }
+        let shape = tensor.shape().iter().map(|&d| d as u64).collect();
+        return Ok(WitTensor { name, datatype, shape, data });
+    }
     let served = datum_type(datatype).unwrap_or(DatumType::I64);
     let cast = tensor.cast_to_dt(served).map_err(|e| format!("output {name}: {e:#}"))?;
     Ok(WitTensor {

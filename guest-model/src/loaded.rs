@@ -155,6 +155,9 @@ impl InputSlot {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| invalid(name, format!("dimension {d} is too large"))))
             .collect::<Result<_, _>>()?;
+        if self.datum_type == DatumType::String {
+            return convert::to_tract(self.datum_type, &shape, &tensor.data).map_err(|e| invalid(name, e));
+        }
         let expected_len = shape
             .iter()
             .try_fold(self.datum_type.size_of(), |acc, &d| acc.checked_mul(d))

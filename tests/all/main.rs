@@ -6,6 +6,7 @@ mod batching;
 mod cli;
 mod common;
 mod compile;
+mod conformance;
 mod deploy;
 mod determinism;
 mod hostile;
