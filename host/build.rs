@@ -41,7 +41,7 @@ fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-env-changed=EDGEINFER_RUNTIME_CORE_WASM");
-    for watched in ["guest-model", "wit", ".cargo/config.toml", "Cargo.lock"] {
+    for watched in ["guest-model", "wit", "vendor", ".cargo/config.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", manifest_dir.join(watched).display());
     }
     let core_path = match std::env::var_os("EDGEINFER_RUNTIME_CORE_WASM") {
