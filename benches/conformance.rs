@@ -219,23 +219,10 @@ fn from_tract(name: String, value: &tract_onnx::prelude::Tensor) -> TractResult<
     let (datatype, dt) = match value.datum_type() {
         DatumType::TDim => (Datatype::Int64, DatumType::I64),
         dt => {
-            let datatype = [
-                Datatype::Bool,
-                Datatype::Uint8,
-                Datatype::Uint16,
-                Datatype::Uint32,
-                Datatype::Uint64,
-                Datatype::Int8,
-                Datatype::Int16,
-                Datatype::Int32,
-                Datatype::Int64,
-                Datatype::Fp16,
-                Datatype::Fp32,
-                Datatype::Fp64,
-            ]
-            .into_iter()
-            .find(|d| datum_type(*d) == Some(dt))
-            .ok_or_else(|| anyhow::anyhow!("output {name} has type {dt:?}"))?;
+            let datatype = Datatype::ALL
+                .into_iter()
+                .find(|d| datum_type(*d) == Some(dt))
+                .ok_or_else(|| anyhow::anyhow!("output {name} has type {dt:?}"))?;
             (datatype, dt)
         }
     };
