@@ -16,6 +16,7 @@ pub fn register(register: &mut OnnxOpRegister) {
     register.insert("Binarizer", binarizer);
     register.insert("Imputer", imputer);
     register.insert("ZipMap", zip_map);
+    register.insert("OneHotEncoder", one_hot_encoder);
     register.insert("TreeEnsembleRegressor", tree::tree_regressor);
 }
 
@@ -198,5 +199,67 @@ impl Expansion for ZipMap {
 
     fn wire(&self, _prefix: &str, _model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         Ok(tvec!(inputs[0]))
+    }
+}
+
+/// `OneHotEncoder` with int64 categories: output = input shape + [categories], 1.0 where the
+/// (integer-valued) input equals the category. `zeros = 0` (fail on an unknown value) cannot be
+/// expressed in a graph and is refused at compile time; string categories are not supported yet.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct OneHotEncoder {
+    categories: Arc<Tensor>,
+}
+
+fn one_hot_encoder(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let strings: Option<Vec<String>> = node.get_attr_opt_vec("cats_strings")?;
+    node.expect(strings.is_none_or(|v| v.is_empty()), "cats_strings (string categories) is not supported yet")?;
+    let categories: Vec<i64> = node.get_attr_opt_vec("cats_int64s")?.unwrap_or_default();
+    node.expect(!categories.is_empty(), "cats_int64s is not empty")?;
+    let zeros: i64 = node.get_attr_opt("zeros")?.unwrap_or(1);
+    node.expect(zeros == 1, "zeros = 0 (an error on unknown categories) is not supported; use zeros = 1")?;
+    Ok((expand(OneHotEncoder { categories: rctensor1(&categories) }), vec![]))
+}
+
+impl Expansion for OneHotEncoder {
+    fn name(&self) -> StaticName {
+        "OneHotEncoder".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, DatumType::F32)?;
+        s.equals(&outputs[0].rank, inputs[0].rank.bex() + 1)?;
+        s.given(&inputs[0].rank, move |s, rank| {
+            let rank = rank as usize;
+            for axis in 0..rank {
+                s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+            }
+            s.equals(&outputs[0].shape[rank], self.categories.len().to_dim())
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let mut x = inputs[0];
+        if model.outlet_fact(x)?.datum_type != i64::datum_type() {
+            x = model.wire_node(format!("{prefix}.to_i64"), tract_core::ops::cast::cast(i64::datum_type()), &[x])?[0];
+        }
+        let rank = model.outlet_fact(x)?.rank();
+        let x = model.wire_node(format!("{prefix}.add_axis"), AxisOp::Add(rank), &[x])?[0];
+        let mut shape = vec![1usize; rank];
+        shape.push(self.categories.len());
+        let categories = self.categories.clone().into_tensor().into_shape(&shape)?.into_arc_tensor();
+        let categories = model.add_const(format!("{prefix}.categories"), categories)?;
+        let equal = model.wire_node(
+            format!("{prefix}.eq"),
+            tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None),
+            &[x, categories],
+        )?;
+        model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &equal)
     }
 }
