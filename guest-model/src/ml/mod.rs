@@ -3,6 +3,7 @@
 //! optimizes and vectorizes like the rest of the graph; an attribute combination an operator
 //! does not support fails the compile naming it.
 
+mod svm;
 mod tree;
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
@@ -17,6 +18,7 @@ pub fn register(register: &mut OnnxOpRegister) {
     register.insert("Imputer", imputer);
     register.insert("ZipMap", zip_map);
     register.insert("OneHotEncoder", one_hot_encoder);
+    register.insert("SVMRegressor", svm::svm_regressor);
     register.insert("TreeEnsembleRegressor", tree::tree_regressor);
 }
 
@@ -34,7 +36,11 @@ fn to_f32(model: &mut TypedModel, prefix: &str, x: OutletId) -> TractResult<Outl
 }
 
 /// Rules shared by the element-wise operators: one input, one f32 output of the same shape.
-fn same_shape_f32<'r, 'p: 'r>(s: &mut Solver<'r>, inputs: &'p [TensorProxy], outputs: &'p [TensorProxy]) -> InferenceResult {
+fn same_shape_f32<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+) -> InferenceResult {
     check_input_arity(inputs, 1)?;
     check_output_arity(outputs, 1)?;
     s.equals(&outputs[0].datum_type, DatumType::F32)?;
@@ -107,7 +113,11 @@ impl Expansion for Binarizer {
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let x = to_f32(model, prefix, inputs[0])?;
         let threshold = model.add_const(format!("{prefix}.threshold"), self.threshold.clone())?;
-        let above = model.wire_node(format!("{prefix}.gt"), tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_gt(), None), &[x, threshold])?;
+        let above = model.wire_node(
+            format!("{prefix}.gt"),
+            tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_gt(), None),
+            &[x, threshold],
+        )?;
         model.wire_node(format!("{prefix}.to_f32_mask"), tract_core::ops::cast::cast(f32::datum_type()), &above)
     }
 }
@@ -156,7 +166,11 @@ impl Expansion for Imputer {
             model.wire_node(format!("{prefix}.is_nan"), tract_core::ops::math::is_nan(), &[x])?
         } else {
             let replaced = model.add_const(format!("{prefix}.replaced"), self.replaced.clone())?;
-            model.wire_node(format!("{prefix}.eq"), tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None), &[x, replaced])?
+            model.wire_node(
+                format!("{prefix}.eq"),
+                tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None),
+                &[x, replaced],
+            )?
         };
         let shape = model.outlet_fact(x)?.shape.clone();
         let imputed = model.add_const(format!("{prefix}.imputed"), self.imputed.clone())?;

@@ -60,7 +60,8 @@ impl Expansion for TreeEnsembleRegressor {
         if let Some(base) = self.base_values.as_deref() {
             let base = base.clone().broadcast_into_rank(2)?.into_arc_tensor();
             let base = model.add_const(format!("{prefix}.base"), base)?;
-            scores = model.wire_node(format!("{prefix}.base_values"), tract_core::ops::math::add(), &[scores[0], base])?;
+            scores =
+                model.wire_node(format!("{prefix}.base_values"), tract_core::ops::math::add(), &[scores[0], base])?;
         }
         Ok(scores)
     }
@@ -94,9 +95,7 @@ where
 {
     match node.get_attr_opt_vec(attr)? {
         Some(vec) => {
-            node.expect_attr(attr, vec.len() == n, || {
-                format!("length {} (or undefined), got {}", vec.len(), n)
-            })?;
+            node.expect_attr(attr, vec.len() == n, || format!("length {} (or undefined), got {}", vec.len(), n))?;
             Ok(Some(vec))
         }
         None => Ok(None),
@@ -168,10 +167,7 @@ fn parse_nodes_data(node: &NodeProto, is_classifier: bool) -> TractResult<TreeEn
     node.expect_attr("nodes_treeids", tree_ids[0] == 0, "tree ids to start from 0")?;
     node.expect_attr(&cls("treeids"), leaf_tree_ids[0] == 0, "leaf tree ids to start from 0")?;
     let n_trees = *tree_ids.last().unwrap() + 1;
-    node.expect(
-        leaf_tree_ids.last() == Some(&(n_trees - 1)),
-        "mismatching # of trees (nodes/leaves)",
-    )?;
+    node.expect(leaf_tree_ids.last() == Some(&(n_trees - 1)), "mismatching # of trees (nodes/leaves)")?;
 
     let mut node_order: Vec<usize> = (0usize..node_ids.len()).collect();
     node_order.sort_by_key(|&ix| (tree_ids[ix], node_ids[ix]));
@@ -224,4 +220,3 @@ fn parse_nodes_data(node: &NodeProto, is_classifier: bool) -> TractResult<TreeEn
     let data = TreeEnsembleData { trees, nodes, leaves };
     TreeEnsemble::build(data, max_used_features, n_classes, aggregate_fn)
 }
-
