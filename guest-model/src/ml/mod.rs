@@ -20,6 +20,7 @@ pub fn register(register: &mut OnnxOpRegister) {
     register.insert("OneHotEncoder", one_hot_encoder);
     register.insert("SVMRegressor", svm::svm_regressor);
     register.insert("TreeEnsembleRegressor", tree::tree_regressor);
+    register.insert("TreeEnsembleClassifier", tree::tree_classifier);
 }
 
 /// A per-feature (or single) float list as a [1, C] (or [1, 1]) constant.

@@ -1,3 +1,4 @@
+//! `TreeEnsembleClassifier` (re-registered with a fix for binary models, marked) and
 //! `TreeEnsembleRegressor` (decision trees, random forests, extra trees, gradient boosting
 //! regressors from scikit-learn). The node and leaf parsing is tract-onnx 0.23.9's
 //! (`ops/ml/tree_ensemble_classifier.rs`, private there, so copied; one fix marked), the
@@ -9,6 +10,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::pb_helpers::*;
 use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::array::{Slice, TypedConcat};
 use tract_onnx::tract_hir::tract_core;
 use tract_onnx_opl::ml::tree::*;
 
@@ -219,4 +221,178 @@ fn parse_nodes_data(node: &NodeProto, is_classifier: bool) -> TractResult<TreeEn
     let leaves = tensor1(&leaves).into_shape(&[leaves.len() / 2, 2])?.into_arc_tensor();
     let data = TreeEnsembleData { trees, nodes, leaves };
     TreeEnsemble::build(data, max_used_features, n_classes, aggregate_fn)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PostTransform {
+    Softmax,
+    Logistic,
+    // SoftmaxZero,
+    // Probit, // probit, especially multinomial, is p.i.t.a. - so let's ignore it for now
+}
+
+pub fn parse_post_transform(s: &str) -> TractResult<Option<PostTransform>> {
+    match s {
+        "NONE" => Ok(None),
+        "SOFTMAX" => Ok(Some(PostTransform::Softmax)),
+        "LOGISTIC" => Ok(Some(PostTransform::Logistic)),
+        "PROBIT" | "SOFTMAX_ZERO" => bail!("PROBIT and SOFTMAX_ZERO unsupported"),
+        _ => bail!("Invalid post transform: {}", s),
+    }
+}
+
+fn parse_class_data(node: &NodeProto) -> TractResult<Arc<Tensor>> {
+    // parse n_classes from protobuf
+    let ints = node.get_attr_opt_slice::<i64>("classlabels_int64s")?;
+    let strs = node.get_attr_opt_tvec::<&str>("classlabels_strings")?;
+    match (ints, strs) {
+        (Some(n), None) => Ok(rctensor1(n)),
+        (None, Some(n)) => Ok(rctensor1(&n.iter().map(|d| d.to_string()).collect::<Vec<_>>())),
+        (None, None) => {
+            bail!("cannot find neither 'classlabels_int64s' not 'classlabels_strings'")
+        }
+        (Some(_), Some(_)) => {
+            bail!("only one of 'classlabels_int64s' and 'classlabels_strings' can be set")
+        }
+    }
+}
+
+/// Parses a `TreeEnsembleClassifier` node.
+pub fn tree_classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let ensemble = parse_nodes_data(node, true)?;
+    let class_labels = parse_class_data(node)?;
+    let base_class_score = get_vec_attr_opt::<f32>(node, "base_values", ensemble.n_classes())?.map(|t| rctensor1(&t));
+    let post_transform = node.get_attr_opt("post_transform")?.map(parse_post_transform).transpose()?.unwrap_or(None);
+
+    // even numbers in leaves are categories id target of leaf contrib
+    let binary_result_layout = class_labels.len() < 3
+        && ensemble
+            .data
+            .leaves
+            .try_as_plain_ram()?
+            .as_slice::<u32>()?
+            .iter()
+            .enumerate()
+            .all(|(ix, v)| ix % 2 == 1 || *v == 0);
+
+    Ok((
+        expand(TreeEnsembleClassifier {
+            ensemble,
+            class_labels,
+            base_class_score,
+            post_transform,
+            binary_result_layout,
+        }),
+        vec![],
+    ))
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct TreeEnsembleClassifier {
+    pub ensemble: TreeEnsemble,
+    pub class_labels: Arc<Tensor>,
+    pub base_class_score: Option<Arc<Tensor>>,
+    pub post_transform: Option<PostTransform>,
+    pub binary_result_layout: bool,
+}
+
+impl Expansion for TreeEnsembleClassifier {
+    fn name(&self) -> StaticName {
+        "TreeEnsembleClassifier".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("binary result layout kludge: {:?}", self.binary_result_layout)])
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 2)?;
+
+        s.equals(&outputs[0].datum_type, self.class_labels.datum_type())?;
+        s.equals(&outputs[1].datum_type, DatumType::F32)?;
+
+        s.equals(&outputs[0].rank, 1)?;
+        s.equals(&outputs[1].rank, 2)?;
+        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        s.equals(&outputs[1].shape[0], &inputs[0].shape[0])?;
+        if self.binary_result_layout {
+            s.equals(&outputs[1].shape[1], 2.to_dim())?;
+        } else {
+            s.equals(&outputs[1].shape[1], self.class_labels.len().to_dim())?;
+        }
+
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        use tract_core::ops::nn::{Reduce, Reducer};
+
+        let mut scores = model.wire_node(
+            format!("{prefix}.classifier"),
+            tract_onnx_opl::ml::tree_ensemble_classifier::TreeEnsembleClassifier { ensemble: self.ensemble.clone() },
+            inputs,
+        )?;
+        if let Some(base_class_score) = self.base_class_score.as_deref() {
+            let base = base_class_score.clone().broadcast_into_rank(2)?.into_arc_tensor();
+            let base = model.add_const(prefix.to_string() + ".base", base)?;
+            scores = model.wire_node(
+                format!("{prefix}.base_class_score"),
+                tract_core::ops::math::add(),
+                &[scores[0], base],
+            )?;
+        }
+        match self.post_transform {
+            None => (),
+            Some(PostTransform::Softmax) => {
+                scores = tract_onnx::tract_hir::ops::nn::LayerSoftmax::new(1, false).wire(
+                    &format!("{prefix}.softmax"),
+                    model,
+                    &scores,
+                )?;
+            }
+            Some(PostTransform::Logistic) => {
+                scores = model.wire_node(format!("{prefix}.logistic"), tract_core::ops::nn::sigmoid(), &scores)?;
+            }
+        }
+        let processed_scores = scores.clone();
+        if self.binary_result_layout {
+            scores = model.wire_node(format!("{prefix}.binary_result_slice"), Slice::new(1, 0, 1), &scores)?;
+            let one = model.add_const(prefix.to_string() + ".one", rctensor2(&[[1f32]]))?;
+            let complement = model.wire_node(
+                format!("{prefix}.binary_result_complement"),
+                tract_core::ops::math::sub(),
+                &[one, scores[0]],
+            )?;
+            scores =
+                model.wire_node(format!("{prefix}.binary_result"), TypedConcat::new(1), &[complement[0], scores[0]])?;
+        }
+        // edgeinfer fix: the winner is taken over the final scores; upstream took it over the
+        // one-column binary scores, so every binary model answered its first class.
+        let _ = processed_scores;
+        let winners =
+            model.wire_node(format!("{prefix}.argmax"), Reduce::new(tvec!(1), Reducer::ArgMax(false)), &scores)?;
+        let reduced =
+            model.wire_node(format!("{prefix}.rm_axis"), tract_core::ops::change_axes::AxisOp::Rm(1), &winners)?;
+        let casted =
+            model.wire_node(format!("{prefix}.casted"), tract_core::ops::cast::cast(i32::datum_type()), &reduced)?;
+        let labels = model.wire_node(
+            format!("{prefix}.labels"),
+            tract_onnx_opl::ml::DirectLookup::new(
+                self.class_labels.clone(),
+                Tensor::zero_dt(self.class_labels.datum_type(), &[])?.into_arc_tensor(),
+            )?,
+            &casted,
+        )?[0];
+        Ok(tvec!(labels, scores[0]))
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(2)
+    }
 }
