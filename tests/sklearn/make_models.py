@@ -117,7 +117,7 @@ def build(name, dataset, make, out):
         try:
             onx = to_onnx(model, x_train[:1], target_opset={"": 17, "ai.onnx.ml": 3})
         except Exception as error:  # skl2onnx cannot export it: recorded, not skipped
-            return {"name": name, "export_error": f"{type(error).__name__}: {error}"}
+            return {"name": name, "export_error": f"{type(error).__name__}: {str(error)[:200]}"}
     path = os.path.join(out, f"{name}.onnx")
     with open(path, "wb") as f:
         f.write(onx.SerializeToString())
