@@ -10,6 +10,7 @@
 mod convert;
 mod http;
 mod loaded;
+mod ml;
 mod symbols;
 
 use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};

@@ -48,9 +48,10 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Parses and optimizes an ONNX model, naming any operator tract does not implement.
     pub fn parse(onnx: &[u8], name: String, version: String) -> Result<Self, String> {
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])
-            .map_err(|e| format!("cannot parse the ONNX model: {e:#}"))?;
+        let mut parser = tract_onnx::onnx();
+        crate::ml::register(&mut parser.op_register);
+        let mut model =
+            parser.model_for_read(&mut &onnx[..]).map_err(|e| format!("cannot parse the ONNX model: {e:#}"))?;
         let unsupported: BTreeSet<String> = model
             .nodes()
             .iter()

@@ -21,6 +21,7 @@ mod reliability;
 mod security;
 mod server;
 mod signing;
+mod sklearn;
 mod soak;
 mod tls;
 mod wasi_http;

@@ -1,0 +1,280 @@
+//! ONNX-ML operators scikit-learn pipelines use and tract 0.23 lacks, registered into tract's
+//! ONNX op register before a model is parsed. Each is a tract expansion of core ops, so it
+//! optimizes and vectorizes like the rest of the graph; an attribute combination an operator
+//! does not support fails the compile naming it.
+
+mod svm;
+mod tree;
+
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::tract_core;
+
+/// Adds this module's operators to `register`.
+pub fn register(register: &mut OnnxOpRegister) {
+    register.insert("Scaler", scaler);
+    register.insert("Binarizer", binarizer);
+    register.insert("Imputer", imputer);
+    register.insert("ZipMap", zip_map);
+    register.insert("OneHotEncoder", one_hot_encoder);
+    register.insert("SVMRegressor", svm::svm_regressor);
+    register.insert("TreeEnsembleRegressor", tree::tree_regressor);
+    register.insert("TreeEnsembleClassifier", tree::tree_classifier);
+}
+
+/// A per-feature (or single) float list as a [1, C] (or [1, 1]) constant.
+fn row(values: &[f32]) -> TractResult<Arc<Tensor>> {
+    Ok(tensor1(values).into_shape(&[1, values.len()])?.into_arc_tensor())
+}
+
+/// Casts `x` to f32 when it is not already.
+fn to_f32(model: &mut TypedModel, prefix: &str, x: OutletId) -> TractResult<OutletId> {
+    if model.outlet_fact(x)?.datum_type == f32::datum_type() {
+        return Ok(x);
+    }
+    Ok(model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &[x])?[0])
+}
+
+/// Rules shared by the element-wise operators: one input, one f32 output of the same shape.
+fn same_shape_f32<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    check_output_arity(outputs, 1)?;
+    s.equals(&outputs[0].datum_type, DatumType::F32)?;
+    s.equals(&outputs[0].shape, &inputs[0].shape)?;
+    Ok(())
+}
+
+/// `Scaler`: y = (x - offset) * scale, per feature or for all.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Scaler {
+    offset: Arc<Tensor>,
+    scale: Arc<Tensor>,
+}
+
+fn scaler(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let offset: Vec<f32> = node.get_attr_opt_vec("offset")?.unwrap_or_else(|| vec![0.0]);
+    let scale: Vec<f32> = node.get_attr_opt_vec("scale")?.unwrap_or_else(|| vec![1.0]);
+    node.expect(!offset.is_empty() && !scale.is_empty(), "offset and scale are not empty")?;
+    Ok((expand(Scaler { offset: row(&offset)?, scale: row(&scale)? }), vec![]))
+}
+
+impl Expansion for Scaler {
+    fn name(&self) -> StaticName {
+        "Scaler".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        same_shape_f32(s, inputs, outputs)
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let x = to_f32(model, prefix, inputs[0])?;
+        let offset = model.add_const(format!("{prefix}.offset"), self.offset.clone())?;
+        let scale = model.add_const(format!("{prefix}.scale"), self.scale.clone())?;
+        let centered = model.wire_node(format!("{prefix}.sub"), tract_core::ops::math::sub(), &[x, offset])?;
+        model.wire_node(format!("{prefix}.mul"), tract_core::ops::math::mul(), &[centered[0], scale])
+    }
+}
+
+/// `Binarizer`: y = 1 where x > threshold, else 0.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Binarizer {
+    threshold: Arc<Tensor>,
+}
+
+fn binarizer(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let threshold: f32 = node.get_attr_opt("threshold")?.unwrap_or(0.0);
+    Ok((expand(Binarizer { threshold: row(&[threshold])? }), vec![]))
+}
+
+impl Expansion for Binarizer {
+    fn name(&self) -> StaticName {
+        "Binarizer".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        same_shape_f32(s, inputs, outputs)
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let x = to_f32(model, prefix, inputs[0])?;
+        let threshold = model.add_const(format!("{prefix}.threshold"), self.threshold.clone())?;
+        let above = model.wire_node(
+            format!("{prefix}.gt"),
+            tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_gt(), None),
+            &[x, threshold],
+        )?;
+        model.wire_node(format!("{prefix}.to_f32_mask"), tract_core::ops::cast::cast(f32::datum_type()), &above)
+    }
+}
+
+/// `Imputer` (float form): values equal to `replaced_value_float` (NaN: any NaN) become
+/// `imputed_value_floats` (per feature or for all).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Imputer {
+    replaced: Arc<Tensor>,
+    replaced_is_nan: bool,
+    imputed: Arc<Tensor>,
+}
+
+fn imputer(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let int_form: Option<Vec<i64>> = node.get_attr_opt_vec("imputed_value_int64s")?;
+    node.expect(
+        int_form.is_none_or(|v| v.is_empty()),
+        "the int64 form (imputed_value_int64s) is not supported; only imputed_value_floats",
+    )?;
+    let imputed: Vec<f32> = node.get_attr_opt_vec("imputed_value_floats")?.unwrap_or_default();
+    node.expect(!imputed.is_empty(), "imputed_value_floats is not empty")?;
+    let replaced: f32 = node.get_attr_opt("replaced_value_float")?.unwrap_or(0.0);
+    Ok((
+        expand(Imputer { replaced: row(&[replaced])?, replaced_is_nan: replaced.is_nan(), imputed: row(&imputed)? }),
+        vec![],
+    ))
+}
+
+impl Expansion for Imputer {
+    fn name(&self) -> StaticName {
+        "Imputer".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        same_shape_f32(s, inputs, outputs)
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let x = to_f32(model, prefix, inputs[0])?;
+        let mask = if self.replaced_is_nan {
+            model.wire_node(format!("{prefix}.is_nan"), tract_core::ops::math::is_nan(), &[x])?
+        } else {
+            let replaced = model.add_const(format!("{prefix}.replaced"), self.replaced.clone())?;
+            model.wire_node(
+                format!("{prefix}.eq"),
+                tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None),
+                &[x, replaced],
+            )?
+        };
+        let shape = model.outlet_fact(x)?.shape.clone();
+        let imputed = model.add_const(format!("{prefix}.imputed"), self.imputed.clone())?;
+        let imputed = model.wire_node(
+            format!("{prefix}.imputed_broadcast"),
+            tract_core::ops::array::MultiBroadcastTo::new(shape),
+            &[imputed],
+        )?;
+        model.wire_node(format!("{prefix}.where"), tract_core::ops::logic::Iff, &[mask[0], imputed[0], x])
+    }
+}
+
+/// `ZipMap`: a sequence of maps, which tensors cannot represent; the model serves ZipMap's
+/// input instead, the [N, classes] probability tensor, columns in the order of the class
+/// labels (`classlabels_int64s` or `classlabels_strings`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct ZipMap;
+
+fn zip_map(_: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(ZipMap), vec![]))
+}
+
+impl Expansion for ZipMap {
+    fn name(&self) -> StaticName {
+        "ZipMap".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, _prefix: &str, _model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        Ok(tvec!(inputs[0]))
+    }
+}
+
+/// `OneHotEncoder` with int64 categories: output = input shape + [categories], 1.0 where the
+/// (integer-valued) input equals the category. `zeros = 0` (fail on an unknown value) cannot be
+/// expressed in a graph and is refused at compile time; string categories are not supported yet.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct OneHotEncoder {
+    categories: Arc<Tensor>,
+}
+
+fn one_hot_encoder(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let strings: Option<Vec<String>> = node.get_attr_opt_vec("cats_strings")?;
+    node.expect(strings.is_none_or(|v| v.is_empty()), "cats_strings (string categories) is not supported yet")?;
+    let categories: Vec<i64> = node.get_attr_opt_vec("cats_int64s")?.unwrap_or_default();
+    node.expect(!categories.is_empty(), "cats_int64s is not empty")?;
+    let zeros: i64 = node.get_attr_opt("zeros")?.unwrap_or(1);
+    node.expect(zeros == 1, "zeros = 0 (an error on unknown categories) is not supported; use zeros = 1")?;
+    Ok((expand(OneHotEncoder { categories: rctensor1(&categories) }), vec![]))
+}
+
+impl Expansion for OneHotEncoder {
+    fn name(&self) -> StaticName {
+        "OneHotEncoder".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, DatumType::F32)?;
+        s.equals(&outputs[0].rank, inputs[0].rank.bex() + 1)?;
+        s.given(&inputs[0].rank, move |s, rank| {
+            let rank = rank as usize;
+            for axis in 0..rank {
+                s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+            }
+            s.equals(&outputs[0].shape[rank], self.categories.len().to_dim())
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let mut x = inputs[0];
+        if model.outlet_fact(x)?.datum_type != i64::datum_type() {
+            x = model.wire_node(format!("{prefix}.to_i64"), tract_core::ops::cast::cast(i64::datum_type()), &[x])?[0];
+        }
+        let rank = model.outlet_fact(x)?.rank();
+        let x = model.wire_node(format!("{prefix}.add_axis"), AxisOp::Add(rank), &[x])?[0];
+        let mut shape = vec![1usize; rank];
+        shape.push(self.categories.len());
+        let categories = self.categories.clone().into_tensor().into_shape(&shape)?.into_arc_tensor();
+        let categories = model.add_const(format!("{prefix}.categories"), categories)?;
+        let equal = model.wire_node(
+            format!("{prefix}.eq"),
+            tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None),
+            &[x, categories],
+        )?;
+        model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &equal)
+    }
+}
