@@ -49,6 +49,22 @@ fn same_shape_f32<'r, 'p: 'r>(
     Ok(())
 }
 
+/// Rules of the regressors: one input, one f32 [rows of the input, `columns`] output.
+fn f32_rows<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    columns: usize,
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    check_output_arity(outputs, 1)?;
+    s.equals(&outputs[0].datum_type, DatumType::F32)?;
+    s.equals(&outputs[0].rank, 2)?;
+    s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+    s.equals(&outputs[0].shape[1], columns.to_dim())?;
+    Ok(())
+}
+
 /// `Scaler`: y = (x - offset) * scale, per feature or for all.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct Scaler {
