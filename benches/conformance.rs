@@ -194,13 +194,7 @@ fn to_tract(tensor: &Tensor) -> TractResult<tract_onnx::prelude::Tensor> {
         // every bit pattern is a valid value of these numeric types.
         Some(dt) => unsafe { tract_onnx::prelude::Tensor::from_raw_dt(dt, &shape, &tensor.data) },
         None => {
-            let mut items = Vec::new();
-            let mut rest = &tensor.data[..];
-            while rest.len() >= 4 {
-                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                items.push(String::from_utf8_lossy(&rest[4..4 + len]).into_owned());
-                rest = &rest[4 + len..];
-            }
+            let items = edgeinfer_oip::bytes_items(&tensor.data).ok_or_else(|| anyhow::anyhow!("malformed BYTES"))?;
             Ok(tract_ndarray::ArrayD::from_shape_vec(shape, items)?.into())
         }
     }

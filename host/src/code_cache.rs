@@ -204,11 +204,17 @@ fn engine_hash(engine: &Engine) -> u64 {
 /// Reads a cache file: a 32-byte HMAC tag, then the payload it authenticates.
 fn read_authentic(key: &CacheKey, path: &Path) -> Option<Vec<u8>> {
     let mut bytes = std::fs::read(path).ok()?;
-    if bytes.len() < TAG_LEN || !key.verify(&bytes[..TAG_LEN], &bytes[TAG_LEN..]) {
+    is_authentic(key, path, &bytes).then(|| bytes.split_off(TAG_LEN))
+}
+
+/// Whether `bytes` (a cache file read from `path`: tag, then payload) carry a tag this host's
+/// key gives their payload; warns about one that does not.
+fn is_authentic(key: &CacheKey, path: &Path, bytes: &[u8]) -> bool {
+    let authentic = bytes.len() >= TAG_LEN && key.verify(&bytes[..TAG_LEN], &bytes[TAG_LEN..]);
+    if !authentic {
         tracing::warn!(path = %path.display(), "ignoring a cache file this host did not write (or a corrupt one)");
-        return None;
     }
-    Some(bytes.split_off(TAG_LEN))
+    authentic
 }
 
 /// Maps a cache file (tag, then payload) whose tag authenticates its payload. Entries are tens
@@ -220,11 +226,7 @@ fn map_authentic(key: &CacheKey, path: &Path) -> Option<memmap2::Mmap> {
     // else may write (checked when the cache is opened); entries are replaced by rename, never
     // written in place, so the mapping does not change under us.
     let mapped = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    if mapped.len() < TAG_LEN || !key.verify(&mapped[..TAG_LEN], &mapped[TAG_LEN..]) {
-        tracing::warn!(path = %path.display(), "ignoring a cache file this host did not write (or a corrupt one)");
-        return None;
-    }
-    Some(mapped)
+    is_authentic(key, path, &mapped).then_some(mapped)
 }
 
 /// Writes a cache file atomically; a failure only costs a recompile later.
