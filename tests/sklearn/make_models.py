@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 import onnxruntime as ort
+import skl2onnx.common._container as skl2onnx_container
+import skl2onnx.common._topology as skl2onnx_topology
 from skl2onnx import to_onnx
 from sklearn import datasets
 from sklearn.compose import ColumnTransformer
@@ -36,6 +38,34 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 SEED = 7
 HELD_OUT = 20
+
+
+def work_around_skl2onnx_1_20():
+    """Two skl2onnx 1.20 bugs with scikit-learn 1.9, mended so the matrix exports what
+    scikit-learn trained (onnxruntime then runs the same file we compile):
+    - HistGradientBoosting: `nodes_missing_value_tracks_true` holds numpy bools, which onnx's
+      make_node refuses in an ints attribute ("Expected an int, got a boolean");
+    - a pipeline ending in LinearSVC gets the `zipmap` option, which LinearSVC's converter does
+      not declare (NameError); LinearSVC has no probabilities to zip, so it is dropped.
+    """
+    make_node = skl2onnx_container.make_node
+
+    def make_node_with_int_flags(op_type, inputs, outputs, name=None, doc_string=None, domain=None, **attrs):
+        for key, value in attrs.items():
+            if isinstance(value, (list, tuple, np.ndarray)) and any(isinstance(v, (bool, np.bool_)) for v in value):
+                attrs[key] = [int(v) for v in value]
+        return make_node(op_type, inputs, outputs, name=name, doc_string=doc_string, domain=domain, **attrs)
+
+    build_options = skl2onnx_container._build_options
+
+    def build_options_without_stray_zipmap(model, defined, defaults, allowed, fail):
+        if allowed not in (None, "passthrough") and "zipmap" not in allowed and defined:
+            defined = {key: {o: v for o, v in opts.items() if o != "zipmap"} for key, opts in defined.items()}
+        return build_options(model, defined, defaults, allowed, fail)
+
+    skl2onnx_container.make_node = make_node_with_int_flags
+    skl2onnx_container._build_options = build_options_without_stray_zipmap
+    skl2onnx_topology._build_options = build_options_without_stray_zipmap
 
 
 def data(name):
@@ -74,6 +104,8 @@ CLASSIFIERS = [
     ("maxabs_linearsvc_wine", "wine", lambda: make_pipeline(MaxAbsScaler(), LinearSVC(random_state=SEED))),
     ("standard_svc_linear_iris", "iris", lambda: make_pipeline(StandardScaler(), SVC(kernel="linear"))),
     ("standard_svc_rbf_prob_cancer", "cancer", lambda: make_pipeline(StandardScaler(), SVC(kernel="rbf", probability=True, random_state=SEED))),
+    ("standard_svc_rbf_cancer", "cancer", lambda: make_pipeline(StandardScaler(), SVC(kernel="rbf"))),
+    ("minmax_svc_poly_prob_iris", "iris", lambda: make_pipeline(MinMaxScaler(), SVC(kernel="poly", degree=2, probability=True, random_state=SEED))),
     ("normalizer_knn_iris", "iris", lambda: make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=5))),
     ("imputer_tree_wine", "wine", lambda: make_pipeline(SimpleImputer(), DecisionTreeClassifier(max_depth=5, random_state=SEED))),
     ("forest_cancer", "cancer", lambda: RandomForestClassifier(n_estimators=20, max_depth=6, random_state=SEED)),
@@ -141,6 +173,7 @@ def build(name, dataset, make, out):
 
 
 def main():
+    work_around_skl2onnx_1_20()
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     models = [build(n, d, m, out) for n, d, m in CLASSIFIERS + REGRESSORS]

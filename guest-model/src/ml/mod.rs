@@ -13,12 +13,14 @@ use tract_onnx::tract_hir::tract_core;
 
 /// Adds this module's operators to `register`.
 pub fn register(register: &mut OnnxOpRegister) {
+    register.insert("ArrayFeatureExtractor", |_, _| Ok((expand(ArrayFeatureExtractor), vec![])));
     register.insert("Scaler", scaler);
     register.insert("Binarizer", binarizer);
     register.insert("Imputer", imputer);
     register.insert("ZipMap", zip_map);
     register.insert("OneHotEncoder", one_hot_encoder);
     register.insert("SVMRegressor", svm::svm_regressor);
+    register.insert("SVMClassifier", svm::svm_classifier);
     register.insert("TreeEnsembleRegressor", tree::tree_regressor);
     register.insert("TreeEnsembleClassifier", tree::tree_classifier);
 }
@@ -26,6 +28,18 @@ pub fn register(register: &mut OnnxOpRegister) {
 /// A per-feature (or single) float list as a [1, C] (or [1, 1]) constant.
 fn row(values: &[f32]) -> TractResult<Arc<Tensor>> {
     Ok(tensor1(values).into_shape(&[1, values.len()])?.into_arc_tensor())
+}
+
+/// A classifier's labels: the int64 list `ints` or the string list `strings`, exactly one.
+fn class_labels(node: &NodeProto, ints: &str, strings: &str) -> TractResult<Arc<Tensor>> {
+    let numbers = node.get_attr_opt_slice::<i64>(ints)?.filter(|v| !v.is_empty());
+    let names = node.get_attr_opt_tvec::<&str>(strings)?.filter(|v| !v.is_empty());
+    match (numbers, names) {
+        (Some(numbers), None) => Ok(rctensor1(numbers)),
+        (None, Some(names)) => Ok(rctensor1(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>())),
+        (None, None) => bail!("{} needs class labels: {ints} or {strings}", node.op_type),
+        (Some(_), Some(_)) => bail!("{} has both {ints} and {strings}; only one can be set", node.op_type),
+    }
 }
 
 /// Casts `x` to f32 when it is not already.
@@ -292,5 +306,50 @@ impl Expansion for OneHotEncoder {
             &[x, categories],
         )?;
         model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &equal)
+    }
+}
+
+/// `ArrayFeatureExtractor` as onnxruntime runs it: the indices (any shape, a scalar included)
+/// pick columns of the last axis, which keeps its place: [.., C] -> [.., indices]. (tract's
+/// own puts the indices' shape in place of the last axis, so a scalar index dropped it and
+/// skl2onnx's one-vs-one SVC graphs failed to concatenate.) A 1-D input gives [indices], as
+/// the shapes skl2onnx declares say (onnxruntime gives [1, indices]; skl2onnx reshapes next).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct ArrayFeatureExtractor;
+
+impl Expansion for ArrayFeatureExtractor {
+    fn name(&self) -> StaticName {
+        "ArrayFeatureExtractor".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[1].datum_type, i64::datum_type())?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, input, indices| {
+            let mut shape = input.clone();
+            shape.pop();
+            shape.push(indices.iter().product());
+            s.equals(&outputs[0].shape, shape)
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let x = inputs[0];
+        let indices_shape = model.outlet_fact(inputs[1])?.shape.to_tvec();
+        let count: TDim = indices_shape.iter().product();
+        let indices = model.wire_node(
+            format!("{prefix}.flat_indices"),
+            AxisOp::Reshape(0, indices_shape, tvec!(count)),
+            &[inputs[1]],
+        )?[0];
+        let last = model.outlet_fact(x)?.rank() - 1;
+        model.wire_node(prefix, tract_core::ops::array::Gather { axis: last, output_type: None }, &[x, indices])
     }
 }

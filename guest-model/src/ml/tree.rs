@@ -81,7 +81,7 @@ where
     T: AttrTVecType<'a>,
 {
     let vec = node.get_attr_vec(attr)?;
-    node.expect_attr(attr, vec.len() == n, || format!("length {}, got {}", vec.len(), n))?;
+    node.expect_attr(attr, vec.len() == n, || format!("length {n}, got {}", vec.len()))?;
     Ok(vec)
 }
 
@@ -91,7 +91,7 @@ where
 {
     match node.get_attr_opt_vec(attr)? {
         Some(vec) => {
-            node.expect_attr(attr, vec.len() == n, || format!("length {} (or undefined), got {}", vec.len(), n))?;
+            node.expect_attr(attr, vec.len() == n, || format!("length {n} (or undefined), got {}", vec.len()))?;
             Ok(Some(vec))
         }
         None => Ok(None),
@@ -235,27 +235,10 @@ pub fn parse_post_transform(s: &str) -> TractResult<Option<PostTransform>> {
     }
 }
 
-fn parse_class_data(node: &NodeProto) -> TractResult<Arc<Tensor>> {
-    // parse n_classes from protobuf
-    let ints = node.get_attr_opt_slice::<i64>("classlabels_int64s")?;
-    let strs = node.get_attr_opt_tvec::<&str>("classlabels_strings")?;
-    match (ints, strs) {
-        (Some(n), None) => Ok(rctensor1(n)),
-        (None, Some(n)) => Ok(rctensor1(&n.iter().map(|d| d.to_string()).collect::<Vec<_>>())),
-        (None, None) => {
-            bail!("cannot find neither 'classlabels_int64s' not 'classlabels_strings'")
-        }
-        (Some(_), Some(_)) => {
-            bail!("only one of 'classlabels_int64s' and 'classlabels_strings' can be set")
-        }
-    }
-}
-
 /// Parses a `TreeEnsembleClassifier` node.
 pub fn tree_classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let ensemble = parse_nodes_data(node, true)?;
-    let class_labels = parse_class_data(node)?;
-    let base_class_score = get_vec_attr_opt::<f32>(node, "base_values", ensemble.n_classes())?.map(|t| rctensor1(&t));
+    let class_labels = super::class_labels(node, "classlabels_int64s", "classlabels_strings")?;
     let post_transform = node.get_attr_opt("post_transform")?.map(parse_post_transform).transpose()?.unwrap_or(None);
 
     // even numbers in leaves are categories id target of leaf contrib
@@ -268,6 +251,14 @@ pub fn tree_classifier(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(
             .iter()
             .enumerate()
             .all(|(ix, v)| ix % 2 == 1 || *v == 0);
+    // edgeinfer fix: a binary model scoring one column has one base value (HistGradientBoosting);
+    // it is added to every column, and only the first is read.
+    let base_values = if binary_result_layout { 1 } else { ensemble.n_classes() };
+    let base_class_score = match get_vec_attr_opt::<f32>(node, "base_values", base_values) {
+        Err(_) if base_values == 1 => get_vec_attr_opt::<f32>(node, "base_values", ensemble.n_classes())?,
+        other => other?,
+    }
+    .map(|t| rctensor1(&t));
 
     Ok((
         expand(TreeEnsembleClassifier {
