@@ -115,7 +115,12 @@ fn metadata_json(model: &LoadedModel) -> Value {
     let tensors = |specs: &[crate::edgeinfer::inference::types::TensorSpec]| -> Vec<oip::TensorMetadata> {
         specs
             .iter()
-            .map(|s| oip::TensorMetadata { name: s.name.clone(), datatype: to_oip(s.datatype), shape: s.shape.clone() })
+            .map(|s| oip::TensorMetadata {
+                name: s.name.clone(),
+                datatype: to_oip(s.datatype),
+                shape: s.shape.clone(),
+                parameters: crate::ml::zipmap_labels(&s.name).map(|labels| serde_json::json!({ "labels": labels })),
+            })
             .collect()
     };
     let value = oip::ModelMetadata {

@@ -130,8 +130,8 @@ pub fn compile_model(
         source: SourceInfo { file: request.source_file.clone(), sha256: sha256_hex(request.onnx) },
         limits: request.limits,
         grants: Vec::<Capability>::new(),
-        inputs: signatures(&metadata.inputs),
-        outputs: signatures(&metadata.outputs),
+        inputs: signatures(&metadata.inputs, &Default::default()),
+        outputs: signatures(&metadata.outputs, &crate::class_labels::zipmap_labels(request.onnx)),
         examples: Vec::new(),
         reference: None,
     };
@@ -197,13 +197,17 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-fn signatures(specs: &[crate::bindings::TensorSpec]) -> Vec<TensorSignature> {
+fn signatures(
+    specs: &[crate::bindings::TensorSpec],
+    labels: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<TensorSignature> {
     specs
         .iter()
         .map(|spec| TensorSignature {
             name: spec.name.clone(),
             datatype: spec.datatype.into(),
             shape: spec.shape.clone(),
+            labels: labels.get(&spec.name).cloned().unwrap_or_default(),
         })
         .collect()
 }

@@ -29,6 +29,7 @@ pub mod batch;
 pub mod batching;
 mod bindings;
 pub mod capabilities;
+mod class_labels;
 mod code_cache;
 pub mod compare;
 pub mod compile;

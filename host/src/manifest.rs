@@ -134,6 +134,10 @@ pub struct TensorSignature {
     pub datatype: Datatype,
     /// Dimensions, -1 where dynamic, e.g. `[-1, 64]`.
     pub shape: Vec<i64>,
+    /// A classifier's class labels in the order of this output's last axis, e.g. `["0", "1",
+    /// "2"]`: set for the probability tensor a scikit-learn `ZipMap` output is served as.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 impl Manifest {

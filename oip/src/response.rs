@@ -119,6 +119,10 @@ pub struct TensorMetadata {
     pub datatype: Datatype,
     /// Dimensions, -1 where dynamic.
     pub shape: Vec<i64>,
+    /// Extra facts, e.g. `{"labels": ["setosa", "versicolor", "virginica"]}`: a classifier's
+    /// class labels in the order of the last axis of its probability output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
 }
 
 /// The platform every edgeinfer model reports.

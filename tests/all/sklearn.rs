@@ -1,99 +1,210 @@
 //! scikit-learn pipelines (tests/sklearn/make_models.py: skl2onnx exports with ZipMap on, and
-//! onnxruntime's outputs on held-out rows) compile into components and answer as onnxruntime
-//! does: labels exactly, scores within 1e-5 absolute + 1e-4 relative. Every model listed in
-//! tests/sklearn/matching.txt must match; the table of all of them is printed.
+//! onnxruntime's outputs on held-out rows) compiled with `edgeinfer compile` and run with
+//! `edgeinfer infer` answer as onnxruntime does: labels exactly, scores within 1e-5 absolute +
+//! 1e-4 relative. Classifiers' probability outputs carry their class labels in the manifest
+//! and the served metadata. The resulting table must be the README's (between the
+//! `sklearn-table` markers); `EDGEINFER_WRITE_SKLEARN_TABLE=1` rewrites it there.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use edgeinfer_oip::{Datatype, Tensor};
+use serde_json::Value;
 
 use crate::common::*;
+use crate::http::get;
+use crate::server::TestServer;
+
+const BEGIN: &str = "<!-- sklearn-table:begin (written by tests/all/sklearn.rs) -->";
+const END: &str = "<!-- sklearn-table:end -->";
 
 #[test]
 fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
     let models = tempfile::tempdir().expect("tempdir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn/make_models.py");
     let generated = Command::new("python3").arg(script).arg(models.path()).status().expect("python3");
-    assert!(generated.success(), "tests/sklearn/make_models.py needs tests/fixtures/requirements.txt");
-    let matrix: Vec<serde_json::Value> =
+    assert!(generated.success(), "tests/sklearn/make_models.py needs tests/python/requirements.txt");
+    let matrix: Vec<Value> =
         serde_json::from_slice(&std::fs::read(models.path().join("matrix.json")).expect("matrix")).expect("json");
+    assert!(matrix.len() >= 30, "the matrix has {} models", matrix.len());
     let repo = tempfile::tempdir().expect("repo");
-    let runtime = runtime();
-    let mut results = BTreeMap::new();
+    let mut table = vec![
+        "| model | ONNX-ML operators | compiles | matches onnxruntime |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    let mut labelled = Vec::new();
     for entry in &matrix {
-        let name = entry["name"].as_str().expect("name").to_string();
-        if let Some(why) = entry["export_error"].as_str() {
-            results.insert(name, format!("skl2onnx cannot export it: {why}"));
-            continue;
-        }
-        results.insert(name.clone(), check(&runtime, repo.path(), models.path(), &name).err().unwrap_or_default());
-    }
-    println!("| model | result |\n|---|---|");
-    for (name, problem) in &results {
-        println!("| {name} | {} |", if problem.is_empty() { "matches onnxruntime" } else { problem });
-    }
-    let expected = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn/matching.txt"))
-        .expect("matching.txt");
-    let regressions: Vec<String> = expected
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter(|name| results.get(*name).is_none_or(|problem| !problem.is_empty()))
-        .map(|name| format!("{name}: {}", results.get(name).map_or("not generated", String::as_str)))
-        .collect();
-    assert!(regressions.is_empty(), "models that should match onnxruntime do not:\n{}", regressions.join("\n"));
-}
-
-/// Compiles one model, runs its held-out rows, compares every output with onnxruntime's.
-fn check(runtime: &std::sync::Arc<edgeinfer::Runtime>, repo: &Path, models: &Path, name: &str) -> Result<(), String> {
-    let onnx = std::fs::read(models.join(format!("{name}.onnx"))).map_err(|e| e.to_string())?;
-    let case: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(models.join(format!("{name}.json"))).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    let model = try_compile(runtime, repo, &onnx, "model.onnx", &name.replace('_', "-"), 1)
-        .map_err(|e| format!("does not compile: {e}"))?;
-    let rows: Vec<Vec<f32>> = serde_json::from_value(case["rows"].clone()).map_err(|e| e.to_string())?;
-    let input = fp32(case["input"].as_str().unwrap_or("X"), &rows);
-    let outcome = model.infer(vec![input], &[], Default::default()).map_err(|e| format!("infer: {e}"))?;
-    for (output, expected) in case["outputs"].as_object().ok_or("outputs")? {
-        let got = outcome.outputs.iter().find(|t| &t.name == output).ok_or(format!("no output {output}"))?;
-        compare(output, got, expected)?;
-    }
-    Ok(())
-}
-
-fn compare(name: &str, got: &Tensor, expected: &serde_json::Value) -> Result<(), String> {
-    let flat: Vec<&serde_json::Value> = flatten(expected);
-    match got.datatype {
-        Datatype::Fp32 => {
-            let values = f32s(&got.data);
-            if values.len() != flat.len() {
-                return Err(format!("{name}: {} values, expected {}", values.len(), flat.len()));
-            }
-            for (index, (g, w)) in values.iter().zip(&flat).enumerate() {
-                let w = w.as_f64().ok_or(format!("{name}: expected a number"))?;
-                if ((*g as f64) - w).abs() > 1e-5 + 1e-4 * w.abs() {
-                    return Err(format!("{name}: value {index} is {g}, onnxruntime {w}"));
+        let name = entry["name"].as_str().expect("name");
+        let operators: Vec<&str> = entry["operators"]
+            .as_array()
+            .map(|ops| ops.iter().filter_map(|o| o.as_str()?.strip_prefix("ai.onnx.ml:")).collect())
+            .unwrap_or_default();
+        let operators = if operators.is_empty() { "-".to_string() } else { operators.join(", ") };
+        let (compiles, matches) = match entry["export_error"].as_str() {
+            Some(why) => (format!("no: skl2onnx cannot export it ({why})"), "-".to_string()),
+            None => match check(repo.path(), models.path(), name) {
+                Err(Failure::Compile(why)) => (format!("no: {why}"), "-".to_string()),
+                Err(Failure::Answer(why)) => ("yes".to_string(), format!("no: {why}")),
+                Ok(labels) => {
+                    labelled.extend(labels);
+                    ("yes".to_string(), "yes".to_string())
                 }
-            }
+            },
+        };
+        table.push(format!("| {name} | {operators} | {compiles} | {matches} |"));
+    }
+    let table = table.join("\n");
+    println!("{table}");
+    assert!(labelled.len() >= 15, "only {} classifiers had labelled probability outputs", labelled.len());
+    served_metadata_carries_the_labels(repo.path(), &labelled);
+
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
+    let (before, rest) = readme.split_once(BEGIN).expect("README has the sklearn-table begin marker");
+    let (current, after) = rest.split_once(END).expect("README has the sklearn-table end marker");
+    if std::env::var_os("EDGEINFER_WRITE_SKLEARN_TABLE").is_some() {
+        std::fs::write(&readme_path, format!("{before}{BEGIN}\n{table}\n{END}{after}")).expect("write README");
+    } else {
+        assert_eq!(
+            current.trim(),
+            table,
+            "the README's scikit-learn table differs from this run (EDGEINFER_WRITE_SKLEARN_TABLE=1 rewrites it)"
+        );
+    }
+}
+
+enum Failure {
+    Compile(String),
+    Answer(String),
+}
+
+/// (model, output, labels) the manifest recorded for a classifier's probability output.
+type Labelled = (String, String, Vec<String>);
+
+/// Compiles one model with the CLI, runs its held-out rows with `edgeinfer infer`, compares
+/// every output with onnxruntime's and the manifest's class labels with ZipMap's.
+fn check(repo: &Path, models: &Path, name: &str) -> Result<Vec<Labelled>, Failure> {
+    let model = name.replace('_', "-");
+    let onnx = models.join(format!("{name}.onnx"));
+    let repo_arg = repo.to_str().expect("utf-8 path");
+    let compiled =
+        edgeinfer(&["compile", "--name", &model, "--version", "1", "--repo", repo_arg, onnx.to_str().expect("path")]);
+    if !compiled.status.success() {
+        let why = stderr(&compiled);
+        let last = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("?").trim();
+        return Err(Failure::Compile(last.trim_start_matches("error: ").replace('|', "\\|")));
+    }
+    let case: Value =
+        serde_json::from_slice(&std::fs::read(models.join(format!("{name}.json"))).expect("case")).expect("case json");
+    let rows = case["rows"].as_array().expect("rows");
+    let mut shape = vec![rows.len()];
+    if let Some(first) = rows[0].as_array() {
+        shape.push(first.len());
+    }
+    let data: Vec<&Value> = rows.iter().flat_map(flatten).collect();
+    let request = serde_json::json!({"inputs": [{
+        "name": case["input"], "shape": shape, "datatype": case["datatype"], "data": data,
+    }]});
+    let request_file = models.join(format!("{name}.request.json"));
+    std::fs::write(&request_file, request.to_string()).expect("request");
+    let ran =
+        edgeinfer(&["infer", "--repo", repo_arg, "--model", &model, "--input", request_file.to_str().expect("path")]);
+    if !ran.status.success() {
+        return Err(Failure::Answer(format!("infer failed: {}", stderr(&ran).trim())));
+    }
+    let response: Value = serde_json::from_str(&stdout(&ran)).map_err(|e| Failure::Answer(e.to_string()))?;
+    let outputs = response["outputs"].as_array().cloned().unwrap_or_default();
+    for (output, expected) in case["outputs"].as_object().expect("outputs") {
+        let got = outputs
+            .iter()
+            .find(|o| o["name"] == output.as_str())
+            .ok_or_else(|| Failure::Answer(format!("no output {output}")))?;
+        compare(output, got, expected).map_err(Failure::Answer)?;
+    }
+    let manifest = edgeinfer::Manifest::load(&repo.join(&model).join("1/manifest.toml")).expect("manifest");
+    let mut labelled = Vec::new();
+    for (output, labels) in case["labels"].as_object().into_iter().flatten() {
+        let want: Vec<String> = serde_json::from_value(labels.clone()).expect("labels");
+        let recorded = manifest.outputs.iter().find(|o| &o.name == output).map(|o| o.labels.clone());
+        if recorded.as_ref() != Some(&want) {
+            return Err(Failure::Answer(format!("{output}: manifest labels {recorded:?}, ZipMap's {want:?}")));
         }
-        Datatype::Int64 => {
-            let values = i64s(&got.data);
-            let want: Vec<i64> = flat.iter().filter_map(|v| v.as_i64()).collect();
-            if values != want {
-                return Err(format!("{name}: labels {values:?}, onnxruntime {want:?}"));
-            }
+        labelled.push((model.clone(), output.clone(), want));
+    }
+    Ok(labelled)
+}
+
+fn compare(name: &str, got: &Value, expected: &Value) -> Result<(), String> {
+    let want: Vec<&Value> = flatten(expected);
+    let values: Vec<&Value> = got["data"].as_array().map(|d| d.iter().collect()).unwrap_or_default();
+    if values.len() != want.len() {
+        return Err(format!("{name}: {} values, onnxruntime {}", values.len(), want.len()));
+    }
+    let datatype = got["datatype"].as_str().unwrap_or("?");
+    for (index, (g, w)) in values.iter().zip(&want).enumerate() {
+        let same = match datatype {
+            "FP32" | "FP64" => match (g.as_f64(), w.as_f64()) {
+                (Some(g), Some(w)) => (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                _ => false,
+            },
+            "INT64" | "INT32" => g.as_i64().is_some() && g.as_i64() == w.as_i64(),
+            "BYTES" => g.as_str().is_some() && g.as_str() == w.as_str(),
+            other => return Err(format!("{name}: datatype {other} not compared")),
+        };
+        if !same {
+            return Err(format!("{name}: value {index} is {g}, onnxruntime {w}"));
         }
-        other => return Err(format!("{name}: datatype {other} not compared")),
     }
     Ok(())
 }
 
-fn flatten(value: &serde_json::Value) -> Vec<&serde_json::Value> {
+fn flatten(value: &Value) -> Vec<&Value> {
     match value.as_array() {
         Some(items) => items.iter().flat_map(flatten).collect(),
         None => vec![value],
+    }
+}
+
+/// `GET /v2/models/{model}` gives each labelled output `parameters.labels`; the component
+/// serving HTTP itself (as under Spin) answers the same metadata.
+fn served_metadata_carries_the_labels(repo: &Path, labelled: &[Labelled]) {
+    let server = TestServer::start(repo, Default::default());
+    let (model, _, _) = &labelled[0];
+    let component = crate::wasi_http::serve_component(&repo.join(model).join("1/model.wasm"));
+    let path = format!("/v2/models/{model}");
+    assert_eq!(get(component.addr, &path).json(), get(server.addr, &path).json(), "{path}: component vs host");
+    for (model, output, labels) in labelled {
+        let reply = get(server.addr, &format!("/v2/models/{model}"));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let metadata = reply.json();
+        let served = metadata["outputs"]
+            .as_array()
+            .and_then(|outputs| outputs.iter().find(|o| o["name"] == output.as_str()))
+            .unwrap_or_else(|| panic!("{model}: no output {output} in {metadata}"));
+        assert_eq!(served["parameters"]["labels"], serde_json::json!(labels), "{model}: {metadata}");
+    }
+}
+
+/// Each attribute combination an ONNX-ML operator does not support fails the compile, and the
+/// error names it (tests/sklearn/make_unsupported.py lists them with the expected text).
+#[test]
+fn unsupported_attribute_combinations_are_named_at_compile_time() {
+    let models = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn/make_unsupported.py");
+    let generated = Command::new("python3").arg(script).arg(models.path()).status().expect("python3");
+    assert!(generated.success(), "tests/sklearn/make_unsupported.py needs the onnx package");
+    let cases: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(models.path().join("unsupported.json")).expect("list")).expect("json");
+    assert!(cases.len() >= 10, "{} cases", cases.len());
+    let repo = tempfile::tempdir().expect("repo");
+    let runtime = runtime();
+    for case in &cases {
+        let name = case["case"].as_str().expect("case");
+        let names = case["names"].as_str().expect("names");
+        let onnx = std::fs::read(models.path().join(format!("{name}.onnx"))).expect("onnx");
+        let error = try_compile(&runtime, repo.path(), &onnx, "model.onnx", &name.replace('_', "-"), 1)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: compiled, but its attributes are not supported"))
+            .to_string();
+        assert!(error.contains(names), "{name}: the error does not name {names:?}: {error}");
     }
 }

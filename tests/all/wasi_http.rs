@@ -50,16 +50,23 @@ impl WasiHttpView for HttpState {
 }
 
 /// The digits component served through its incoming-handler on a loopback port.
-struct ComponentServer {
+/// A model component answering HTTP itself (wasi:http), as under Spin or `wasmtime serve`.
+pub struct ComponentServer {
     _tokio: tokio::runtime::Runtime,
-    addr: SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 fn component_server() -> &'static ComponentServer {
     static SERVER: OnceLock<ComponentServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
+    SERVER.get_or_init(|| serve_component(&fixtures().digits.dir().join("model.wasm")))
+}
+
+/// Serves the model component at `path` as a wasi:http proxy on a loopback port.
+pub fn serve_component(path: &std::path::Path) -> ComponentServer {
+    {
         let runtime = runtime();
-        let wasm = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("component");
+        let wasm = std::fs::read(path).expect("component");
         let component = runtime.compile(&wasm, &edgeinfer::sha256_hex(&wasm)).expect("compile");
         let mut linker = Linker::<HttpState>::new(runtime.engine());
         // Only the wasi:http/proxy world, as the strictest wasi:http hosts give.
@@ -76,7 +83,7 @@ fn component_server() -> &'static ComponentServer {
             }
         });
         ComponentServer { _tokio: tokio, addr }
-    })
+    }
 }
 
 /// One request, one fresh instance, as `wasmtime serve` does it.

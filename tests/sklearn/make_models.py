@@ -19,6 +19,7 @@ import onnxruntime as ort
 import skl2onnx.common._container as skl2onnx_container
 import skl2onnx.common._topology as skl2onnx_topology
 from skl2onnx import to_onnx
+from skl2onnx.common.data_types import StringTensorType
 from sklearn import datasets
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, GradientBoostingClassifier,
@@ -31,7 +32,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import (Binarizer, MaxAbsScaler, MinMaxScaler, Normalizer, OneHotEncoder,
+from sklearn.preprocessing import (Binarizer, LabelEncoder, MaxAbsScaler, MinMaxScaler, Normalizer, OneHotEncoder,
                                    PolynomialFeatures, RobustScaler, StandardScaler)
 from sklearn.svm import SVC, SVR, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -116,6 +117,11 @@ CLASSIFIERS = [
     ("gaussian_nb_iris", "iris", lambda: GaussianNB()),
     ("binarizer_logistic_cancer", "cancer", lambda: make_pipeline(StandardScaler(), Binarizer(), LogisticRegression(max_iter=500))),
     ("onehot_logistic_iris", "iris-cat", lambda: one_hot(LogisticRegression(max_iter=500))),
+    ("onehot_strings_logistic_iris", "iris-words", None),
+]
+
+TRANSFORMERS = [
+    ("label_encoder_species", "iris-words", None),
 ]
 
 REGRESSORS = [
@@ -137,7 +143,60 @@ REGRESSORS = [
 ]
 
 
+def iris_words():
+    """Iris as words: two features binned into low/mid/high, and the species names."""
+    x, y = datasets.load_iris(return_X_y=True)
+    words = np.array(["low", "mid", "high"])
+    binned = [words[np.digitize(x[:, c], np.quantile(x[:, c], [1 / 3, 2 / 3]))] for c in (2, 3)]
+    names = datasets.load_iris().target_names[y]
+    return train_test_split(np.stack(binned, axis=1), names, test_size=HELD_OUT, random_state=SEED)
+
+
+def build_words(name, out):
+    """The string-input models: a LabelEncoder of species names (plus one it never saw) and
+    string categories one-hot encoded into a logistic regression."""
+    x_train, x_test, y_train, y_test = iris_words()
+    if name == "label_encoder_species":
+        model = LabelEncoder().fit(y_train)
+        rows = np.append(y_test, "unseen")
+        input_type = StringTensorType([None])
+    else:
+        model = make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression(max_iter=500))
+        model.fit(x_train, y_train)
+        rows = x_test
+        input_type = StringTensorType([None, 2])
+    onx = to_onnx(model, initial_types=[("X", input_type)], target_opset={"": 17, "ai.onnx.ml": 3})
+    return write_case(name, onx, rows, "BYTES", out)
+
+
+def write_case(name, onx, rows, datatype, out):
+    path = os.path.join(out, f"{name}.onnx")
+    with open(path, "wb") as f:
+        f.write(onx.SerializeToString())
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    outputs, labels = {}, {}
+    for meta, value in zip(session.get_outputs(), session.run(None, {input_name: rows})):
+        if isinstance(value, list):  # ZipMap: list of {label: probability}, in label order
+            labels[meta.name] = [str(label) for label in value[0].keys()]
+            value = [list(row.values()) for row in value]
+        outputs[meta.name] = np.asarray(value).tolist()
+    description = {
+        "input": input_name,
+        "datatype": datatype,
+        "rows": rows.tolist(),
+        "outputs": outputs,
+        "labels": labels,
+        "operators": sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in onx.graph.node}),
+    }
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(description, f)
+    return {"name": name, "operators": description["operators"]}
+
+
 def build(name, dataset, make, out):
+    if dataset == "iris-words":
+        return build_words(name, out)
     base = dataset.split("-")[0]
     x_train, x_test, y_train, _ = data(base)
     if dataset.endswith("-cat"):
@@ -150,33 +209,14 @@ def build(name, dataset, make, out):
             onx = to_onnx(model, x_train[:1], target_opset={"": 17, "ai.onnx.ml": 3})
         except Exception as error:  # skl2onnx cannot export it: recorded, not skipped
             return {"name": name, "export_error": f"{type(error).__name__}: {str(error)[:200]}"}
-    path = os.path.join(out, f"{name}.onnx")
-    with open(path, "wb") as f:
-        f.write(onx.SerializeToString())
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    outputs = {}
-    for meta, value in zip(session.get_outputs(), session.run(None, {input_name: x_test})):
-        if isinstance(value, list):  # ZipMap: list of {label: probability}
-            labels = sorted(value[0].keys())
-            value = [[row[label] for label in labels] for row in value]
-        outputs[meta.name] = np.asarray(value).tolist()
-    description = {
-        "input": input_name,
-        "rows": x_test.tolist(),
-        "outputs": outputs,
-        "operators": sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in onx.graph.node}),
-    }
-    with open(os.path.join(out, f"{name}.json"), "w") as f:
-        json.dump(description, f)
-    return {"name": name, "operators": description["operators"]}
+    return write_case(name, onx, x_test, "FP32", out)
 
 
 def main():
     work_around_skl2onnx_1_20()
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    models = [build(n, d, m, out) for n, d, m in CLASSIFIERS + REGRESSORS]
+    models = [build(n, d, m, out) for n, d, m in CLASSIFIERS + REGRESSORS + TRANSFORMERS]
     with open(os.path.join(out, "matrix.json"), "w") as f:
         json.dump(models, f, indent=1)
     exported = sum("export_error" not in m for m in models)

@@ -3,6 +3,7 @@
 //! optimizes and vectorizes like the rest of the graph; an attribute combination an operator
 //! does not support fails the compile naming it.
 
+mod lookup;
 mod svm;
 mod tree;
 
@@ -19,6 +20,8 @@ pub fn register(register: &mut OnnxOpRegister) {
     register.insert("Imputer", imputer);
     register.insert("ZipMap", zip_map);
     register.insert("OneHotEncoder", one_hot_encoder);
+    register.insert("LabelEncoder", lookup::label_encoder);
+    register.insert("FeatureVectorizer", feature_vectorizer);
     register.insert("SVMRegressor", svm::svm_regressor);
     register.insert("SVMClassifier", svm::svm_classifier);
     register.insert("TreeEnsembleRegressor", tree::tree_regressor);
@@ -39,6 +42,15 @@ fn class_labels(node: &NodeProto, ints: &str, strings: &str) -> TractResult<Arc<
         (None, Some(names)) => Ok(rctensor1(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>())),
         (None, None) => bail!("{} needs class labels: {ints} or {strings}", node.op_type),
         (Some(_), Some(_)) => bail!("{} has both {ints} and {strings}; only one can be set", node.op_type),
+    }
+}
+
+/// The fallback of a label lookup: zero, or "" for string labels (String has no zero).
+fn no_label(datum_type: DatumType) -> TractResult<Arc<Tensor>> {
+    if datum_type == DatumType::String {
+        Ok(rctensor0(String::new()))
+    } else {
+        Ok(Tensor::zero_dt(datum_type, &[])?.into_arc_tensor())
     }
 }
 
@@ -164,9 +176,10 @@ struct Imputer {
 
 fn imputer(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let int_form: Option<Vec<i64>> = node.get_attr_opt_vec("imputed_value_int64s")?;
-    node.expect(
+    node.expect_attr(
+        "imputed_value_int64s",
         int_form.is_none_or(|v| v.is_empty()),
-        "the int64 form (imputed_value_int64s) is not supported; only imputed_value_floats",
+        "none (the int64 form is not supported; only imputed_value_floats)",
     )?;
     let imputed: Vec<f32> = node.get_attr_opt_vec("imputed_value_floats")?.unwrap_or_default();
     node.expect(!imputed.is_empty(), "imputed_value_floats is not empty")?;
@@ -220,8 +233,27 @@ impl Expansion for Imputer {
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct ZipMap;
 
-fn zip_map(_: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+fn zip_map(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let labels = class_labels(node, "classlabels_int64s", "classlabels_strings")?;
+    let labels: Vec<String> = if labels.datum_type() == i64::datum_type() {
+        labels.try_as_plain_ram()?.as_slice::<i64>()?.iter().map(i64::to_string).collect()
+    } else {
+        labels.try_as_plain_ram()?.as_slice::<String>()?.to_vec()
+    };
+    if let Some(output) = node.output.first() {
+        ZIPMAP_LABELS.lock().unwrap_or_else(|p| p.into_inner()).insert(output.clone(), labels);
+    }
     Ok((expand(ZipMap), vec![]))
+}
+
+/// Labels of the ZipMaps parsed so far, by output name (one model per component: the
+/// snapshot keeps those of its model).
+static ZIPMAP_LABELS: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The class labels of output `name` when it is a ZipMap's (served as its probability tensor).
+pub fn zipmap_labels(name: &str) -> Option<Vec<String>> {
+    ZIPMAP_LABELS.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
 }
 
 impl Expansion for ZipMap {
@@ -247,22 +279,27 @@ impl Expansion for ZipMap {
     }
 }
 
-/// `OneHotEncoder` with int64 categories: output = input shape + [categories], 1.0 where the
-/// (integer-valued) input equals the category. `zeros = 0` (fail on an unknown value) cannot be
-/// expressed in a graph and is refused at compile time; string categories are not supported yet.
+/// `OneHotEncoder` with int64 or string categories: output = input shape + [categories], 1.0
+/// where the input equals the category (numbers are cast to int64 first). `zeros = 0` (fail
+/// on an unknown value) cannot be expressed in a graph and is refused at compile time.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct OneHotEncoder {
-    categories: Arc<Tensor>,
+    /// Category -> its position, -1 for anything else.
+    positions: lookup::Lookup,
+    categories: usize,
 }
 
 fn one_hot_encoder(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let strings: Option<Vec<String>> = node.get_attr_opt_vec("cats_strings")?;
-    node.expect(strings.is_none_or(|v| v.is_empty()), "cats_strings (string categories) is not supported yet")?;
-    let categories: Vec<i64> = node.get_attr_opt_vec("cats_int64s")?.unwrap_or_default();
-    node.expect(!categories.is_empty(), "cats_int64s is not empty")?;
+    let strings: Vec<String> = node.get_attr_opt_vec("cats_strings")?.unwrap_or_default();
+    let numbers: Vec<i64> = node.get_attr_opt_vec("cats_int64s")?.unwrap_or_default();
+    node.expect(strings.is_empty() != numbers.is_empty(), "exactly one of cats_int64s and cats_strings")?;
     let zeros: i64 = node.get_attr_opt("zeros")?.unwrap_or(1);
-    node.expect(zeros == 1, "zeros = 0 (an error on unknown categories) is not supported; use zeros = 1")?;
-    Ok((expand(OneHotEncoder { categories: rctensor1(&categories) }), vec![]))
+    node.expect_attr("zeros", zeros == 1, "1 (zeros = 0, an error on unknown categories, is not supported)")?;
+    let categories = strings.len() + numbers.len();
+    let keys = if strings.is_empty() { rctensor1(&numbers) } else { rctensor1(&strings) };
+    let positions: Vec<i64> = (0..categories as i64).collect();
+    let positions = lookup::Lookup::new(keys, rctensor1(&positions), rctensor0(-1i64))?;
+    Ok((expand(OneHotEncoder { positions, categories }), vec![]))
 }
 
 impl Expansion for OneHotEncoder {
@@ -285,25 +322,29 @@ impl Expansion for OneHotEncoder {
             for axis in 0..rank {
                 s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
             }
-            s.equals(&outputs[0].shape[rank], self.categories.len().to_dim())
+            s.equals(&outputs[0].shape[rank], self.categories.to_dim())
         })
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let mut x = inputs[0];
-        if model.outlet_fact(x)?.datum_type != i64::datum_type() {
+        let input = model.outlet_fact(x)?.datum_type;
+        if input != self.positions.key_type() {
+            ensure!(self.positions.key_type() == DatumType::I64, "{input:?} input for string categories");
             x = model.wire_node(format!("{prefix}.to_i64"), tract_core::ops::cast::cast(i64::datum_type()), &[x])?[0];
         }
-        let rank = model.outlet_fact(x)?.rank();
-        let x = model.wire_node(format!("{prefix}.add_axis"), AxisOp::Add(rank), &[x])?[0];
+        let position = model.wire_node(format!("{prefix}.position"), self.positions.clone(), &[x])?[0];
+        let rank = model.outlet_fact(position)?.rank();
+        let position = model.wire_node(format!("{prefix}.add_axis"), AxisOp::Add(rank), &[position])?[0];
         let mut shape = vec![1usize; rank];
-        shape.push(self.categories.len());
-        let categories = self.categories.clone().into_tensor().into_shape(&shape)?.into_arc_tensor();
-        let categories = model.add_const(format!("{prefix}.categories"), categories)?;
+        shape.push(self.categories);
+        let all: Vec<i64> = (0..self.categories as i64).collect();
+        let all =
+            model.add_const(format!("{prefix}.categories"), tensor1(&all).into_shape(&shape)?.into_arc_tensor())?;
         let equal = model.wire_node(
             format!("{prefix}.eq"),
             tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None),
-            &[x, categories],
+            &[position, all],
         )?;
         model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &equal)
     }
@@ -351,5 +392,61 @@ impl Expansion for ArrayFeatureExtractor {
         )?[0];
         let last = model.outlet_fact(x)?.rank() - 1;
         model.wire_node(prefix, tract_core::ops::array::Gather { axis: last, output_type: None }, &[x, indices])
+    }
+}
+
+/// `FeatureVectorizer`: its inputs' columns side by side, each input taking exactly
+/// `inputdimensions[i]` columns (cut, or padded with zeros), cast to f32. [N, sum].
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct FeatureVectorizer {
+    widths: Vec<usize>,
+}
+
+fn feature_vectorizer(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let widths: Vec<i64> = node.get_attr_opt_vec("inputdimensions")?.unwrap_or_default();
+    node.expect_attr("inputdimensions", widths.len() == node.input.len(), "one width per input")?;
+    node.expect_attr("inputdimensions", widths.iter().all(|w| *w > 0), "positive widths")?;
+    Ok((expand(FeatureVectorizer { widths: widths.into_iter().map(|w| w as usize).collect() }), vec![]))
+}
+
+impl Expansion for FeatureVectorizer {
+    fn name(&self) -> StaticName {
+        "FeatureVectorizer".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, self.widths.len())?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, DatumType::F32)?;
+        s.equals(&outputs[0].rank, 2)?;
+        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        s.equals(&outputs[0].shape[1], self.widths.iter().sum::<usize>().to_dim())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        use tract_onnx::tract_hir::ops::array::{Pad, PadMode, Slice, TypedConcat};
+        let mut columns = tvec!();
+        for (ix, (input, width)) in inputs.iter().zip(&self.widths).enumerate() {
+            let mut x = to_f32(model, &format!("{prefix}.{ix}"), *input)?;
+            if model.outlet_fact(x)?.rank() == 1 {
+                x = model.wire_node(format!("{prefix}.{ix}.as_column"), AxisOp::Add(1), &[x])?[0];
+            }
+            let fact = model.outlet_fact(x)?.clone();
+            ensure!(fact.rank() == 2, "FeatureVectorizer input {ix} has rank {}, not 1 or 2", fact.rank());
+            let have = fact.shape[1].to_usize()?;
+            if have > *width {
+                x = model.wire_node(format!("{prefix}.{ix}.cut"), Slice::new(1, 0, *width), &[x])?[0];
+            } else if have < *width {
+                let pad = Pad::new(vec![(0, 0), (0, width - have)], PadMode::Constant(rctensor0(0f32)));
+                x = model.wire_node(format!("{prefix}.{ix}.pad"), pad, &[x])?[0];
+            }
+            columns.push(x);
+        }
+        model.wire_node(prefix, TypedConcat::new(1), &columns)
     }
 }

@@ -125,9 +125,11 @@ fn matmul(model: &mut TypedModel, name: String, a: OutletId, b: Arc<Tensor>) -> 
 /// Parses an `SVMRegressor` node.
 pub fn svm_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let one_class: i64 = node.get_attr_opt("one_class")?.unwrap_or(0);
-    node.expect(one_class == 0, "one_class = 1 is not supported")?;
+    node.expect_attr("one_class", one_class == 0, "0 (one-class SVMs are not supported)")?;
     let post_transform: &str = node.get_attr_opt("post_transform")?.unwrap_or("NONE");
-    node.expect(post_transform == "NONE", "post_transform other than NONE is not supported")?;
+    node.expect_attr("post_transform", post_transform == "NONE", || {
+        format!("NONE for SVMRegressor ({post_transform} is not supported)")
+    })?;
     let coefficients: Vec<f32> = node.get_attr_vec("coefficients")?;
     let rho: Vec<f32> = node.get_attr_opt_vec("rho")?.unwrap_or_else(|| vec![0.0]);
     let supports: Vec<f32> = node.get_attr_opt_vec("support_vectors")?.unwrap_or_default();
@@ -139,7 +141,7 @@ pub fn svm_regressor(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<d
         (tensor1(&coefficients).into_shape(&[1, features])?, tensor2(&[[1f32]]))
     } else {
         node.expect(coefficients.len() == n_supports, "one coefficient per support vector")?;
-        node.expect(supports.len() % n_supports == 0, "support_vectors is n_supports x features")?;
+        node.expect(supports.len().is_multiple_of(n_supports), "support_vectors is n_supports x features")?;
         let features = supports.len() / n_supports;
         (tensor1(&supports).into_shape(&[n_supports, features])?, tensor1(&coefficients).into_shape(&[n_supports, 1])?)
     };
@@ -203,7 +205,11 @@ pub fn svm_classifier(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<
     let n_supports: usize = per_class.iter().sum();
     node.expect_attr("vectors_per_class", n_supports > 0, "at least one support vector")?;
     let supports: Vec<f32> = node.get_attr_vec("support_vectors")?;
-    node.expect_attr("support_vectors", supports.len() % n_supports == 0, "support vectors x features values")?;
+    node.expect_attr(
+        "support_vectors",
+        supports.len().is_multiple_of(n_supports),
+        "support vectors x features values",
+    )?;
     let features = supports.len() / n_supports;
     let coefficients: Vec<f32> = node.get_attr_vec("coefficients")?;
     node.expect_attr("coefficients", coefficients.len() == (classes - 1) * n_supports, || {
@@ -341,14 +347,13 @@ impl Expansion for SvmClassifier {
         let winner = model.wire_node(format!("{prefix}.as_i32"), cast(i32::datum_type()), &winner)?;
         let label = model.wire_node(
             format!("{prefix}.label"),
-            tract_onnx_opl::ml::DirectLookup::new(
-                self.labels.clone(),
-                Tensor::zero_dt(self.labels.datum_type(), &[])?.into_arc_tensor(),
-            )?,
+            tract_onnx_opl::ml::DirectLookup::new(self.labels.clone(), super::no_label(self.labels.datum_type())?)?,
             &winner,
         )?[0];
         let scores = match (&self.coupling, self.classes()) {
-            (Some(coupling), _) => model.wire_node(format!("{prefix}.probabilities"), coupling.clone(), &[decisions])?[0],
+            (Some(coupling), _) => {
+                model.wire_node(format!("{prefix}.probabilities"), coupling.clone(), &[decisions])?[0]
+            }
             (None, 2) => {
                 let negated = model.wire_node(format!("{prefix}.negated"), math::neg(), &[decisions])?[0];
                 model.wire_node(format!("{prefix}.binary_scores"), TypedConcat::new(1), &[negated, decisions])?[0]

@@ -21,7 +21,7 @@ pub fn tree_regressor(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(B
     let base_values = get_vec_attr_opt::<f32>(node, "base_values", n_targets)?.map(|t| rctensor1(&t));
     let post_transform: &str = node.get_attr_opt("post_transform")?.unwrap_or("NONE");
     node.expect_attr("post_transform", post_transform == "NONE", || {
-        format!("{post_transform} is not supported for TreeEnsembleRegressor (only NONE)")
+        format!("NONE for TreeEnsembleRegressor ({post_transform} is not supported)")
     })?;
     Ok((expand(TreeEnsembleRegressor { ensemble, n_targets, base_values }), vec![]))
 }
@@ -162,7 +162,7 @@ fn parse_nodes_data(node: &NodeProto, is_classifier: bool) -> TractResult<TreeEn
     node.expect_attr(&cls("treeids"), inc_by_1(&leaf_tree_ids), "leaf tree ids to increase by 1")?;
     node.expect_attr("nodes_treeids", tree_ids[0] == 0, "tree ids to start from 0")?;
     node.expect_attr(&cls("treeids"), leaf_tree_ids[0] == 0, "leaf tree ids to start from 0")?;
-    let n_trees = *tree_ids.last().unwrap() + 1;
+    let n_trees = tree_ids.last().copied().unwrap_or(0) + 1; // nodes are not empty (checked)
     node.expect(leaf_tree_ids.last() == Some(&(n_trees - 1)), "mismatching # of trees (nodes/leaves)")?;
 
     let mut node_order: Vec<usize> = (0usize..node_ids.len()).collect();
@@ -186,8 +186,9 @@ fn parse_nodes_data(node: &NodeProto, is_classifier: bool) -> TractResult<TreeEn
         if let Some(mode) = node_modes[n] {
             let mut row = [0u32; 5];
             row[0] = feature_ids[n] as u32;
-            row[1] = true_ids[n] as u32 + trees.last().unwrap();
-            row[2] = false_ids[n] as u32 + trees.last().unwrap();
+            let tree_start = trees.last().copied().unwrap_or(0);
+            row[1] = true_ids[n] as u32 + tree_start;
+            row[2] = false_ids[n] as u32 + tree_start;
             row[3] = node_values[n].to_bits();
             row[4] = (0x0100u32 * nan_is_true[n] as u32) | mode as u32;
             nodes.extend(row.iter());
@@ -230,8 +231,7 @@ pub fn parse_post_transform(s: &str) -> TractResult<Option<PostTransform>> {
         "NONE" => Ok(None),
         "SOFTMAX" => Ok(Some(PostTransform::Softmax)),
         "LOGISTIC" => Ok(Some(PostTransform::Logistic)),
-        "PROBIT" | "SOFTMAX_ZERO" => bail!("PROBIT and SOFTMAX_ZERO unsupported"),
-        _ => bail!("Invalid post transform: {}", s),
+        _ => bail!("post_transform {s} is not supported for TreeEnsembleClassifier (NONE, SOFTMAX, LOGISTIC)"),
     }
 }
 
@@ -370,7 +370,7 @@ impl Expansion for TreeEnsembleClassifier {
             format!("{prefix}.labels"),
             tract_onnx_opl::ml::DirectLookup::new(
                 self.class_labels.clone(),
-                Tensor::zero_dt(self.class_labels.datum_type(), &[])?.into_arc_tensor(),
+                super::no_label(self.class_labels.datum_type())?,
             )?,
             &casted,
         )?[0];

@@ -153,7 +153,7 @@ mod tests {
     use super::*;
 
     fn signature() -> Vec<TensorSignature> {
-        vec![TensorSignature { name: "X".into(), datatype: Datatype::Fp32, shape: vec![-1, 3] }]
+        vec![TensorSignature { name: "X".into(), datatype: Datatype::Fp32, shape: vec![-1, 3], labels: vec![] }]
     }
 
     #[test]

@@ -223,7 +223,12 @@ fn metadata(model: &LoadedModel, versions: &[u64]) -> Value {
     let manifest = model.manifest();
     let tensors = |sigs: &[crate::manifest::TensorSignature]| -> Vec<TensorMetadata> {
         sigs.iter()
-            .map(|s| TensorMetadata { name: s.name.clone(), datatype: s.datatype, shape: s.shape.clone() })
+            .map(|s| TensorMetadata {
+                name: s.name.clone(),
+                datatype: s.datatype,
+                shape: s.shape.clone(),
+                parameters: (!s.labels.is_empty()).then(|| serde_json::json!({ "labels": s.labels })),
+            })
             .collect()
     };
     let metadata = ModelMetadata {
