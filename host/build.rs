@@ -71,6 +71,7 @@ fn compile_protos(manifest_dir: &Path, out_dir: &Path) -> Result<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::server::grpc::codec::ClientFaultCodec")
         .compile_fds(files)
         .context("generating the gRPC service")
 }

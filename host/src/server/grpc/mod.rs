@@ -4,6 +4,7 @@
 //! scopes, admission, limits, batching, statistics and metrics; an inference is framed as a
 //! v2 binary request body and run by the same pipeline (`infer::run`).
 
+pub mod codec;
 mod status;
 mod tensors;
 
@@ -39,11 +40,13 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
     let max = app.config.max_body_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GrpcInferenceServiceServer<Inference>>().await;
-    let reflection = match tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-    {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1 and v1alpha: grpcurl and older tools still ask v1alpha.
+    let reflection = match reflection().build_v1().and_then(|v1| Ok((v1, reflection().build_v1alpha()?))) {
         Ok(reflection) => reflection,
         Err(error) => {
             tracing::error!(%error, "gRPC reflection could not start; serving without it");
@@ -56,7 +59,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
     let served = tonic::transport::Server::builder()
         .add_service(inference)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection.0)
+        .add_service(reflection.1)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await;
     if let Err(error) = served {
