@@ -41,9 +41,10 @@ fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-env-changed=EDGEINFER_RUNTIME_CORE_WASM");
-    for watched in ["guest-model", "wit", "vendor", ".cargo/config.toml", "Cargo.lock"] {
+    for watched in ["guest-model", "wit", "vendor", "proto", ".cargo/config.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", manifest_dir.join(watched).display());
     }
+    compile_protos(&manifest_dir, &out_dir)?;
     let core_path = match std::env::var_os("EDGEINFER_RUNTIME_CORE_WASM") {
         Some(path) => PathBuf::from(path),
         None => build_guest(&manifest_dir, &out_dir)?,
@@ -59,6 +60,20 @@ fn main() -> Result<()> {
     std::fs::write(&runtime, component)?;
     println!("cargo:rustc-env=EDGEINFER_RUNTIME_WASM={}", runtime.display());
     Ok(())
+}
+
+/// Generates the gRPC service (proto/grpc_service.proto) with tonic, and writes its file
+/// descriptor set for server reflection (`grpc_service_descriptor.bin`).
+fn compile_protos(manifest_dir: &Path, out_dir: &Path) -> Result<()> {
+    let protos = manifest_dir.join("proto");
+    let files = protox::compile([protos.join("grpc_service.proto")], [&protos]).context("compiling proto/")?;
+    std::fs::write(out_dir.join("grpc_service_descriptor.bin"), prost::Message::encode_to_vec(&files))?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::server::grpc::codec::ClientFaultCodec")
+        .compile_fds(files)
+        .context("generating the gRPC service")
 }
 
 /// Runs cargo for the guest in its own target directory under the workspace's target

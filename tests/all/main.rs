@@ -9,6 +9,7 @@ mod compile;
 mod conformance;
 mod deploy;
 mod determinism;
+mod grpc;
 mod hostile;
 mod http;
 mod integrity;

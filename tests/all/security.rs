@@ -19,13 +19,13 @@ use crate::http::*;
 use crate::server::{TestServer, digits_request};
 
 /// A repository (digits and a model that spins into its deadline) and a tokens file.
-struct Secured {
-    repo: tempfile::TempDir,
-    tokens_path: PathBuf,
-    tokens: std::collections::BTreeMap<&'static str, String>,
+pub struct Secured {
+    pub repo: tempfile::TempDir,
+    pub tokens_path: PathBuf,
+    pub tokens: std::collections::BTreeMap<&'static str, String>,
 }
 
-fn secured(extra: &[(&'static str, Vec<Scope>, TokenLimits)]) -> Secured {
+pub fn secured(extra: &[(&'static str, Vec<Scope>, TokenLimits)]) -> Secured {
     let repo = tempfile::tempdir().expect("tempdir");
     copy_version(fixtures().digits.dir(), &repo.path().join("digits/1"), 1);
     let wasm = componentize(&hostile_core(INFINITE_LOOP, ""));
@@ -53,7 +53,7 @@ fn secured(extra: &[(&'static str, Vec<Scope>, TokenLimits)]) -> Secured {
     Secured { repo, tokens_path, tokens }
 }
 
-fn config(secured: &Secured) -> ServerConfig {
+pub fn config(secured: &Secured) -> ServerConfig {
     ServerConfig {
         auth: Some(AuthMode::Tokens),
         tokens_file: Some(secured.tokens_path.clone()),

@@ -19,6 +19,7 @@ pub struct TestServer {
     server: Option<RunningServer>,
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -33,8 +34,8 @@ impl TestServer {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
         let config = ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..config };
         let server = tokio.block_on(start(registry, config)).expect("start");
-        let (addr, admin_addr) = (server.addr, server.admin_addr);
-        TestServer { tokio, server: Some(server), addr, admin_addr }
+        let (addr, admin_addr, grpc_addr) = (server.addr, server.admin_addr, server.grpc_addr);
+        TestServer { tokio, server: Some(server), addr, admin_addr, grpc_addr }
     }
 
     pub fn fixtures() -> TestServer {

@@ -19,12 +19,7 @@ const END: &str = "<!-- sklearn-table:end -->";
 
 #[test]
 fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
-    let models = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn/make_models.py");
-    let generated = Command::new("python3").arg(script).arg(models.path()).status().expect("python3");
-    assert!(generated.success(), "tests/sklearn/make_models.py needs tests/python/requirements.txt");
-    let matrix: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(models.path().join("matrix.json")).expect("matrix")).expect("json");
+    let (models, matrix) = generate("make_models.py", "matrix.json");
     assert!(matrix.len() >= 30, "the matrix has {} models", matrix.len());
     let repo = tempfile::tempdir().expect("repo");
     let mut table = vec![
@@ -70,6 +65,16 @@ fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
             "the README's scikit-learn table differs from this run (EDGEINFER_WRITE_SKLEARN_TABLE=1 rewrites it)"
         );
     }
+}
+
+/// Runs tests/sklearn/`script` into a fresh directory; the directory and its `list` file.
+fn generate(script: &str, list: &str) -> (tempfile::TempDir, Vec<Value>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn").join(script);
+    let generated = Command::new("python3").arg(path).arg(dir.path()).status().expect("python3");
+    assert!(generated.success(), "tests/sklearn/{script} needs tests/python/requirements.txt");
+    let listed = serde_json::from_slice(&std::fs::read(dir.path().join(list)).expect(list)).expect("json");
+    (dir, listed)
 }
 
 enum Failure {
@@ -188,12 +193,7 @@ fn served_metadata_carries_the_labels(repo: &Path, labelled: &[Labelled]) {
 /// error names it (tests/sklearn/make_unsupported.py lists them with the expected text).
 #[test]
 fn unsupported_attribute_combinations_are_named_at_compile_time() {
-    let models = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn/make_unsupported.py");
-    let generated = Command::new("python3").arg(script).arg(models.path()).status().expect("python3");
-    assert!(generated.success(), "tests/sklearn/make_unsupported.py needs the onnx package");
-    let cases: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(models.path().join("unsupported.json")).expect("list")).expect("json");
+    let (models, cases) = generate("make_unsupported.py", "unsupported.json");
     assert!(cases.len() >= 10, "{} cases", cases.len());
     let repo = tempfile::tempdir().expect("repo");
     let runtime = runtime();

@@ -19,11 +19,18 @@ pub struct ServerProcess {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves gRPC, when started with `--grpc-listen`.
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 impl ServerProcess {
     /// Starts `edgeinfer serve --repo REPO --listen 127.0.0.1:0` and waits for its address.
     pub fn start(repo: &Path, cache: &Path) -> ServerProcess {
+        Self::start_with(repo, cache, &[])
+    }
+
+    /// The same with `args` added (e.g. `--grpc-listen 127.0.0.1:0`).
+    pub fn start_with(repo: &Path, cache: &Path, args: &[&str]) -> ServerProcess {
         // Bounded caches (the feedback index, kept pool pages) are small enough to fill
         // during the warm-up, so any growth afterwards is a leak.
         let config = repo.join("soak.toml");
@@ -35,6 +42,7 @@ impl ServerProcess {
             .arg(repo)
             .arg("--cache-dir")
             .arg(cache)
+            .args(args)
             .env("RUST_LOG", "edgeinfer=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -42,16 +50,24 @@ impl ServerProcess {
             .expect("start edgeinfer serve");
         let stderr = child.stderr.take().expect("stderr");
         let (found, address) = std::sync::mpsc::channel();
+        let wants_grpc = args.contains(&"--grpc-listen");
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("on http://").nth(1) {
                     let _ = found.send(addr.trim().to_string());
+                } else if let Some(addr) = line.strip_prefix("gRPC").and_then(|l| l.rsplit(" on ").next()) {
+                    let _ = found.send(addr.trim().to_string());
                 }
             }
         });
-        let addr = address.recv_timeout(Duration::from_secs(120)).expect("the server printed its address");
-        ServerProcess { addr: addr.parse().expect("address"), child }
+        let mut next = || -> SocketAddr {
+            let addr = address.recv_timeout(Duration::from_secs(120)).expect("the server printed its address");
+            addr.parse().expect("address")
+        };
+        let addr = next();
+        let grpc_addr = wants_grpc.then(&mut next);
+        ServerProcess { addr, grpc_addr, child }
     }
 
     /// The server's process id.

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8000).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address for the Open Inference Protocol over gRPC (off unless set; the demo model
+    /// serves it on 127.0.0.1:8001).
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
     /// Server settings file (TOML); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -44,8 +48,17 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(grpc) = args.grpc_listen {
+        config.grpc_listen = Some(grpc);
+    }
     if let Some(repo) = args.repo {
         config.repo = Some(repo);
+    }
+    if config.repo.is_none() && config.grpc_listen.is_none() {
+        // The demo turns gRPC on beside REST: :8001 next to the default :8000, any free
+        // port when REST takes one.
+        let port = if config.listen.port() == 0 { 0 } else { 8001 };
+        config.grpc_listen = Some(SocketAddr::new(config.listen.ip(), port));
     }
     config.insecure_no_auth |= args.insecure_no_auth;
     let runtime = runtime.runtime()?;
@@ -69,6 +82,9 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     tokio.block_on(async move {
         let server = start(registry, config).await?;
         eprintln!("edgeinfer serving {} on http://{}", repo_dir.display(), server.addr);
+        if let Some(grpc) = server.grpc_addr {
+            eprintln!("gRPC (inference.GRPCInferenceService, health, reflection) on {grpc}");
+        }
         shutdown_signal().await;
         server.shutdown().await;
         anyhow::Ok(())

@@ -20,6 +20,15 @@ pub struct ReceivedBody {
     _reservation: BodyReservation,
 }
 
+impl ReceivedBody {
+    /// A body already in memory (a decoded gRPC message), its size reserved from the budget
+    /// (503 when the budget is used up).
+    pub fn held(app: &App, bytes: Bytes) -> Result<ReceivedBody, ApiError> {
+        let reservation = app.admission.reserve_body(bytes.len())?;
+        Ok(ReceivedBody { bytes, _reservation: reservation })
+    }
+}
+
 /// Reads the whole body within the size and time limits (413 / 408), after reserving its
 /// size from the server's body budget (503 when the budget is used up).
 pub async fn read_body(app: &App, request: Request<Incoming>) -> Result<ReceivedBody, ApiError> {

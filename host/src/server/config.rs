@@ -18,6 +18,9 @@ pub struct ServerConfig {
     /// A second address serving only the admin API (and health checks); the main listener
     /// then answers 404 for `/v2/admin`, e.g. `"127.0.0.1:8001"`.
     pub admin_listen: Option<SocketAddr>,
+    /// Address for the Open Inference Protocol over gRPC (`inference.GRPCInferenceService`,
+    /// health and reflection); off unless set, e.g. `"127.0.0.1:8001"`.
+    pub grpc_listen: Option<SocketAddr>,
     /// TLS for every listener: `[tls] cert = "server.pem"`, `key = "server.key"`, optional
     /// `client_ca = "ca.pem"` and `client_auth = "all" | "admin"` (mutual TLS).
     pub tls: Option<crate::server::security::tls::TlsSettings>,
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             admin_listen: None,
+            grpc_listen: None,
             tls: None,
             repo: None,
             max_concurrent_inferences: std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -49,19 +49,40 @@ async fn answer(
     caller: Caller,
 ) -> Result<Response<Body>, ApiError> {
     let action = format!("{} {}", request.method(), request.uri().path());
-    let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
-    let quota_key = caller.quota_key();
-    if let Err(throttle) = app.security.quotas.admit(&quota_key, caller.limits()) {
-        app.security.audit(AuditKind::Throttled, &caller, &action, "429", &throttle.to_string());
-        return Err(rejected(&app, &labels, throttle.into()));
-    }
     let header_length = request
         .headers()
         .get(edgeinfer_oip::HEADER_LENGTH)
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?;
-    let body = read_body(&app, request)
+    let reader = app.clone();
+    let body = run(app, route, caller, action, async move { read_body(&reader, request).await }, header_length).await?;
+    let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
+    if let Some(length) = body.header_length {
+        response.headers_mut().insert(edgeinfer_oip::HEADER_LENGTH, HeaderValue::from(length));
+    }
+    Ok(response)
+}
+
+/// One inference whatever the transport (HTTP, gRPC): the caller's quota, then `body` (a
+/// v2 request body, JSON or with a binary part of `header_length`), then the pipeline alone
+/// or through the version's batch queue, counted and settled. Answers the v2 response body.
+pub async fn run(
+    app: Arc<App>,
+    route: Route,
+    caller: Caller,
+    action: String,
+    body: impl std::future::Future<Output = Result<ReceivedBody, ApiError>>,
+    header_length: Option<String>,
+) -> Result<HttpBody, ApiError> {
+    let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
+    let quota_key = caller.quota_key();
+    if let Err(throttle) = app.security.quotas.admit(&quota_key, caller.limits()) {
+        app.security.audit(AuditKind::Throttled, &caller, &action, "429", &throttle.to_string());
+        return Err(rejected(&app, &labels, throttle.into()));
+    }
+    let body = body
         .await
         .map_err(|e| if e.status == hyper::StatusCode::SERVICE_UNAVAILABLE { rejected(&app, &labels, e) } else { e })?;
     let Route { live, shadow } = route;
@@ -70,17 +91,11 @@ async fn answer(
     let keep_tensors = shadow.is_some() || app.observer.wants_tensors(&live, sampled);
     let options = Options { limits, keep_tensors, assign_id: true };
     let request = Arc::new(InferRequest { app, caller, quota_key, action, labels, live, shadow, options, sampled });
-    let body = if request.live.batching.is_some() {
-        batched(request, body, header_length).await?
+    if request.live.batching.is_some() {
+        batched(request, body, header_length).await
     } else {
-        alone(request, body, header_length).await?
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
-    if let Some(length) = body.header_length {
-        response.headers_mut().insert(edgeinfer_oip::HEADER_LENGTH, HeaderValue::from(length));
+        alone(request, body, header_length).await
     }
-    Ok(response)
 }
 
 /// A refusal before running, counted as such.

@@ -9,6 +9,7 @@ mod batcher;
 mod body;
 mod config;
 mod deployment;
+pub mod grpc;
 mod history;
 mod infer;
 mod inline;
@@ -145,6 +146,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The admin listener's address, when `admin_listen` is set.
     pub admin_addr: Option<SocketAddr>,
+    /// The gRPC listener's address, when `grpc_listen` is set.
+    pub grpc_addr: Option<SocketAddr>,
     app: Arc<App>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -198,9 +201,17 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    if config.grpc_listen.is_some() && config.tls.is_some() {
+        return Err(Error::Config("grpc_listen does not serve TLS yet; unset [tls] or grpc_listen".into()));
+    }
+    let grpc_listener = match config.grpc_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::io("reading the bound address", e));
     let addr = local(&listener)?;
     let admin_addr = admin_listener.as_ref().map(local).transpose()?;
+    let grpc_addr = grpc_listener.as_ref().map(local).transpose()?;
     let watcher = if config.watch { Some(watch(registry.clone())?) } else { None };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
@@ -214,10 +225,13 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     if !app.alerts.is_empty() {
         tasks.push(tokio::spawn(evaluate_alerts(app.clone(), until_stopped(stopped.clone()))));
     }
+    if let Some(grpc) = grpc_listener {
+        tasks.push(tokio::spawn(grpc::serve(grpc, app.clone(), until_stopped(stopped.clone()))));
+    }
     if let Some(admin) = admin_listener {
         tasks.push(tokio::spawn(serve(admin, app.clone(), Role::Admin, tls, until_stopped(stopped))));
     }
-    Ok(RunningServer { addr, admin_addr, app, stop: Some(stop), tasks, _watcher: watcher })
+    Ok(RunningServer { addr, admin_addr, grpc_addr, app, stop: Some(stop), tasks, _watcher: watcher })
 }
 
 /// Evaluates the alert rules every `alert_interval_ms` until `shutdown` resolves.

@@ -25,12 +25,28 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Send `WWW-Authenticate: Bearer` (401).
     pub challenge: bool,
+    /// What failed, where the status alone does not say (gRPC maps it to its own codes).
+    pub cause: Cause,
+}
+
+/// What made a request fail, beyond its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cause {
+    /// The status says it all.
+    #[default]
+    Status,
+    /// The request ran past its deadline.
+    Deadline,
+    /// The request used up its fuel, memory or output budget.
+    Exhausted,
+    /// The model trapped or failed inside the sandbox.
+    Trap,
 }
 
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None, challenge: false }
+        ApiError { status, message: message.into(), retry_after: None, challenge: false, cause: Cause::Status }
     }
 
     /// 400.
@@ -75,7 +91,13 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        ApiError::new(ApiError::status_of(&error), error.to_string())
+        let cause = match &error {
+            Error::DeadlineExceeded { .. } => Cause::Deadline,
+            Error::FuelExhausted { .. } | Error::MemoryLimit { .. } | Error::OutputLimit(_) => Cause::Exhausted,
+            Error::GuestTrap(_) | Error::Model(_) => Cause::Trap,
+            _ => Cause::Status,
+        };
+        ApiError { cause, ..ApiError::new(ApiError::status_of(&error), error.to_string()) }
     }
 }
 

@@ -241,7 +241,9 @@ fn metadata(model: &LoadedModel, versions: &[u64]) -> Value {
     serde_json::to_value(metadata).unwrap_or_default()
 }
 
-fn stats(app: &App, model: Option<&str>, version: Option<u64>) -> Value {
+/// The statistics of the loaded versions (of `model`, of `version`), as
+/// `{"model_stats": [...]}`.
+pub(super) fn stats(app: &App, model: Option<&str>, version: Option<u64>) -> Value {
     let rows: Vec<Value> = app
         .registry
         .all_loaded()

@@ -90,7 +90,9 @@ impl Security {
     pub fn from_config(config: &ServerConfig, repo: &Path) -> Result<Security> {
         let tokens_path = config.tokens_file.clone().unwrap_or_else(|| TokensFile::default_path(repo));
         let create = format!("`edgeinfer token create --tokens {} --name NAME --scope admin`", tokens_path.display());
-        let loopback = config.listen.ip().is_loopback() && config.admin_listen.is_none_or(|a| a.ip().is_loopback());
+        let loopback = config.listen.ip().is_loopback()
+            && config.admin_listen.is_none_or(|a| a.ip().is_loopback())
+            && config.grpc_listen.is_none_or(|a| a.ip().is_loopback());
         let mode = config.auth.unwrap_or(AuthMode::None);
         if mode == AuthMode::None && !loopback && !config.insecure_no_auth {
             return Err(Error::Config(format!(

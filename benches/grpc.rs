@@ -1,0 +1,174 @@
+//! gRPC vs REST on the real `edgeinfer serve` binary: requests/s and p50/p99 latency for one
+//! digits row per request at 1, 8 and 64 concurrent clients, over the Open Inference
+//! Protocol's gRPC service (raw contents, as Triton's clients send), REST with JSON, and REST
+//! with the binary tensor extension. One Rust load client (tokio; one connection per client)
+//! drives all three, so the figures differ only by the transport; ratios are against REST
+//! JSON in the same run.
+//!
+//! `cargo bench --bench grpc` prints the table (`EDGEINFER_BENCH_SECS` per cell, default 4).
+
+#![allow(dead_code)]
+
+#[path = "../tests/all/http.rs"]
+mod http;
+#[path = "../tests/support/soak_driver.rs"]
+mod soak_driver;
+#[path = "support.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edgeinfer::server::grpc::proto::ModelInferRequest;
+use edgeinfer::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use edgeinfer::server::grpc::proto::model_infer_request::InferInputTensor;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+const CLIENTS: [usize; 3] = [1, 8, 64];
+
+/// How one run's requests travel.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Grpc,
+    RestJson,
+    RestBinary,
+}
+
+impl Transport {
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "gRPC (raw contents)",
+            Transport::RestJson => "REST JSON",
+            Transport::RestBinary => "REST binary",
+        }
+    }
+}
+
+/// One digits row in each encoding.
+struct Requests {
+    json: Bytes,
+    binary: Bytes,
+    binary_header: usize,
+    grpc: ModelInferRequest,
+}
+
+impl Requests {
+    fn new() -> Requests {
+        let row = vec![0.25f32; 64];
+        let json = serde_json::json!({"inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "data": row}]});
+        let raw: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let header = serde_json::json!({
+            "inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "parameters": {"binary_data_size": raw.len()}}],
+            "parameters": {"binary_data_output": true},
+        })
+        .to_string();
+        let mut binary = header.clone().into_bytes();
+        binary.extend_from_slice(&raw);
+        let grpc = ModelInferRequest {
+            model_name: "digits".into(),
+            inputs: vec![InferInputTensor {
+                name: "X".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 64],
+                parameters: Default::default(),
+                contents: None,
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        };
+        Requests { json: Bytes::from(json.to_string()), binary: Bytes::from(binary), binary_header: header.len(), grpc }
+    }
+}
+
+/// One client: its own connection, requests back to back until `until`; latencies.
+async fn client(
+    transport: Transport,
+    rest: SocketAddr,
+    grpc: SocketAddr,
+    requests: Arc<Requests>,
+    until: Instant,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    if transport == Transport::Grpc {
+        let mut client = GrpcInferenceServiceClient::connect(format!("http://{grpc}")).await.expect("gRPC connect");
+        while Instant::now() < until {
+            let started = Instant::now();
+            let answer = client.model_infer(requests.grpc.clone()).await.expect("gRPC infer");
+            assert_eq!(answer.get_ref().raw_output_contents.len(), 2);
+            latencies.push(started.elapsed());
+        }
+        return latencies;
+    }
+    let stream = tokio::net::TcpStream::connect(rest).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    while Instant::now() < until {
+        let mut request = hyper::Request::post("/v2/models/digits/infer").header("host", "bench");
+        let body = if transport == Transport::RestJson {
+            request = request.header("content-type", "application/json");
+            requests.json.clone()
+        } else {
+            request = request
+                .header("content-type", "application/octet-stream")
+                .header("inference-header-content-length", requests.binary_header);
+            requests.binary.clone()
+        };
+        let started = Instant::now();
+        let response = sender.send_request(request.body(Full::new(body)).expect("request")).await.expect("send");
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.expect("body");
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize]
+}
+
+fn main() {
+    let seconds = std::env::var("EDGEINFER_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let repo = tempfile::tempdir().expect("tempdir");
+    let runtime = support::runtime(true);
+    support::compile(&runtime, repo.path(), "digits.onnx", "digits");
+    drop(runtime);
+    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+    let server = soak_driver::ServerProcess::start_with(repo.path(), &cache, &["--grpc-listen", "127.0.0.1:0"]);
+    let grpc = server.grpc_addr.expect("gRPC address");
+    let requests = Arc::new(Requests::new());
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    println!("| transport | clients | requests/s | p50 (ms) | p99 (ms) | requests/s vs REST JSON |");
+    println!("|---|---|---|---|---|---|");
+    for clients in CLIENTS {
+        let mut json_rate = None;
+        for transport in [Transport::RestJson, Transport::RestBinary, Transport::Grpc] {
+            // A short warm-up, then the measured run.
+            let run = |duration: Duration| -> Vec<Vec<Duration>> {
+                let until = Instant::now() + duration;
+                let tasks: Vec<_> = (0..clients)
+                    .map(|_| tokio.spawn(client(transport, server.addr, grpc, requests.clone(), until)))
+                    .collect();
+                tasks.into_iter().map(|task| tokio.block_on(task).expect("client")).collect()
+            };
+            run(Duration::from_millis(500));
+            let started = Instant::now();
+            let mut latencies: Vec<Duration> = run(Duration::from_secs(seconds)).into_iter().flatten().collect();
+            let elapsed = started.elapsed().as_secs_f64();
+            latencies.sort();
+            let rate = latencies.len() as f64 / elapsed;
+            let baseline = *json_rate.get_or_insert(rate);
+            println!(
+                "| {} | {clients} | {rate:.0} | {:.3} | {:.3} | {:.2}x |",
+                transport.label(),
+                percentile(&latencies, 50.0).as_secs_f64() * 1e3,
+                percentile(&latencies, 99.0).as_secs_f64() * 1e3,
+                rate / baseline,
+            );
+        }
+    }
+}
