@@ -252,3 +252,60 @@ fn bad_certificate_files_are_refused_before_binding() {
     let empty = start(TlsSettings { cert: dir.path().join("empty.pem"), ..good }).expect("refused");
     assert!(empty.contains("empty.pem") && empty.contains("no certificate"), "{empty}");
 }
+
+/// The gRPC listener serves TLS with the same certificate (HTTP/2 negotiated): Python's gRPC
+/// client trusting the CA gets answers; a plaintext gRPC client and one trusting another CA
+/// get none, and the listener keeps serving.
+#[test]
+fn grpc_is_served_over_tls_with_the_same_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let authority = Authority::new("edgeinfer test CA");
+    let settings = server_files(dir.path(), &authority, None, ClientAuthScope::All);
+    let server = TestServer::start(
+        &fixtures().repo,
+        ServerConfig {
+            tls: Some(settings),
+            grpc_listen: Some("127.0.0.1:0".parse().expect("addr")),
+            ..ServerConfig::default()
+        },
+    );
+    let grpc = server.grpc_addr.expect("gRPC listens");
+    std::fs::write(dir.path().join("ca.pem"), authority.pem()).expect("ca");
+    std::fs::write(dir.path().join("other.pem"), Authority::new("someone else").pem()).expect("other ca");
+    let script = r#"
+import sys, grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+addr, ca, other = sys.argv[1:4]
+def stub(channel):
+    return service_pb2_grpc.GRPCInferenceServiceStub(channel)
+def secure(pem):
+    creds = grpc.ssl_channel_credentials(open(pem, "rb").read())
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+def refused(channel):
+    try:
+        stub(channel).ServerLive(service_pb2.ServerLiveRequest(), timeout=5)
+    except grpc.RpcError as error:
+        return error.code() == grpc.StatusCode.UNAVAILABLE
+    return False
+trusted = stub(secure(ca))
+assert trusted.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+request = service_pb2.ModelInferRequest(model_name="digits")
+request.inputs.add(name="X", datatype="FP32", shape=[1, 64]).contents.fp32_contents.extend([0.25] * 64)
+answer = trusted.ModelInfer(request, timeout=10)
+assert answer.model_name == "digits" and len(answer.raw_output_contents) == 2, answer
+assert refused(grpc.insecure_channel(addr)), "plaintext gRPC was answered"
+assert refused(secure(other)), "a client trusting another CA was answered"
+assert trusted.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(grpc.to_string())
+        .arg(dir.path().join("ca.pem"))
+        .arg(dir.path().join("other.pem"))
+        .output()
+        .expect("python3 with tests/python/requirements.txt");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("ok"), "{text}");
+}

@@ -201,9 +201,6 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    if config.grpc_listen.is_some() && config.tls.is_some() {
-        return Err(Error::Config("grpc_listen does not serve TLS yet; unset [tls] or grpc_listen".into()));
-    }
     let grpc_listener = match config.grpc_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -226,7 +223,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
         tasks.push(tokio::spawn(evaluate_alerts(app.clone(), until_stopped(stopped.clone()))));
     }
     if let Some(grpc) = grpc_listener {
-        tasks.push(tokio::spawn(grpc::serve(grpc, app.clone(), until_stopped(stopped.clone()))));
+        tasks.push(tokio::spawn(grpc::serve(grpc, app.clone(), tls.clone(), until_stopped(stopped.clone()))));
     }
     if let Some(admin) = admin_listener {
         tasks.push(tokio::spawn(serve(admin, app.clone(), Role::Admin, tls, until_stopped(stopped))));

@@ -7,6 +7,7 @@
 pub mod codec;
 mod status;
 mod tensors;
+mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -35,8 +36,13 @@ use proto::*;
 /// The service's file descriptor set, for server reflection.
 const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/grpc_service_descriptor.bin"));
 
-/// Serves gRPC on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
+/// Serves gRPC on `listener` (over TLS when the server has `[tls]`) until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Arc<super::security::tls::TlsReloader>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let max = app.config.max_body_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GrpcInferenceServiceServer<Inference>>().await;
@@ -56,13 +62,18 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
     let inference = GrpcInferenceServiceServer::new(Inference { app })
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(inference)
         .add_service(health_service)
         .add_service(reflection.0)
-        .add_service(reflection.1)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
-        .await;
+        .add_service(reflection.1);
+    let served = match tls {
+        Some(tls) => router.serve_with_incoming_shutdown(tls::incoming(listener, tls), shutdown).await,
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
     if let Err(error) = served {
         tracing::error!(%error, "the gRPC server stopped");
     }

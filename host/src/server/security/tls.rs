@@ -46,10 +46,12 @@ pub enum ClientAuthScope {
     Admin,
 }
 
-/// The current server configurations: for the main listener and the admin listener.
+/// The current server configurations: for the main listener, the admin listener, and the
+/// gRPC listener (the main one's, speaking HTTP/2).
 struct Configs {
     main: Arc<rustls::ServerConfig>,
     admin: Arc<rustls::ServerConfig>,
+    grpc: Arc<rustls::ServerConfig>,
 }
 
 /// TLS acceptors that follow their certificate files.
@@ -74,6 +76,13 @@ impl TlsReloader {
         self.refresh();
         let configs = self.configs.load();
         TlsAcceptor::from(if admin { configs.admin.clone() } else { configs.main.clone() })
+    }
+
+    /// The acceptor for a new gRPC connection: the main listener's certificate and client
+    /// authentication, with HTTP/2 negotiated (ALPN `h2`), as gRPC clients require.
+    pub fn grpc_acceptor(&self) -> TlsAcceptor {
+        self.refresh();
+        TlsAcceptor::from(self.configs.load().grpc.clone())
     }
 
     fn refresh(&self) {
@@ -135,9 +144,12 @@ fn build(settings: &TlsSettings) -> Result<Configs> {
     };
     let plain = config(None)?;
     let mutual = verifier.map(|v| config(Some(v))).transpose()?;
-    Ok(match (mutual, settings.client_auth) {
-        (None, _) => Configs { main: plain.clone(), admin: plain },
-        (Some(mutual), ClientAuthScope::All) => Configs { main: mutual.clone(), admin: mutual },
-        (Some(mutual), ClientAuthScope::Admin) => Configs { main: plain, admin: mutual },
-    })
+    let (main, admin) = match (mutual, settings.client_auth) {
+        (None, _) => (plain.clone(), plain),
+        (Some(mutual), ClientAuthScope::All) => (mutual.clone(), mutual),
+        (Some(mutual), ClientAuthScope::Admin) => (plain, mutual),
+    };
+    let mut grpc = (*main).clone();
+    grpc.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Configs { main, admin, grpc: Arc::new(grpc) })
 }
