@@ -11,6 +11,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core;
+use tract_onnx::tract_hir::tract_core::ops::binary::TypedBinOp;
 
 /// Adds this module's operators to `register`.
 pub fn register(register: &mut OnnxOpRegister) {
@@ -45,13 +46,55 @@ fn class_labels(node: &NodeProto, ints: &str, strings: &str) -> TractResult<Arc<
     }
 }
 
-/// The fallback of a label lookup: zero, or "" for string labels (String has no zero).
-fn no_label(datum_type: DatumType) -> TractResult<Arc<Tensor>> {
-    if datum_type == DatumType::String {
-        Ok(rctensor0(String::new()))
+/// A classifier's label per row: the label of the first column with the highest value of
+/// `columns` ([N, classes]). (An index past the labels falls back to zero, or "" for string
+/// labels: String has no zero.)
+fn winning_label(
+    model: &mut TypedModel,
+    prefix: &str,
+    columns: OutletId,
+    labels: &Arc<Tensor>,
+) -> TractResult<OutletId> {
+    use tract_core::ops::nn::{Reduce, Reducer};
+    let winner =
+        model.wire_node(format!("{prefix}.argmax"), Reduce::new(tvec!(1), Reducer::ArgMax(false)), &[columns])?;
+    let winner = model.wire_node(format!("{prefix}.rm_axis"), AxisOp::Rm(1), &winner)?;
+    let winner =
+        model.wire_node(format!("{prefix}.as_i32"), tract_core::ops::cast::cast(i32::datum_type()), &winner)?;
+    let fallback = if labels.datum_type() == DatumType::String {
+        rctensor0(String::new())
     } else {
-        Ok(Tensor::zero_dt(datum_type, &[])?.into_arc_tensor())
-    }
+        Tensor::zero_dt(labels.datum_type(), &[])?.into_arc_tensor()
+    };
+    let lookup = tract_onnx_opl::ml::DirectLookup::new(labels.clone(), fallback)?;
+    Ok(model.wire_node(format!("{prefix}.labels"), lookup, &winner)?[0])
+}
+
+/// Rules of the classifiers: one input; labels [N] of the labels' type and f32 scores
+/// [N, `score_columns`].
+fn classifier_rules<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    labels: DatumType,
+    score_columns: usize,
+) -> InferenceResult {
+    check_input_arity(inputs, 1)?;
+    check_output_arity(outputs, 2)?;
+    s.equals(&outputs[0].datum_type, labels)?;
+    s.equals(&outputs[0].rank, 1)?;
+    s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+    s.equals(&outputs[1].datum_type, DatumType::F32)?;
+    s.equals(&outputs[1].rank, 2)?;
+    s.equals(&outputs[1].shape[0], &inputs[0].shape[0])?;
+    s.equals(&outputs[1].shape[1], score_columns.to_dim())?;
+    Ok(())
+}
+
+/// `comparison(a, b)` as an f32 mask: 1.0 where it holds, else 0.0.
+fn mask(model: &mut TypedModel, name: &str, comparison: TypedBinOp, a: OutletId, b: OutletId) -> TractResult<OutletId> {
+    let held = model.wire_node(name, comparison, &[a, b])?;
+    Ok(model.wire_node(format!("{name}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &held)?[0])
 }
 
 /// Casts `x` to f32 when it is not already.
@@ -156,12 +199,13 @@ impl Expansion for Binarizer {
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let x = to_f32(model, prefix, inputs[0])?;
         let threshold = model.add_const(format!("{prefix}.threshold"), self.threshold.clone())?;
-        let above = model.wire_node(
-            format!("{prefix}.gt"),
-            tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_gt(), None),
-            &[x, threshold],
-        )?;
-        model.wire_node(format!("{prefix}.to_f32_mask"), tract_core::ops::cast::cast(f32::datum_type()), &above)
+        Ok(tvec!(mask(
+            model,
+            &format!("{prefix}.gt"),
+            TypedBinOp(tract_core::ops::logic::comp_gt(), None),
+            x,
+            threshold
+        )?))
     }
 }
 
@@ -341,12 +385,13 @@ impl Expansion for OneHotEncoder {
         let all: Vec<i64> = (0..self.categories as i64).collect();
         let all =
             model.add_const(format!("{prefix}.categories"), tensor1(&all).into_shape(&shape)?.into_arc_tensor())?;
-        let equal = model.wire_node(
-            format!("{prefix}.eq"),
-            tract_core::ops::binary::TypedBinOp(tract_core::ops::logic::comp_eq(), None),
-            &[position, all],
-        )?;
-        model.wire_node(format!("{prefix}.to_f32"), tract_core::ops::cast::cast(f32::datum_type()), &equal)
+        Ok(tvec!(mask(
+            model,
+            &format!("{prefix}.eq"),
+            TypedBinOp(tract_core::ops::logic::comp_eq(), None),
+            position,
+            all
+        )?))
     }
 }
 

@@ -316,40 +316,23 @@ impl Expansion for SvmClassifier {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 2)?;
-        s.equals(&outputs[0].datum_type, self.labels.datum_type())?;
-        s.equals(&outputs[0].rank, 1)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[1].datum_type, DatumType::F32)?;
-        s.equals(&outputs[1].rank, 2)?;
-        s.equals(&outputs[1].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[1].shape[1], self.score_columns().to_dim())?;
-        Ok(())
+        super::classifier_rules(s, inputs, outputs, self.labels.datum_type(), self.score_columns())
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        use tract_core::ops::{cast::cast, logic, math};
+        use tract_core::ops::{logic, math};
         let k = self.kernel.wire(prefix, model, inputs[0])?;
         let weighted = matmul(model, format!("{prefix}.pairs"), k, self.pair_weights.clone())?;
         let rho = model.add_const(format!("{prefix}.rho"), self.rho.clone())?;
         let decisions = bin(model, format!("{prefix}.decisions"), math::add(), weighted, rho)?;
         // One-vs-one votes; the label is the first class with the most.
         let zero = scalar(model, format!("{prefix}.zero"), 0.0)?;
-        let positive = bin(model, format!("{prefix}.positive"), TypedBinOp(logic::comp_gt(), None), decisions, zero)?;
-        let positive = model.wire_node(format!("{prefix}.positive_f32"), cast(f32::datum_type()), &[positive])?[0];
+        let positive =
+            super::mask(model, &format!("{prefix}.positive"), TypedBinOp(logic::comp_gt(), None), decisions, zero)?;
         let counted = matmul(model, format!("{prefix}.votes_for_first"), positive, self.votes_for_first.clone())?;
         let base = model.add_const(format!("{prefix}.votes_base"), self.votes_base.clone())?;
         let votes = bin(model, format!("{prefix}.votes"), math::add(), counted, base)?;
-        let winner =
-            model.wire_node(format!("{prefix}.argmax"), Reduce::new(tvec!(1), Reducer::ArgMax(false)), &[votes])?;
-        let winner = model.wire_node(format!("{prefix}.rm_axis"), AxisOp::Rm(1), &winner)?;
-        let winner = model.wire_node(format!("{prefix}.as_i32"), cast(i32::datum_type()), &winner)?;
-        let label = model.wire_node(
-            format!("{prefix}.label"),
-            tract_onnx_opl::ml::DirectLookup::new(self.labels.clone(), super::no_label(self.labels.datum_type())?)?,
-            &winner,
-        )?[0];
+        let label = super::winning_label(model, prefix, votes, &self.labels)?;
         let scores = match (&self.coupling, self.classes()) {
             (Some(coupling), _) => {
                 model.wire_node(format!("{prefix}.probabilities"), coupling.clone(), &[decisions])?[0]

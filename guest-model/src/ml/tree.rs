@@ -296,28 +296,11 @@ impl Expansion for TreeEnsembleClassifier {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 2)?;
-
-        s.equals(&outputs[0].datum_type, self.class_labels.datum_type())?;
-        s.equals(&outputs[1].datum_type, DatumType::F32)?;
-
-        s.equals(&outputs[0].rank, 1)?;
-        s.equals(&outputs[1].rank, 2)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[1].shape[0], &inputs[0].shape[0])?;
-        if self.binary_result_layout {
-            s.equals(&outputs[1].shape[1], 2.to_dim())?;
-        } else {
-            s.equals(&outputs[1].shape[1], self.class_labels.len().to_dim())?;
-        }
-
-        Ok(())
+        let columns = if self.binary_result_layout { 2 } else { self.class_labels.len() };
+        super::classifier_rules(s, inputs, outputs, self.class_labels.datum_type(), columns)
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        use tract_core::ops::nn::{Reduce, Reducer};
-
         let mut scores = model.wire_node(
             format!("{prefix}.classifier"),
             tract_onnx_opl::ml::tree_ensemble_classifier::TreeEnsembleClassifier { ensemble: self.ensemble.clone() },
@@ -345,7 +328,6 @@ impl Expansion for TreeEnsembleClassifier {
                 scores = model.wire_node(format!("{prefix}.logistic"), tract_core::ops::nn::sigmoid(), &scores)?;
             }
         }
-        let processed_scores = scores.clone();
         if self.binary_result_layout {
             scores = model.wire_node(format!("{prefix}.binary_result_slice"), Slice::new(1, 0, 1), &scores)?;
             let one = model.add_const(prefix.to_string() + ".one", rctensor2(&[[1f32]]))?;
@@ -359,21 +341,7 @@ impl Expansion for TreeEnsembleClassifier {
         }
         // edgeinfer fix: the winner is taken over the final scores; upstream took it over the
         // one-column binary scores, so every binary model answered its first class.
-        let _ = processed_scores;
-        let winners =
-            model.wire_node(format!("{prefix}.argmax"), Reduce::new(tvec!(1), Reducer::ArgMax(false)), &scores)?;
-        let reduced =
-            model.wire_node(format!("{prefix}.rm_axis"), tract_core::ops::change_axes::AxisOp::Rm(1), &winners)?;
-        let casted =
-            model.wire_node(format!("{prefix}.casted"), tract_core::ops::cast::cast(i32::datum_type()), &reduced)?;
-        let labels = model.wire_node(
-            format!("{prefix}.labels"),
-            tract_onnx_opl::ml::DirectLookup::new(
-                self.class_labels.clone(),
-                super::no_label(self.class_labels.datum_type())?,
-            )?,
-            &casted,
-        )?[0];
+        let labels = super::winning_label(model, prefix, scores[0], &self.class_labels)?;
         Ok(tvec!(labels, scores[0]))
     }
 
