@@ -81,7 +81,7 @@ fn mib(rss: Option<f64>) -> String {
 }
 
 fn cache_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache")
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache")
 }
 
 fn main() {
@@ -94,7 +94,7 @@ fn main() {
     write_csv(&big, ROWS);
     let small = data.path().join("sweep.csv");
     write_csv(&small, SWEEP_ROWS);
-    let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/batch_baseline.py");
+    let baseline = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("benches/batch_baseline.py");
 
     println!("| model | tool | rows | seconds | rows/s | vs pandas+onnxruntime | peak RSS MiB |");
     println!("|---|---|---|---|---|---|---|");

@@ -1,7 +1,7 @@
 //! The ONNX backend node test suite (the `onnx` package's case definitions, exported by
 //! `tests/conformance/export_cases.py`), every case compiled into a component and run in the
-//! sandbox, and the same case run by native tract: per-operator pass counts for the README and
-//! the list of cases that pass in the sandbox.
+//! sandbox, and the same case run by native tract: per-operator pass counts for the book's
+//! conformance page (docs/src/conformance.md) and the list of cases that pass in the sandbox.
 //!
 //! `cargo bench --features bench-native --bench conformance` prints the table; with
 //! `EDGEINFER_WRITE_PASSING=1` it also rewrites `tests/conformance/passing.txt`, the list the

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use edgeinfer::server::grpc::proto::ModelInferRequest;
-use edgeinfer::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use edgeinfer::server::grpc::proto::model_infer_request::InferInputTensor;
+use edgeinfer_server::grpc::proto::ModelInferRequest;
+use edgeinfer_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use edgeinfer_server::grpc::proto::model_infer_request::InferInputTensor;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
@@ -137,7 +137,7 @@ fn main() {
     let runtime = support::runtime(true);
     support::compile(&runtime, repo.path(), "digits.onnx", "digits");
     drop(runtime);
-    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+    let cache = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
     let server = soak_driver::ServerProcess::start_with(repo.path(), &cache, &["--grpc-listen", "127.0.0.1:0"]);
     let grpc = server.grpc_addr.expect("gRPC address");
     let requests = Arc::new(Requests::new());

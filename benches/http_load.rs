@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgeinfer::LimitOverrides;
+use edgeinfer_runtime::LimitOverrides;
 use support::*;
 
 const SECONDS_PER_RUN: u64 = 5;
@@ -71,7 +71,7 @@ impl Server {
     fn start(repo: &Path) -> Server {
         let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+        let cache = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
         let child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
             .args(["serve", "--repo"])
             .arg(repo)
@@ -239,7 +239,7 @@ fn main() {
     let digits = digits_input(1);
     // Served from a runtime that compiled nothing, as `edgeinfer serve` (see benches/inference.rs).
     let serving = support::runtime(true);
-    let model = edgeinfer::LoadedModel::load(&serving, &repo.path().join("digits0/1")).expect("load");
+    let model = edgeinfer_runtime::LoadedModel::load(&serving, &repo.path().join("digits0/1")).expect("load");
     let in_process = sample(200, 2000, || {
         timed(|| drop(model.infer(vec![digits.clone()], &[], LimitOverrides::default()).expect("infer")))
     });
@@ -252,9 +252,9 @@ fn main() {
 
     let fixed = squeezenet_input();
     let (fixed_model, _) = compile(&runtime, scratch.path(), "squeezenet.onnx", "squeezenet");
-    let fixed_model = edgeinfer::LoadedModel::load(&serving, fixed_model.dir()).expect("load");
-    let dynamic_model = edgeinfer::LoadedModel::load(&serving, &repo.path().join("squeezenet0/1")).expect("load");
-    let squeeze = |model: &edgeinfer::LoadedModel| {
+    let fixed_model = edgeinfer_runtime::LoadedModel::load(&serving, fixed_model.dir()).expect("load");
+    let dynamic_model = edgeinfer_runtime::LoadedModel::load(&serving, &repo.path().join("squeezenet0/1")).expect("load");
+    let squeeze = |model: &edgeinfer_runtime::LoadedModel| {
         let runs = sample(2, 10, || {
             timed(|| drop(model.infer(vec![fixed.clone()], &[], LimitOverrides::default()).expect("infer")))
         });

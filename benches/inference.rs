@@ -12,7 +12,7 @@ mod support;
 
 use std::time::Duration;
 
-use edgeinfer::LimitOverrides;
+use edgeinfer_runtime::LimitOverrides;
 use edgeinfer_oip::Tensor;
 use support::*;
 use tract_onnx::prelude::*;
@@ -38,7 +38,7 @@ fn native_plan(file: &str) -> Arc<TypedRunnableModel> {
 /// onnxruntime-web's median `session.run` time on `file` with `input`, or `None` (and why on
 /// stderr) when Node or the package is not available.
 fn ort_web(file: &str, input: &Tensor, runs: usize) -> Option<Duration> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort-web");
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("benches/ort-web");
     if !dir.join("node_modules/onnxruntime-web").exists() {
         let installed = std::process::Command::new("npm")
             .args(["install", "--silent"])
@@ -101,9 +101,9 @@ fn main() {
     for case in &cases {
         let (compiled, compile_time) = compile(&compiler, repo.path(), case.file, case.file.trim_end_matches(".onnx"));
         compile_times.push((case.name, compile_time));
-        let model = edgeinfer::LoadedModel::load(&fueled, compiled.dir()).expect("load to serve");
+        let model = edgeinfer_runtime::LoadedModel::load(&fueled, compiled.dir()).expect("load to serve");
         drop(compiled);
-        let plain = edgeinfer::LoadedModel::load(&unfueled, model.dir()).expect("load without fuel");
+        let plain = edgeinfer_runtime::LoadedModel::load(&unfueled, model.dir()).expect("load without fuel");
 
         let plan = native_plan(case.file);
         let native_input = || -> TVec<TValue> {
@@ -131,7 +131,7 @@ fn main() {
                 starts.push(outcome.instantiate_time);
             })
         });
-        let returning_model = edgeinfer::LoadedModel::load(&returning, model.dir()).expect("load");
+        let returning_model = edgeinfer_runtime::LoadedModel::load(&returning, model.dir()).expect("load");
         let fresh_returned = sample(warmup, case.runs, || {
             timed(|| {
                 drop(returning_model.infer(vec![case.input.clone()], &[], LimitOverrides::default()).expect("infer"))

@@ -23,14 +23,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeinfer::{CompileRequest, Limits, compile_model};
+use edgeinfer_runtime::{CompileRequest, Limits, compile_model};
 use soak_driver::ServerProcess;
 
 fn main() {
     let count: usize = std::env::var("EDGEINFER_BENCH_MODELS").ok().and_then(|n| n.parse().ok()).unwrap_or(50);
     let scratch = tempfile::tempdir().expect("tempdir");
     let onnx_dir = scratch.path().join("onnx");
-    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/make_mlp_variants.py");
+    let generator = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("benches/make_mlp_variants.py");
     let generated = Command::new("python3").arg(&generator).arg(count.to_string()).arg(&onnx_dir).status();
     if !generated.is_ok_and(|s| s.success()) {
         eprintln!("models needs Python's onnx and numpy: pip install -r tests/fixtures/requirements.txt");
@@ -64,7 +64,7 @@ fn main() {
     compile_times.sort();
     let shell_bytes = shell_size(&all.join("mlp1/1/model.wasm"));
 
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+    let cache = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
     let (rss_one, start_one) = serve_and_measure(&one, &cache, 1);
     let (rss_all, start_all) = serve_and_measure(&all, &cache, count);
     let per_model = (rss_all as f64 - rss_one as f64) / (count - 1).max(1) as f64 / 1024.0;

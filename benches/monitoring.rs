@@ -13,9 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgeinfer::monitor::replay::{ReplayFilter, replay};
-use edgeinfer::server::{ModelRegistry, MonitoringConfig, ServerConfig, start};
-use edgeinfer::{Manifest, ModelRepository};
+use edgeinfer_monitor::replay::{ReplayFilter, replay};
+use edgeinfer_server::{ModelRegistry, MonitoringConfig, ServerConfig, start};
+use edgeinfer_runtime::{Manifest, ModelRepository};
 use support::*;
 
 const REQUESTS: usize = 4000;
@@ -39,7 +39,7 @@ fn main() {
     copy_version(model.dir(), &dir);
     let manifest_path = dir.join("manifest.toml");
     let mut manifest = Manifest::load(&manifest_path).expect("manifest");
-    edgeinfer::monitor::drift::attach_reference(&dir, &mut manifest, &fixture("digits_reference.csv"))
+    edgeinfer_runtime::reference::attach_reference(&dir, &mut manifest, &edgeinfer_monitor::samples::SampleFile(fixture("digits_reference.csv")))
         .expect("reference");
     manifest.save(&manifest_path).expect("save");
     let log_dir = tempfile::tempdir().expect("tempdir");

@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use edgeinfer::ModelRepository;
-use edgeinfer::server::security::tls::{ClientAuthScope, TlsSettings};
-use edgeinfer::server::security::{Scope, TokenLimits, TokensFile};
-use edgeinfer::server::{AuthMode, ModelRegistry, RunningServer, ServerConfig, start};
+use edgeinfer_runtime::ModelRepository;
+use edgeinfer_server::security::tls::{ClientAuthScope, TlsSettings};
+use edgeinfer_server::security::{Scope, TokenLimits, TokensFile};
+use edgeinfer_server::{AuthMode, ModelRegistry, RunningServer, ServerConfig, start};
 
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 5;

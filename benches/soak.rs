@@ -30,7 +30,7 @@ fn main() {
     let runtime = support::runtime(true);
     support::compile(&runtime, repo.path(), "digits.onnx", "digits");
     drop(runtime);
-    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+    let cache = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
     let server = ServerProcess::start(repo.path(), &cache);
     let rows: Vec<Vec<f32>> = vec![vec![0.5; 64]];
     let body = serde_json::json!({"inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "data": rows}]})

@@ -12,16 +12,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use edgeinfer::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
+use edgeinfer_runtime::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
 use edgeinfer_oip::{Datatype, Tensor};
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures").join(name)
 }
 
 /// A runtime caching compiled code under the target directory, with or without fuel.
 pub fn runtime(consume_fuel: bool) -> Arc<Runtime> {
-    let cache_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+    let cache_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
     Runtime::new(RuntimeConfig { cache_dir, consume_fuel, ..RuntimeConfig::default() }).expect("runtime")
 }
 
@@ -29,7 +29,7 @@ pub fn runtime(consume_fuel: bool) -> Arc<Runtime> {
 /// `RuntimeConfig::keep_resident_bytes = 0`), to compare with the default.
 #[allow(dead_code)]
 pub fn runtime_returning_pages() -> Arc<Runtime> {
-    let cache_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache");
+    let cache_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
     Runtime::new(RuntimeConfig { cache_dir, keep_resident_bytes: 0, ..RuntimeConfig::default() }).expect("runtime")
 }
 

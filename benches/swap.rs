@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgeinfer::ModelRepository;
-use edgeinfer::server::{ModelRegistry, ServerConfig, start};
+use edgeinfer_runtime::ModelRepository;
+use edgeinfer_server::{ModelRegistry, ServerConfig, start};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

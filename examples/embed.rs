@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use edgeinfer::server::{ModelRegistry, ServerConfig, demo_repository, start};
-use edgeinfer::{LimitOverrides, ModelRepository, Runtime, RuntimeConfig};
+use edgeinfer_server::{ModelRegistry, ServerConfig, demo_repository, start};
+use edgeinfer_runtime::{LimitOverrides, ModelRepository, Runtime, RuntimeConfig};
 use edgeinfer_oip::{Datatype, Tensor};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Parses `[f32; 64]`, runs the model on a blocking thread, answers `{"digit": N}`.
-async fn predict(model: Arc<edgeinfer::LoadedModel>, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn predict(model: Arc<edgeinfer_runtime::LoadedModel>, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;

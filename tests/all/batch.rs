@@ -345,16 +345,13 @@ fn job_state(addr: std::net::SocketAddr, id: &str) -> Value {
 }
 
 fn wait_for_job(addr: std::net::SocketAddr, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let job = job_state(addr, id);
-        if done(&job) {
-            return job;
-        }
+    let mut job = Value::Null;
+    wait_until(&format!("job {id}"), std::time::Duration::from_secs(120), || {
+        job = job_state(addr, id);
         assert_ne!(job["state"], "failed", "{job}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(120), "job {id} stuck: {job}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        done(&job)
+    });
+    job
 }
 
 fn submit(addr: std::net::SocketAddr, body: Value) -> crate::http::Reply {
@@ -364,7 +361,7 @@ fn submit(addr: std::net::SocketAddr, body: Value) -> crate::http::Reply {
 #[test]
 fn jobs_over_http_run_refuse_escapes_cancel_and_resume_after_a_restart() {
     use crate::server::TestServer;
-    use edgeinfer::server::ServerConfig;
+    use edgeinfer_server::ServerConfig;
     let repo = digits_repo();
     let dir = tempfile::tempdir().expect("tempdir");
     write_rows(&dir.path().join("small.csv"), 2000);

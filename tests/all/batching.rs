@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use edgeinfer::server::ServerConfig;
+use edgeinfer_server::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -231,7 +231,7 @@ fn clients_that_leave_while_queued_are_withdrawn_and_leak_nothing() {
 
     let repo = digits_repo("[batching]\nmax_batch_size = 32\nmax_queue_delay_us = 0\n");
     let wasm = componentize(&hostile_core(INFINITE_LOOP, ""));
-    let limits = edgeinfer::Limits { fuel: u64::MAX / 2, timeout_ms: 400, memory_mb: 64 };
+    let limits = edgeinfer_runtime::Limits { fuel: u64::MAX / 2, timeout_ms: 400, memory_mb: 64 };
     install(&repo.path().join("slow/1"), &wasm, limits);
     let config = ServerConfig { max_concurrent_inferences: 1, max_queue: 64, ..ServerConfig::default() };
     let server = TestServer::start(repo.path(), config);
@@ -249,11 +249,7 @@ fn clients_that_leave_while_queued_are_withdrawn_and_leak_nothing() {
             stream
         })
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while server.admission().queued < 8 {
-        assert!(std::time::Instant::now() < deadline, "never 8 queued: {:?}", server.admission());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until("8 queued", std::time::Duration::from_secs(5), || server.admission().queued >= 8);
     drop(leaving);
     assert_eq!(running.join().expect("slow client").status, 500, "the slow request hit its deadline");
     let idle = server.wait_idle();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use edgeinfer::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
+use edgeinfer_runtime::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
 use edgeinfer_oip::{Datatype, Tensor};
 use serde::Deserialize;
 
@@ -28,7 +28,7 @@ pub struct Holdout {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures").join(name)
 }
 
 /// Compiled code cache shared by every test (and test process) of this target directory.
@@ -66,7 +66,7 @@ pub fn try_compile(
     file: &str,
     name: &str,
     version: u64,
-) -> edgeinfer::Result<LoadedModel> {
+) -> edgeinfer_runtime::Result<LoadedModel> {
     let request = CompileRequest {
         onnx,
         source_file: file.into(),
@@ -97,7 +97,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn copy_version(from: &Path, to: &Path, version: u64) {
     copy_dir(from, to);
     let path = to.join("manifest.toml");
-    let mut manifest = edgeinfer::Manifest::load(&path).expect("manifest");
+    let mut manifest = edgeinfer_runtime::Manifest::load(&path).expect("manifest");
     manifest.version = version;
     manifest.save(&path).expect("save");
 }
@@ -184,4 +184,27 @@ pub fn stdout(output: &std::process::Output) -> String {
 /// A command's standard error as text.
 pub fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Waits until `condition` holds, checking every 10 ms; fails the test naming `what` when
+/// `timeout` passes first. The one way tests wait: on an observable event (a counter, a
+/// status, a log line), never by sleeping past an interval of the code under test.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether to skip a long suite (the ONNX conformance run, the soak, the scikit-learn
+/// matrix): `EDGEINFER_SKIP_SLOW=1` skips them locally, saying so on stderr; under CI (`CI`
+/// set) nothing is skipped.
+pub fn skip_slow(test: &str) -> bool {
+    let asked = std::env::var("EDGEINFER_SKIP_SLOW").is_ok_and(|v| v == "1");
+    let skip = asked && std::env::var_os("CI").is_none();
+    if skip {
+        eprintln!("SKIPPED {test}: EDGEINFER_SKIP_SLOW=1");
+    }
+    skip
 }

@@ -1,6 +1,6 @@
 //! Compiled components agree with onnxruntime, and compile refuses what tract cannot run.
 
-use edgeinfer::Error;
+use edgeinfer_runtime::Error;
 use edgeinfer_oip::{Datatype, Tensor};
 
 use crate::common::*;
@@ -52,10 +52,10 @@ fn manifest_records_signature_digests_and_dynamic_batch() {
     assert_eq!(manifest.inputs[0].datatype, Datatype::Fp32);
     assert_eq!(manifest.outputs[0].datatype, Datatype::Int64, "TDim label is served as INT64");
     let onnx = std::fs::read(fixture("digits.onnx")).expect("fixture");
-    assert_eq!(manifest.source.sha256, edgeinfer::sha256_hex(&onnx));
+    assert_eq!(manifest.source.sha256, edgeinfer_runtime::sha256_hex(&onnx));
     let wasm = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("component");
-    assert_eq!(manifest.component.sha256, edgeinfer::sha256_hex(&wasm));
-    assert_eq!(manifest.component.runtime_sha256, edgeinfer::sha256_hex(edgeinfer::RUNTIME_COMPONENT));
+    assert_eq!(manifest.component.sha256, edgeinfer_runtime::sha256_hex(&wasm));
+    assert_eq!(manifest.component.runtime_sha256, edgeinfer_runtime::sha256_hex(edgeinfer_runtime::RUNTIME_COMPONENT));
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn garbage_onnx_fails_compile_cleanly() {
 #[test]
 fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
     let mut simd_ops = 0usize;
-    for payload in wasmparser::Parser::new(0).parse_all(edgeinfer::RUNTIME_COMPONENT) {
+    for payload in wasmparser::Parser::new(0).parse_all(edgeinfer_runtime::RUNTIME_COMPONENT) {
         if let Ok(wasmparser::Payload::CodeSectionEntry(body)) = payload {
             let mut ops = body.get_operators_reader().expect("operators");
             while !ops.eof() {
@@ -99,7 +99,7 @@ fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
         }
     }
     assert!(simd_ops > 1000, "simd128 did not take effect: {simd_ops} SIMD instructions");
-    let imports = component_imports(edgeinfer::RUNTIME_COMPONENT);
+    let imports = component_imports(edgeinfer_runtime::RUNTIME_COMPONENT);
     for import in &imports {
         assert!(MODEL_IMPORTS.iter().any(|p| import.starts_with(p)), "runtime imports {import}");
     }
@@ -112,7 +112,7 @@ fn runtime_component_uses_simd_and_imports_only_the_sandbox_minimum() {
 const SIMD_LANES: [&str; 6] = ["I8x16", "I16x8", "I32x4", "I64x2", "F32x4", "F64x2"];
 
 fn component_imports(wasm: &[u8]) -> Vec<String> {
-    edgeinfer::capabilities::component_imports(wasm).expect("a component")
+    edgeinfer_runtime::capabilities::component_imports(wasm).expect("a component")
 }
 
 /// Models share the runtime's compiled code: a fresh runtime loading two different models
@@ -120,11 +120,11 @@ fn component_imports(wasm: &[u8]) -> Vec<String> {
 /// image), a fraction of the runtime's.
 #[test]
 fn models_share_one_compiled_runtime_code_module() {
-    let config = edgeinfer::RuntimeConfig { cache_dir: cache_dir(), ..edgeinfer::RuntimeConfig::default() };
-    let runtime = edgeinfer::Runtime::new(config).expect("runtime");
+    let config = edgeinfer_runtime::RuntimeConfig { cache_dir: cache_dir(), ..edgeinfer_runtime::RuntimeConfig::default() };
+    let runtime = edgeinfer_runtime::Runtime::new(config).expect("runtime");
     assert_eq!(runtime.shared_code_modules(), 0);
-    let digits = edgeinfer::LoadedModel::load(&runtime, fixtures().digits.dir()).expect("digits");
-    let squeezenet = edgeinfer::LoadedModel::load(&runtime, fixtures().squeezenet.dir()).expect("squeezenet");
+    let digits = edgeinfer_runtime::LoadedModel::load(&runtime, fixtures().digits.dir()).expect("digits");
+    let squeezenet = edgeinfer_runtime::LoadedModel::load(&runtime, fixtures().squeezenet.dir()).expect("squeezenet");
     assert_eq!(runtime.shared_code_modules(), 1, "both models run the same compiled runtime code");
     let holdout = holdout();
     let outcome =

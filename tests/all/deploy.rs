@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use edgeinfer::server::{ChangeKind, ModelRegistry, ServerConfig};
-use edgeinfer::{CompileRequest, Limits, Manifest, ModelRepository, compile_model};
+use edgeinfer_server::{ChangeKind, ModelRegistry, ServerConfig};
+use edgeinfer_runtime::{CompileRequest, Limits, Manifest, ModelRepository, compile_model};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -84,15 +84,7 @@ fn traffic(addr: SocketAddr) -> Value {
 
 /// Waits until the traffic view satisfies `done` (the watcher works in the background).
 fn wait_for(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let view = traffic(addr);
-        if done(&view) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {view}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(what, Duration::from_secs(60), || done(&traffic(addr)));
 }
 
 fn has(view: &Value, key: &str, version: &str) -> bool {
@@ -128,10 +120,7 @@ impl Phase {
 /// phase has enough samples however busy the machine is.
 fn let_requests_run(done: &AtomicUsize, count: usize) {
     let target = done.load(Ordering::Relaxed) + count;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while done.load(Ordering::Relaxed) < target && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&format!("{count} more answers"), Duration::from_secs(15), || done.load(Ordering::Relaxed) >= target);
 }
 
 fn load_client(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> Vec<Sample> {
@@ -316,8 +305,8 @@ fn rollout_under_load_loses_no_request_and_is_logged_in_order() {
     assert_eq!(restarted.resolve("digits", None).expect("route").version(), 2);
 }
 
-fn registry_history(repo: &Path) -> Vec<edgeinfer::server::HistoryEvent> {
-    let log = edgeinfer::server::HistoryLog::open(&ModelRegistry::default_history_path(repo)).expect("log");
+fn registry_history(repo: &Path) -> Vec<edgeinfer_server::HistoryEvent> {
+    let log = edgeinfer_server::HistoryLog::open(&ModelRegistry::default_history_path(repo)).expect("log");
     log.events().expect("events").into_iter().filter(|e| e.model == "digits").collect()
 }
 
@@ -427,15 +416,9 @@ fn a_shadow_that_answers_differently_disagrees_every_time() {
         let reply = post_json(addr, "/v2/models/digits/infer", &digits_request(1));
         assert_eq!((reply.status, reply.json()["model_version"].clone()), (200, json!("1")), "{}", reply.text());
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pair = loop {
-        let view = traffic(addr);
-        let pair = view["agreement"].as_array().and_then(|a| a.first().cloned()).unwrap_or_default();
-        if pair["compared"] == REQUESTS || Instant::now() > deadline {
-            break pair;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let first_pair = || traffic(addr)["agreement"].as_array().and_then(|a| a.first().cloned()).unwrap_or_default();
+    wait_until("every shadow copy compared", Duration::from_secs(10), || first_pair()["compared"] == REQUESTS);
+    let pair = first_pair();
     assert_eq!((pair["live"].clone(), pair["shadow"].clone()), (json!("1"), json!("2")), "{pair}");
     assert_eq!(pair["compared"], REQUESTS, "{pair}");
     assert_eq!(pair["agreed"], 0, "{pair}");

@@ -2,7 +2,7 @@
 //! engine told to generate code without AVX, AVX2, FMA, AVX-512, BMI or LZCNT must agree bit
 //! for bit with the default engine (which uses what this CPU has) on every output.
 
-use edgeinfer::{LimitOverrides, LoadedModel, Runtime, RuntimeConfig};
+use edgeinfer_runtime::{LimitOverrides, LoadedModel, Runtime, RuntimeConfig};
 
 use edgeinfer_oip::{Datatype, Tensor};
 

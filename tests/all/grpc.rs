@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use edgeinfer::ModelRepository;
-use edgeinfer::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use edgeinfer::server::grpc::proto::model_infer_request::InferInputTensor;
-use edgeinfer::server::grpc::proto::{InferTensorContents, ModelInferRequest};
-use edgeinfer::server::{ModelRegistry, ServerConfig};
+use edgeinfer_runtime::ModelRepository;
+use edgeinfer_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use edgeinfer_server::grpc::proto::model_infer_request::InferInputTensor;
+use edgeinfer_server::grpc::proto::{InferTensorContents, ModelInferRequest};
+use edgeinfer_server::{ModelRegistry, ServerConfig};
 
 use crate::common::*;
 use crate::server::TestServer;
@@ -26,7 +26,7 @@ fn triton_grpc_client_works_unchanged() {
     let max_body = 1 << 20;
     let server = TestServer::start(&fixtures().repo, grpc_config(max_body));
     let grpc = server.grpc_addr.expect("gRPC listens");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/triton_grpc_client.py");
+    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/python/triton_grpc_client.py");
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(grpc.to_string())

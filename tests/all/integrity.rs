@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use edgeinfer::{Error, LoadedModel, Runtime, RuntimeConfig};
+use edgeinfer_runtime::{Error, LoadedModel, Runtime, RuntimeConfig};
 
 use crate::common::*;
 
@@ -28,7 +28,7 @@ fn one_flipped_byte_is_refused_naming_the_digest() {
     match &error {
         Error::IntegrityMismatch { expected: e, actual, .. } => {
             assert_eq!(e, expected);
-            assert_eq!(actual, &edgeinfer::sha256_hex(&bytes));
+            assert_eq!(actual, &edgeinfer_runtime::sha256_hex(&bytes));
         }
         other => panic!("expected an integrity mismatch, got {other:?}"),
     }

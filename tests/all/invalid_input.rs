@@ -1,6 +1,6 @@
 //! Malformed inputs get an invalid-input error naming the input; nothing else breaks.
 
-use edgeinfer::Error;
+use edgeinfer_runtime::Error;
 use edgeinfer_oip::{Datatype, Tensor};
 
 use crate::common::*;
@@ -63,7 +63,7 @@ fn unknown_input_and_unknown_output_are_named() {
 /// guest tried to allocate for it, the cap would have turned it into a memory-limit error.
 #[test]
 fn huge_shape_is_refused_without_allocating() {
-    let tight = edgeinfer::LimitOverrides { memory_mb: Some(16), ..Default::default() };
+    let tight = edgeinfer_runtime::LimitOverrides { memory_mb: Some(16), ..Default::default() };
     let huge = pixels(Datatype::Fp32, vec![u64::MAX / 4, 64], 256);
     match fixtures().digits.infer(vec![huge], &[], tight) {
         Err(Error::InvalidInput { input, message }) => {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use edgeinfer::Limits;
-use edgeinfer::server::ServerConfig;
+use edgeinfer_runtime::Limits;
+use edgeinfer_server::ServerConfig;
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -17,7 +17,7 @@ pub fn scrape(addr: std::net::SocketAddr) -> Vec<(String, Value, f64)> {
     let reply = get(addr, "/metrics");
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.header("content-type").is_some_and(|t| t.starts_with("application/openmetrics-text")));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/parse_metrics.py");
+    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/python/parse_metrics.py");
     let mut child = std::process::Command::new("python3")
         .arg(script)
         .stdin(std::process::Stdio::piped())

@@ -11,9 +11,9 @@ use std::process::Output;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use edgeinfer::LoadedModel;
-use edgeinfer::monitor::predictions::{LogBounds, PredictionLog, read_log};
-use edgeinfer::server::{MonitoringConfig, ServerConfig};
+use edgeinfer_runtime::LoadedModel;
+use edgeinfer_monitor::predictions::{LogBounds, PredictionLog, read_log};
+use edgeinfer_server::{MonitoringConfig, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -41,14 +41,6 @@ fn rows_request(id: Option<&str>, rows: &[Vec<f32>]) -> Value {
         body["id"] = json!(id);
     }
     body
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Accuracy of `predicted` against `actual`, and precision/recall of `class`.
@@ -119,7 +111,7 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     let actual = &holdout.y[..90];
     let (live_accuracy, live_precision, live_recall) = figures(&holdout.ort_labels[..90], actual, 3);
     let shadow_outcome = random_digits()
-        .infer(vec![fp32("X", &holdout.x[..90])], &[], edgeinfer::LimitOverrides::default())
+        .infer(vec![fp32("X", &holdout.x[..90])], &[], edgeinfer_runtime::LimitOverrides::default())
         .expect("random digits");
     let shadow_labels = i64s(&shadow_outcome.outputs.iter().find(|t| t.name == "label").expect("label").data);
     let (shadow_accuracy, _, _) = figures(&shadow_labels, actual, 3);
@@ -167,7 +159,7 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
 
     // Replay: every logged prediction (31 live, 31 shadow) on its exact component.
     let repo_arg = repo.path().to_str().expect("utf8");
-    let log = edgeinfer::repository::state_dir(repo.path()).join("predictions");
+    let log = edgeinfer_runtime::repository::state_dir(repo.path()).join("predictions");
     wait_until("the log on disk", Duration::from_secs(10), || read_log(&log).is_ok_and(|r| r.len() == 62));
     let replayed = edgeinfer(&["replay", "--repo", repo_arg]);
     assert!(replayed.status.success(), "{}{}", stdout(&replayed), String::from_utf8_lossy(&replayed.stderr));
@@ -292,7 +284,7 @@ fn drift_stays_low_in_distribution_and_crosses_on_exactly_the_shifted_features()
     let path = repo.path().join("digits/1/reference.json");
     let text = std::fs::read_to_string(&path).expect("reference").replacen("0.", "0.0", 1);
     std::fs::write(&path, text).expect("tamper");
-    let error = edgeinfer::LoadedModel::load(&runtime(), &repo.path().join("digits/1")).err().expect("refused");
+    let error = edgeinfer_runtime::LoadedModel::load(&runtime(), &repo.path().join("digits/1")).err().expect("refused");
     assert!(error.to_string().contains("reference.json"), "{error}");
 }
 
@@ -382,7 +374,7 @@ fn every_alert_condition_fires_then_resolves_exactly_once() {
     let receiver = Receiver::start();
     let repo = profiled_repo();
     let wasm = crate::hostile::componentize(&crate::hostile::hostile_core(crate::hostile::INFINITE_LOOP, ""));
-    let limits = edgeinfer::Limits { fuel: u64::MAX / 2, timeout_ms: 300, memory_mb: 64 };
+    let limits = edgeinfer_runtime::Limits { fuel: u64::MAX / 2, timeout_ms: 300, memory_mb: 64 };
     crate::hostile::install(&repo.path().join("slow/1"), &wasm, limits);
     copy_version(random_digits().dir(), &repo.path().join("digits/2"), 2);
     std::fs::write(repo.path().join("digits/config.toml"), "default_version = 1\n").expect("config");
@@ -473,8 +465,15 @@ fn every_alert_condition_fires_then_resolves_exactly_once() {
     traffic(json!({"split": {"1": 100}}));
     receiver.wait_for("shadow-disagrees", "resolved");
 
-    // Everything settles: exactly one firing and one resolved per rule, in that order.
-    std::thread::sleep(Duration::from_millis(600));
+    // Everything settles (three more evaluations, every recorded event delivered): exactly
+    // one firing and one resolved per rule, in that order.
+    let alerts_view = || get(addr, "/v2/alerts").json();
+    let evaluated = alerts_view()["evaluations"].as_u64().expect("evaluations");
+    wait_until("three more evaluations, every event delivered", Duration::from_secs(10), || {
+        let view = alerts_view();
+        let recorded = view["events"].as_array().map_or(0, Vec::len);
+        view["evaluations"].as_u64().expect("evaluations") >= evaluated + 3 && receiver.seen().len() >= recorded
+    });
     let seen = receiver.seen();
     for alert in [
         "digits-errors",

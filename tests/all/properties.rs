@@ -3,8 +3,8 @@
 //! the traffic body. Thousands of cases each, bounded in time; none may panic, and what is
 //! accepted must be consistent (round trips, lengths that add up).
 
-use edgeinfer::server::security::tokens::{TokenStore, TokensFile};
-use edgeinfer::server::{ServerConfig, TrafficChange};
+use edgeinfer_server::security::tokens::{TokenStore, TokensFile};
+use edgeinfer_server::{ServerConfig, TrafficChange};
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {
@@ -97,11 +97,11 @@ proptest! {
     #[test]
     fn config_and_manifest_parsers_never_panic(text in "[ -~\\n]{0,200}", key in "[a-z_]{1,20}", value in "[ -~]{0,20}") {
         let _ = ServerConfig::parse(&text);
-        let _ = edgeinfer::Manifest::parse(&text);
+        let _ = edgeinfer_runtime::Manifest::parse(&text);
         let _ = toml::from_str::<TokensFile>(&text);
         let line = format!("{key} = {value}\n");
         let _ = ServerConfig::parse(&line);
-        let _ = edgeinfer::Manifest::parse(&line);
+        let _ = edgeinfer_runtime::Manifest::parse(&line);
     }
 
     #[test]

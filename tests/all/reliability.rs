@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edgeinfer::server::{ModelRegistry, ServerConfig};
-use edgeinfer::{Limits, ModelRepository};
+use edgeinfer_server::{ModelRegistry, ServerConfig};
+use edgeinfer_runtime::{Limits, ModelRepository};
 use serde_json::json;
 
 use crate::common::*;
@@ -222,19 +222,13 @@ fn connections_over_the_cap_are_refused_and_the_cap_comes_back() {
     let server = TestServer::start(&fixtures().repo, config);
     let addr = server.addr;
     let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).expect("connect")).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.admission().connections < 4 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("4 open connections", Duration::from_secs(5), || server.admission().connections >= 4);
     let refused = get(addr, "/v2/health/live");
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(refused.text().contains("too many open connections (limit 4)"), "{}", refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.admission().connections > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the connections closed", Duration::from_secs(5), || server.admission().connections == 0);
     assert_healthy(addr);
 }
 
@@ -258,10 +252,7 @@ fn the_body_budget_bounds_bodies_in_memory() {
             stream
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.admission().body_bytes_reserved < 128 << 10 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("two bodies held", Duration::from_secs(5), || server.admission().body_bytes_reserved >= 128 << 10);
     assert_eq!(server.admission().body_bytes_reserved, 128 << 10);
     // ...so a third body is refused with 503, while bodiless requests still work.
     let refused = post_json(addr, "/v2/models/digits/infer", &digits_request(1));
@@ -325,19 +316,17 @@ fn a_removed_and_recreated_repository_and_a_garbage_config_are_survived() {
     let version_of = || post_json(addr, "/v2/models/digits/infer", &digits_request(1)).json()["model_version"].clone();
     assert_eq!(version_of(), "2");
 
+    let failed_rescans = || server.server_view()["repository_rescans"]["failed"].as_u64().expect("failed rescans");
+    let failed_before = failed_rescans();
     std::fs::remove_dir_all(&root).expect("remove the repository");
-    std::thread::sleep(Duration::from_millis(800));
+    wait_until("a rescan that finds the repository gone", Duration::from_secs(15), || failed_rescans() > failed_before);
     assert_eq!(version_of(), "2", "still served from memory");
 
     std::fs::create_dir_all(root.join("digits")).expect("recreate");
     let staging = tempfile::tempdir().expect("staging");
     copy_version(fixtures().digits.dir(), &staging.path().join("3"), 3);
     std::fs::rename(staging.path().join("3"), root.join("digits/3")).expect("move in");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while version_of() != "3" {
-        assert!(Instant::now() < deadline, "version 3 never loaded after the repository came back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("version 3 loaded after the repository came back", Duration::from_secs(15), || version_of() == "3");
 
     std::fs::write(root.join("digits/config.toml"), "default_version = [garbage").expect("garbage");
     let reply = request(addr, "POST", "/v2/repository/models/digits/load", &[], b"");

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeinfer::server::{ModelRegistry, RunningServer, ServerConfig, start};
-use edgeinfer::{Limits, ModelRepository};
+use edgeinfer_server::{ModelRegistry, RunningServer, ServerConfig, start};
+use edgeinfer_runtime::{Limits, ModelRepository};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -43,29 +43,25 @@ impl TestServer {
     }
 
     /// The server's admission counters now.
-    pub fn admission(&self) -> edgeinfer::server::AdmissionSnapshot {
+    pub fn admission(&self) -> edgeinfer_server::AdmissionSnapshot {
         self.server.as_ref().expect("running").app().admission()
     }
 
     /// Waits (up to 10 s) until exactly `n` inferences are running.
     pub fn wait_running(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.admission().in_flight != n {
-            assert!(Instant::now() < deadline, "never {n} running: {:?}", self.admission());
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(&format!("{n} running"), Duration::from_secs(10), || self.admission().in_flight == n);
     }
 
     /// Waits (up to 15 s) until nothing is queued or running and no body is held.
-    pub fn wait_idle(&self) -> edgeinfer::server::AdmissionSnapshot {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let now = self.admission();
-            if (now.queued, now.in_flight, now.body_bytes_reserved) == (0, 0, 0) || Instant::now() > deadline {
-                return now;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    pub fn wait_idle(&self) -> edgeinfer_server::AdmissionSnapshot {
+        let idle = |now: &edgeinfer_server::AdmissionSnapshot| (now.queued, now.in_flight, now.body_bytes_reserved) == (0, 0, 0);
+        wait_until("an idle server", Duration::from_secs(15), || idle(&self.admission()));
+        self.admission()
+    }
+
+    /// `GET /v2/admin/server`: admission, reload and rescan counters.
+    pub fn server_view(&self) -> serde_json::Value {
+        self.server.as_ref().expect("running").app().server_view()
     }
 
     pub fn shutdown(&mut self) {
@@ -519,7 +515,7 @@ fn triton_python_client_works_unchanged() {
         return;
     }
     let server = TestServer::fixtures();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/triton_client.py");
+    let script = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/python/triton_client.py");
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(server.addr.to_string())

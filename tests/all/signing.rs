@@ -7,10 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use edgeinfer::server::security::AuditEvent;
-use edgeinfer::server::{ModelRegistry, ServerConfig};
-use edgeinfer::signature::{SignaturePolicy, generate_key_pair, read_public_key, read_signing_key, sign_version};
-use edgeinfer::{Limits, ModelRepository};
+use edgeinfer_server::security::AuditEvent;
+use edgeinfer_server::{ModelRegistry, ServerConfig};
+use edgeinfer_runtime::signature::{SignaturePolicy, generate_key_pair, read_public_key, read_signing_key, sign_version};
+use edgeinfer_runtime::{Limits, ModelRepository};
 use serde_json::Value;
 
 use crate::common::*;
@@ -121,7 +121,7 @@ fn tampered_versions_are_refused_and_the_good_one_keeps_serving() {
     std::fs::write(version(5).join("signature.json"), "{\"not\": \"an envelope\"}").expect("garbage");
     let manifest_changed = version(6);
     sign_version(&manifest_changed, &publisher).expect("sign");
-    let mut manifest = edgeinfer::Manifest::load(&manifest_changed.join("manifest.toml")).expect("manifest");
+    let mut manifest = edgeinfer_runtime::Manifest::load(&manifest_changed.join("manifest.toml")).expect("manifest");
     manifest.limits = Limits { fuel: u64::MAX / 2, ..manifest.limits };
     manifest.save(&manifest_changed.join("manifest.toml")).expect("save");
     let component_changed = version(7);
@@ -183,18 +183,18 @@ fn without_trusted_keys_signatures_are_checked_when_present() {
     let temp = tempfile::tempdir().expect("tempdir");
     let (key, public) = generate_key_pair(&temp.path().join("k")).expect("keys");
     let key = read_signing_key(&key).expect("key");
-    assert_eq!(edgeinfer::signature::key_id(&read_public_key(&public).expect("pub")).len(), 64);
+    assert_eq!(edgeinfer_runtime::signature::key_id(&read_public_key(&public).expect("pub")).len(), 64);
     let dir = |v: u64| {
         let dir = temp.path().join(format!("digits/{v}"));
         copy_version(fixtures().digits.dir(), &dir, v);
         dir
     };
     let policy = SignaturePolicy::default();
-    assert_eq!(policy.check(&dir(1)).expect("unsigned is fine"), edgeinfer::signature::SignatureStatus::Unsigned);
+    assert_eq!(policy.check(&dir(1)).expect("unsigned is fine"), edgeinfer_runtime::signature::SignatureStatus::Unsigned);
     let signed = dir(2);
     sign_version(&signed, &key).expect("sign");
-    assert!(matches!(policy.check(&signed), Ok(edgeinfer::signature::SignatureStatus::Untrusted(_))));
-    let mut manifest = edgeinfer::Manifest::load(&signed.join("manifest.toml")).expect("manifest");
+    assert!(matches!(policy.check(&signed), Ok(edgeinfer_runtime::signature::SignatureStatus::Untrusted(_))));
+    let mut manifest = edgeinfer_runtime::Manifest::load(&signed.join("manifest.toml")).expect("manifest");
     manifest.version = 9;
     manifest.save(&signed.join("manifest.toml")).expect("save");
     let error = policy.check(&signed).expect_err("modified after signing").to_string();

@@ -2,8 +2,9 @@
 //! onnxruntime's outputs on held-out rows) compiled with `edgeinfer compile` and run with
 //! `edgeinfer infer` answer as onnxruntime does: labels exactly, scores within 1e-5 absolute +
 //! 1e-4 relative. Classifiers' probability outputs carry their class labels in the manifest
-//! and the served metadata. The resulting table must be the README's (between the
-//! `sklearn-table` markers); `EDGEINFER_WRITE_SKLEARN_TABLE=1` rewrites it there.
+//! and the served metadata. The resulting table must be the one on the book's scikit-learn page
+//! (docs/src/sklearn.md, between the `sklearn-table` markers); `EDGEINFER_WRITE_SKLEARN_TABLE=1`
+//! rewrites it there.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +20,9 @@ const END: &str = "<!-- sklearn-table:end -->";
 
 #[test]
 fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
+    if crate::common::skip_slow("scikit_learn_pipelines_answer_as_onnxruntime_does") {
+        return;
+    }
     let (models, matrix) = generate("make_models.py", "matrix.json");
     assert!(matrix.len() >= 30, "the matrix has {} models", matrix.len());
     let repo = tempfile::tempdir().expect("repo");
@@ -52,17 +56,17 @@ fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
     assert!(labelled.len() >= 15, "only {} classifiers had labelled probability outputs", labelled.len());
     served_metadata_carries_the_labels(repo.path(), &labelled);
 
-    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
-    let (before, rest) = readme.split_once(BEGIN).expect("README has the sklearn-table begin marker");
-    let (current, after) = rest.split_once(END).expect("README has the sklearn-table end marker");
+    let page_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/sklearn.md");
+    let page = std::fs::read_to_string(&page_path).expect("docs/src/sklearn.md");
+    let (before, rest) = page.split_once(BEGIN).expect("docs/src/sklearn.md has the sklearn-table begin marker");
+    let (current, after) = rest.split_once(END).expect("docs/src/sklearn.md has the sklearn-table end marker");
     if std::env::var_os("EDGEINFER_WRITE_SKLEARN_TABLE").is_some() {
-        std::fs::write(&readme_path, format!("{before}{BEGIN}\n{table}\n{END}{after}")).expect("write README");
+        std::fs::write(&page_path, format!("{before}{BEGIN}\n{table}\n{END}{after}")).expect("write docs/src/sklearn.md");
     } else {
         assert_eq!(
             current.trim(),
             table,
-            "the README's scikit-learn table differs from this run (EDGEINFER_WRITE_SKLEARN_TABLE=1 rewrites it)"
+            "the scikit-learn table in docs/src/sklearn.md differs from this run (EDGEINFER_WRITE_SKLEARN_TABLE=1 rewrites it)"
         );
     }
 }
@@ -70,7 +74,7 @@ fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
 /// Runs tests/sklearn/`script` into a fresh directory; the directory and its `list` file.
 fn generate(script: &str, list: &str) -> (tempfile::TempDir, Vec<Value>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sklearn").join(script);
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/sklearn").join(script);
     let generated = Command::new("python3").arg(path).arg(dir.path()).status().expect("python3");
     assert!(generated.success(), "tests/sklearn/{script} needs tests/python/requirements.txt");
     let listed = serde_json::from_slice(&std::fs::read(dir.path().join(list)).expect(list)).expect("json");
@@ -125,7 +129,7 @@ fn check(repo: &Path, models: &Path, name: &str) -> Result<Vec<Labelled>, Failur
             .ok_or_else(|| Failure::Answer(format!("no output {output}")))?;
         compare(output, got, expected).map_err(Failure::Answer)?;
     }
-    let manifest = edgeinfer::Manifest::load(&repo.join(&model).join("1/manifest.toml")).expect("manifest");
+    let manifest = edgeinfer_runtime::Manifest::load(&repo.join(&model).join("1/manifest.toml")).expect("manifest");
     let mut labelled = Vec::new();
     for (output, labels) in case["labels"].as_object().into_iter().flatten() {
         let want: Vec<String> = serde_json::from_value(labels.clone()).expect("labels");
@@ -193,6 +197,9 @@ fn served_metadata_carries_the_labels(repo: &Path, labelled: &[Labelled]) {
 /// error names it (tests/sklearn/make_unsupported.py lists them with the expected text).
 #[test]
 fn unsupported_attribute_combinations_are_named_at_compile_time() {
+    if crate::common::skip_slow("unsupported_attribute_combinations_are_named_at_compile_time") {
+        return;
+    }
     let (models, cases) = generate("make_unsupported.py", "unsupported.json");
     assert!(cases.len() >= 10, "{} cases", cases.len());
     let repo = tempfile::tempdir().expect("repo");

@@ -16,6 +16,9 @@ use crate::server::digits_request;
 
 #[test]
 fn churn_with_disconnects_leaks_no_memory_fds_or_threads() {
+    if crate::common::skip_slow("churn_with_disconnects_leaks_no_memory_fds_or_threads") {
+        return;
+    }
     let repo = tempfile::tempdir().expect("tempdir");
     copy_version(fixtures().digits.dir(), &repo.path().join("digits/1"), 1);
     let server = ServerProcess::start(repo.path(), &cache_dir());

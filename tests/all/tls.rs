@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeinfer::server::security::tls::{ClientAuthScope, TlsSettings};
-use edgeinfer::server::{ModelRegistry, ServerConfig};
+use edgeinfer_server::security::tls::{ClientAuthScope, TlsSettings};
+use edgeinfer_server::{ModelRegistry, ServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -180,17 +180,20 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     std::fs::rename(&settings.key, dir.path().join("server.key")).expect("key");
     std::fs::rename(&settings.cert, dir.path().join("server.pem")).expect("cert");
     let trusts_new = client(&new, None);
-    let renewed = Instant::now();
-    while tls_request(server.addr, &trusts_new, &health()).is_err() {
-        assert!(renewed.elapsed() < Duration::from_secs(5), "the new certificate was never served");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the new certificate served", Duration::from_secs(5), || {
+        tls_request(server.addr, &trusts_new, &health()).is_ok()
+    });
     assert!(tls_request(server.addr, &trusts_old, &health()).is_err(), "the old certificate is gone");
     // ...keeps working on its session after it.
     assert!(read_one(&mut open).starts_with("HTTP/1.1 200"), "the open connection survived the renewal");
     // A broken renewal keeps the last good certificate.
+    let refused_reloads = || server.server_view()["reloads"]["tls"]["refused"].as_u64().expect("refused");
     std::fs::write(dir.path().join("server.pem"), "not a certificate").expect("garbage");
-    std::thread::sleep(Duration::from_millis(700));
+    // Each new connection looks at the files (at most twice a second): wait for the refusal.
+    wait_until("the broken certificate refused", Duration::from_secs(5), || {
+        let _ = tls_request(server.addr, &trusts_new, &health());
+        refused_reloads() == 1
+    });
     assert_eq!(tls_request(server.addr, &trusts_new, &health()).expect("last good").status, 200);
 }
 
@@ -234,7 +237,7 @@ fn bad_certificate_files_are_refused_before_binding() {
     std::fs::write(dir.path().join("other.key"), other_key).expect("key");
     let start = |tls: TlsSettings| {
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
-        let repo = edgeinfer::ModelRepository::open(&fixtures().repo).expect("repo");
+        let repo = edgeinfer_runtime::ModelRepository::open(&fixtures().repo).expect("repo");
         let registry = Arc::new(ModelRegistry::new(runtime(), repo));
         let config = ServerConfig {
             tls: Some(tls),
@@ -242,7 +245,7 @@ fn bad_certificate_files_are_refused_before_binding() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             ..ServerConfig::default()
         };
-        tokio.block_on(edgeinfer::server::start(registry, config)).err().map(|e| e.to_string())
+        tokio.block_on(edgeinfer_server::start(registry, config)).err().map(|e| e.to_string())
     };
     let missing = start(TlsSettings { cert: dir.path().join("nope.pem"), ..good.clone() }).expect("refused");
     assert!(missing.contains("nope.pem"), "{missing}");

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use edgeinfer::server::ServerConfig;
+use edgeinfer_server::ServerConfig;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,9 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::sync::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-use edgeinfer::NoOutgoingHttp;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::common::*;
 use crate::http::*;
@@ -49,6 +47,23 @@ impl WasiHttpView for HttpState {
     }
 }
 
+/// Outgoing requests are refused, as a model needs none.
+pub struct NoOutgoingHttp;
+
+type OutgoingResponse =
+    (hyper::Response<WasiBody>, Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>);
+
+impl WasiHttpHooks for NoOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _done: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<OutgoingResponse>> + Send> {
+        Box::new(std::future::ready(Err(wasmtime_wasi_http::Error::HttpRequestDenied)))
+    }
+}
+
 /// The digits component served through its incoming-handler on a loopback port.
 /// A model component answering HTTP itself (wasi:http), as under Spin or `wasmtime serve`.
 pub struct ComponentServer {
@@ -67,7 +82,7 @@ pub fn serve_component(path: &std::path::Path) -> ComponentServer {
     {
         let runtime = runtime();
         let wasm = std::fs::read(path).expect("component");
-        let component = runtime.compile(&wasm, &edgeinfer::sha256_hex(&wasm)).expect("compile");
+        let component = runtime.compile(&wasm, &edgeinfer_runtime::sha256_hex(&wasm)).expect("compile");
         let mut linker = Linker::<HttpState>::new(runtime.engine());
         // Only the wasi:http/proxy world, as the strictest wasi:http hosts give.
         wasmtime_wasi_http::p2::add_to_linker_sync(&mut linker).expect("wasi:http/proxy");
@@ -307,7 +322,7 @@ struct SpinBuild {
 
 #[test]
 fn spin_toml_routes_to_the_component_its_build_command_produces() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let text = std::fs::read_to_string(root.join("spin.toml")).expect("spin.toml");
     let manifest: SpinManifest = toml::from_str(&text).expect("spin.toml follows the manifest v2 schema");
     assert_eq!(manifest.spin_manifest_version, 2);
@@ -341,8 +356,8 @@ fn spin_toml_routes_to_the_component_its_build_command_produces() {
     let built = std::fs::read(scratch.path().join(relative)).expect("the component `source` names");
     let expected = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("fixture");
     assert_eq!(
-        edgeinfer::sha256_hex(&built),
-        edgeinfer::sha256_hex(&expected),
+        edgeinfer_runtime::sha256_hex(&built),
+        edgeinfer_runtime::sha256_hex(&expected),
         "the demo component (reproducible compile)"
     );
 }

@@ -1,0 +1,172 @@
+//! Subcommands of the `edgeinfer` CLI.
+
+mod alerts;
+mod batch;
+mod compile;
+mod infer;
+mod profile;
+mod replay;
+mod serve;
+mod signing;
+mod token;
+mod traffic;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use edgeinfer_runtime::{Runtime, RuntimeConfig};
+
+/// Serve ONNX models as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "edgeinfer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Log format: text (colour only on a terminal) or json (default: the server config's
+    /// `log_format`, else text).
+    #[arg(
+        long,
+        global = true,
+        env = "EDGEINFER_LOG_FORMAT",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(edgeinfer_server::LogFormat::NAMES),
+            |name| name.parse::<edgeinfer_server::LogFormat>(),
+        )
+    )]
+    log_format: Option<edgeinfer_server::LogFormat>,
+}
+
+impl Cli {
+    /// The log format: the flag, else `serve --config`'s `log_format`, else text. A config
+    /// that does not parse is reported later, by the command itself.
+    pub fn log_format(&self) -> edgeinfer_server::LogFormat {
+        let from_config = match &self.command {
+            Command::Serve(args) => args.config_log_format(),
+            _ => None,
+        };
+        self.log_format.or(from_config).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile an ONNX model into a component in a model repository.
+    Compile(compile::CompileArgs),
+    /// Verify every model version in a repository (digest, imports, compile, metadata).
+    Verify(verify::VerifyArgs),
+    /// Run one Open Inference Protocol v2 JSON request and print the v2 response.
+    Infer(infer::InferArgs),
+    /// Serve a model repository over the Open Inference Protocol v2 (HTTP/REST).
+    Serve(serve::ServeArgs),
+    /// Show or set a served model's traffic split and shadow (admin API).
+    Traffic(traffic::TrafficArgs),
+    /// Put a served model's traffic back to the split before the current one (admin API).
+    Rollback(traffic::RollbackArgs),
+    /// Create, list or revoke bearer tokens for `serve` with auth = "tokens".
+    Token(token::TokenArgs),
+    /// Write an ed25519 key pair for signing model versions.
+    Keygen(signing::KeygenArgs),
+    /// Sign existing model versions (writes signature.json beside each manifest).
+    Sign(signing::SignArgs),
+    /// Re-run logged predictions on the exact components that made them; report any output
+    /// that is not bit-identical.
+    Replay(replay::ReplayArgs),
+    /// Record the drift reference (input distributions) of an existing version from a sample.
+    Profile(profile::ProfileArgs),
+    /// Work with the server config's alert rules (export them for Prometheus).
+    Alerts(alerts::AlertsArgs),
+    /// Score a file (CSV, NDJSON, Parquet) on every core; resumable, every row exactly once.
+    Batch(batch::BatchArgs),
+}
+
+/// Per-request limits given on the command line.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Fuel budget per request.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Deadline per request, in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory cap per request, in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
+impl LimitArgs {
+    fn overrides(&self) -> edgeinfer_runtime::LimitOverrides {
+        edgeinfer_runtime::LimitOverrides { fuel: self.fuel, timeout_ms: self.timeout_ms, memory_mb: self.memory_mb }
+    }
+}
+
+/// One model version of a repository, as `--repo`, `--model` and `--version` name it.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Model repository directory.
+    #[arg(long)]
+    repo: PathBuf,
+    /// Model name.
+    #[arg(long)]
+    model: String,
+    /// Model version (default: the highest).
+    #[arg(long)]
+    version: Option<u64>,
+}
+
+impl ModelArgs {
+    /// Loads the version (digest, imports, compile or cached code, smoke test).
+    fn load(&self, runtime: &Arc<Runtime>) -> anyhow::Result<edgeinfer_runtime::LoadedModel> {
+        let repo = edgeinfer_runtime::ModelRepository::open(&self.repo)?;
+        Ok(repo.load(runtime, &self.model, self.version)?)
+    }
+}
+
+/// Options shared by every subcommand that runs components.
+#[derive(Debug, Args)]
+struct RuntimeArgs {
+    /// Directory for compiled code (default: $EDGEINFER_CACHE_DIR or ~/.cache/edgeinfer).
+    #[arg(long, global = true, env = "EDGEINFER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// MiB of each pool slot's memory kept resident between instances and reset in place
+    /// (Linux 6.7+; only the pages a request dirtied): faster fresh instances for a little
+    /// resident memory (default 4; 0 returns the pages after every instance).
+    #[arg(long, global = true, env = "EDGEINFER_KEEP_RESIDENT_MB")]
+    keep_resident_mb: Option<usize>,
+}
+
+impl RuntimeArgs {
+    fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        let mut config = RuntimeConfig::default();
+        if let Some(dir) = &self.cache_dir {
+            config.cache_dir = dir.clone();
+        }
+        if let Some(mb) = self.keep_resident_mb {
+            config.keep_resident_bytes = mb << 20;
+        }
+        Ok(Runtime::new(config)?)
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Compile(args) => compile::run(args, &cli.runtime),
+        Command::Verify(args) => verify::run(args, &cli.runtime),
+        Command::Infer(args) => infer::run(args, &cli.runtime),
+        Command::Serve(args) => serve::run(args, &cli.runtime),
+        Command::Traffic(args) => traffic::traffic(args),
+        Command::Rollback(args) => traffic::rollback(args),
+        Command::Token(args) => token::run(args),
+        Command::Keygen(args) => signing::keygen(args),
+        Command::Sign(args) => signing::sign(args),
+        Command::Replay(args) => replay::run(args, &cli.runtime),
+        Command::Profile(args) => profile::profile(args),
+        Command::Alerts(args) => alerts::run(args),
+        Command::Batch(args) => batch::run(args, &cli.runtime),
+    }
+}

@@ -1,0 +1,114 @@
+//! `edgeinfer serve [--repo DIR] [--listen ADDR] [--config FILE]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use edgeinfer_runtime::ModelRepository;
+use edgeinfer_server::{LogFormat, ModelRegistry, ServerConfig, start};
+
+use crate::demo::demo_repository;
+
+use super::RuntimeArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model repository (default: the embedded demo model, the digits classifier).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8000).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address for the Open Inference Protocol over gRPC (off unless set; the demo model
+    /// serves it on 127.0.0.1:8001).
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
+    /// Server settings file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (knowingly insecure).
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+impl ServeArgs {
+    /// The `log_format` of `--config`, when it parses.
+    pub fn config_log_format(&self) -> Option<LogFormat> {
+        self.config.as_deref().and_then(|path| ServerConfig::load(path).ok()).map(|config| config.log_format)
+    }
+}
+
+pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    // Every setting is checked before any socket is bound.
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(grpc) = args.grpc_listen {
+        config.grpc_listen = Some(grpc);
+    }
+    if let Some(repo) = args.repo {
+        config.repo = Some(repo);
+    }
+    if config.repo.is_none() && config.grpc_listen.is_none() {
+        // The demo turns gRPC on beside REST: :8001 next to the default :8000, any free
+        // port when REST takes one.
+        let port = if config.listen.port() == 0 { 0 } else { 8001 };
+        config.grpc_listen = Some(SocketAddr::new(config.listen.ip(), port));
+    }
+    config.insecure_no_auth |= args.insecure_no_auth;
+    let runtime = runtime.runtime()?;
+    let repo_dir = match &config.repo {
+        Some(dir) => dir.clone(),
+        None => demo_repository(&runtime).context("preparing the embedded demo model")?,
+    };
+    let repo = ModelRepository::open(&repo_dir)?;
+    let history = config.history_file.clone().unwrap_or_else(|| ModelRegistry::default_history_path(&repo_dir));
+    let registry = ModelRegistry::with_history(runtime, repo, &history)
+        .with_context(|| format!("opening the history log {}", history.display()))?;
+    registry.set_signature_policy(edgeinfer_runtime::signature::SignaturePolicy::from_files(&config.trusted_keys)?);
+    let registry = Arc::new(registry);
+    for (model, version, reason) in registry.load_all()? {
+        eprintln!("refused {model}/{version}: {reason}");
+    }
+    // One worker per core plus one: short inferences run on the workers (see
+    // `server::inline`), and one worker is always left for I/O.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(cores + 1).enable_all().build()?;
+    tokio.block_on(async move {
+        let server = start(registry, config).await?;
+        eprintln!("edgeinfer serving {} on http://{}", repo_dir.display(), server.addr);
+        if let Some(grpc) = server.grpc_addr {
+            eprintln!("gRPC (inference.GRPCInferenceService, health, reflection) on {grpc}");
+        }
+        shutdown_signal().await;
+        server.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    eprintln!("shutting down: finishing in-flight requests");
+}

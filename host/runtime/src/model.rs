@@ -1,0 +1,238 @@
+//! A loaded model version: verified, compiled, pre-instantiated; each request gets a fresh
+//! instance and store under its own fuel, deadline and memory limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgeinfer_oip::Tensor;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::{GuestError, ModelComponentPre};
+use crate::capabilities;
+use crate::digest::{digests_equal, sha256_hex};
+use crate::limits::{LimitOverrides, Limits};
+use crate::manifest::Manifest;
+use crate::runtime::Runtime;
+use crate::store::StoreState;
+use crate::{Error, Result};
+
+/// The outputs of one inference and what it cost.
+#[derive(Debug, Clone)]
+pub struct InferOutcome {
+    /// Output tensors, in the model's order.
+    pub outputs: Vec<Tensor>,
+    /// Fuel the request consumed.
+    pub fuel_used: u64,
+    /// Time to create the instance.
+    pub instantiate_time: Duration,
+}
+
+/// One model version ready to serve.
+pub struct LoadedModel {
+    manifest: Manifest,
+    dir: PathBuf,
+    pre: ModelComponentPre<StoreState>,
+    runtime: Arc<Runtime>,
+    reference: Option<Arc<crate::reference::Reference>>,
+}
+
+impl LoadedModel {
+    /// Loads `<dir>/manifest.toml` and its component: digest first, then the import policy,
+    /// then compilation (or the verified code cache), then a metadata call as a smoke test.
+    pub fn load(runtime: &Arc<Runtime>, dir: &Path) -> Result<LoadedModel> {
+        let manifest = Manifest::load(&dir.join("manifest.toml"))?;
+        let path = dir.join(&manifest.component.file);
+        let wasm = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let actual = sha256_hex(&wasm);
+        if !digests_equal(&actual, &manifest.component.sha256) {
+            return Err(Error::IntegrityMismatch { path, expected: manifest.component.sha256.clone(), actual });
+        }
+        let imports = capabilities::component_imports(&wasm)
+            .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
+        capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
+            .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
+        let instance_pre = runtime.prepare(&wasm, &actual)?;
+        let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let reference = crate::reference::Reference::load(dir, &manifest)?.map(Arc::new);
+        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone(), reference };
+        model.check_metadata()?;
+        model.smoke_test()?;
+        Ok(model)
+    }
+
+    /// The drift reference recorded beside the manifest (digest checked at load), if any.
+    pub fn reference(&self) -> Option<&Arc<crate::reference::Reference>> {
+        self.reference.as_ref()
+    }
+
+    /// The manifest this version was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub(crate) fn relocate(&mut self, dir: PathBuf) {
+        self.dir = dir;
+    }
+
+    /// The runtime the model was loaded into.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The version directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs one inference in a fresh instance under the manifest's limits with `overrides`.
+    pub fn infer(&self, inputs: Vec<Tensor>, outputs: &[String], overrides: LimitOverrides) -> Result<InferOutcome> {
+        let limits = self.manifest.limits.with(overrides);
+        let (mut store, started) = self.new_store(limits)?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let instantiate_time = started.elapsed();
+        let (result, _) = call_infer(&mut store, &bindings, inputs, outputs, limits);
+        result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time })
+    }
+
+    /// A warm instance for callers that trade per-request isolation for speed: one store and
+    /// instance reused across calls, each call with a fresh fuel budget and deadline.
+    pub fn session(&self, overrides: LimitOverrides) -> Result<ModelSession> {
+        let limits = self.manifest.limits.with(overrides);
+        let (mut store, _) = self.new_store(limits)?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        Ok(ModelSession { store, bindings, limits, poisoned: false })
+    }
+
+    /// Instantiates the model and reads its metadata, checking it against the manifest.
+    fn check_metadata(&self) -> Result<()> {
+        let limits = self.manifest.limits;
+        let (mut store, _) = self.new_store(limits)?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        crate::cpu::clean_vector_state_for_guest();
+        let metadata =
+            instance.edgeinfer_inference_model().call_metadata(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let names = |specs: &[crate::bindings::TensorSpec]| specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let declared =
+            |sigs: &[crate::manifest::TensorSignature]| sigs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        if names(&metadata.inputs) != declared(&self.manifest.inputs)
+            || names(&metadata.outputs) != declared(&self.manifest.outputs)
+        {
+            return Err(Error::Manifest {
+                path: self.dir.join("manifest.toml"),
+                message: "the component's signature differs from the manifest's".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the manifest's examples and compares the outputs with the recorded ones.
+    fn smoke_test(&self) -> Result<()> {
+        for (index, example) in self.manifest.examples.iter().enumerate() {
+            let failed = |why: String| Error::SmokeTest { dir: self.dir.clone(), example: index + 1, message: why };
+            let to_tensors = |tensors: &[crate::manifest::ExampleTensor]| {
+                tensors.iter().map(|t| t.to_tensor()).collect::<std::result::Result<Vec<_>, _>>()
+            };
+            let inputs = to_tensors(&example.inputs).map_err(failed)?;
+            let expected = to_tensors(&example.outputs).map_err(failed)?;
+            let outcome = self.infer(inputs, &[], LimitOverrides::default()).map_err(|e| failed(e.to_string()))?;
+            crate::compare::outputs_agree(&outcome.outputs, &expected).map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    fn new_store(&self, limits: Limits) -> Result<(Store<StoreState>, Instant)> {
+        let started = Instant::now();
+        let mut store = Store::new(self.runtime.engine(), StoreState::new(limits.memory_bytes()));
+        store.limiter(|state| &mut state.limiter);
+        if self.runtime.config().consume_fuel {
+            store.set_fuel(limits.fuel).map_err(Error::runtime)?;
+        }
+        store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
+        store.epoch_deadline_trap();
+        // What the host copies out of one call (outputs, error messages) is bounded like the
+        // guest's memory: a well-behaved model's outputs all live in its memory at once, so
+        // more means aliased lists asking the host to allocate count x size.
+        store.set_hostcall_fuel(limits.memory_bytes());
+        Ok((store, started))
+    }
+}
+
+/// A reusable instance of one model (see [`LoadedModel::session`]).
+pub struct ModelSession {
+    store: Store<StoreState>,
+    bindings: crate::bindings::ModelComponent,
+    limits: Limits,
+    poisoned: bool,
+}
+
+impl ModelSession {
+    /// Runs one inference on the warm instance. After a trap the session refuses further
+    /// calls (a trapped instance cannot be entered again): open a new one.
+    pub fn infer(&mut self, inputs: Vec<Tensor>, outputs: &[String]) -> Result<InferOutcome> {
+        if self.poisoned {
+            return Err(Error::Runtime("this session's instance trapped earlier; open a new session".into()));
+        }
+        let limits = self.limits;
+        if self.store.get_fuel().is_ok() {
+            self.store.set_fuel(limits.fuel).map_err(Error::runtime)?;
+        }
+        self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
+        let (result, trapped) = call_infer(&mut self.store, &self.bindings, inputs, outputs, limits);
+        self.poisoned = trapped;
+        result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO })
+    }
+}
+
+/// Calls `infer` on an instance: the outputs and fuel used, or the typed error, and whether
+/// the instance trapped.
+fn call_infer(
+    store: &mut Store<StoreState>,
+    bindings: &crate::bindings::ModelComponent,
+    inputs: Vec<Tensor>,
+    outputs: &[String],
+    limits: Limits,
+) -> (Result<(Vec<Tensor>, u64)>, bool) {
+    let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
+    crate::cpu::clean_vector_state_for_guest();
+    let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
+    let fuel_used = store.get_fuel().map(|left| limits.fuel.saturating_sub(left)).unwrap_or(0);
+    match result {
+        Err(trap) => (Err(classify(trap, store, limits)), true),
+        Ok(Err(GuestError::InvalidInput(invalid))) => {
+            (Err(Error::InvalidInput { input: invalid.input, message: invalid.message }), false)
+        }
+        Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
+        Ok(Ok(tensors)) => (Ok((tensors.into_iter().map(Into::into).collect(), fuel_used)), false),
+    }
+}
+
+/// How wasmtime reports lifted data beyond the store's hostcall fuel (its error type is
+/// private, so the message is what identifies it).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// Turns a wasmtime error into the typed error that explains it.
+fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -> Error {
+    if store.data().limiter.denied {
+        return Error::MemoryLimit { limit_mb: limits.memory_mb };
+    }
+    if format!("{error:#}").contains(HOSTCALL_FUEL_EXHAUSTED) {
+        return Error::OutputLimit(format!(
+            "the model's outputs exceed {} bytes, its memory cap: the host copies no more than that",
+            limits.memory_bytes()
+        ));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Error::FuelExhausted { budget: limits.fuel },
+        Some(Trap::Interrupt) => Error::DeadlineExceeded { timeout_ms: limits.timeout_ms },
+        Some(trap) => {
+            let stderr = store.data().stderr_text();
+            if stderr.is_empty() {
+                Error::GuestTrap(trap.to_string())
+            } else {
+                Error::GuestTrap(format!("{trap} ({stderr})"))
+            }
+        }
+        None => Error::GuestTrap(format!("{error:#}")),
+    }
+}

@@ -1,0 +1,260 @@
+//! The shared wasmtime runtime: one engine (fuel, epochs, pooling allocator, incremental
+//! compilation cache), the WASI linker, the code cache and the epoch ticker.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, OptLevel, PoolingAllocationConfig};
+
+use crate::code_cache::CodeCache;
+use crate::store::StoreState;
+use crate::{Error, Result};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached (`$EDGEINFER_CACHE_DIR`, else `$XDG_CACHE_HOME/edgeinfer`,
+    /// else `~/.cache/edgeinfer`, else a per-user `edgeinfer-cache-<uid>` in the temp dir);
+    /// it must belong to this user and be writable by nobody else.
+    pub cache_dir: PathBuf,
+    /// Instances that may exist at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// The largest linear memory any model may be granted, in MiB.
+    pub max_memory_mb: u64,
+    /// Meter fuel (on by default; off only to measure its overhead).
+    pub consume_fuel: bool,
+    /// Bytes of each linear memory kept resident between instances of a pool slot and reset
+    /// in place, so a fresh instance does not fault its pages back in. Only the pages an
+    /// instance dirtied are reset (found with Linux's `PAGEMAP_SCAN`), so what a slot keeps
+    /// is what its model's requests dirty, up to this cap: the sizing is per model by
+    /// construction. Default 4 MiB (a small MLP dirties less; with 16 MiB the 25 s soak test
+    /// saw RSS grow 22-27 MB as slots accumulated pages); 0, or a kernel without
+    /// `PAGEMAP_SCAN` (before 6.7), returns the pages to the kernel after every instance.
+    pub keep_resident_bytes: usize,
+    /// Pool slots that may stay warm (keeping their resident pages) while no instance uses
+    /// them; beyond this, a new instance reuses the least recently used warm slot of another
+    /// model instead of warming a cold one. Bounds the memory that keeping pages resident
+    /// costs to about `(warm_slots + instances running) x pages a request dirties`.
+    pub warm_slots: u32,
+    /// Generate code as for an x86-64 CPU without AVX, AVX2, FMA, AVX-512, BMI or LZCNT, whatever
+    /// this CPU has (SSE4.2 stays). Outputs are the same bits either way (the determinism test
+    /// compares them); this exists to prove it and to pin code generation when wanted.
+    pub without_avx: bool,
+}
+
+/// Cranelift's x86-64 features beyond SSE4.2 and POPCNT, turned off by
+/// [`RuntimeConfig::without_avx`].
+const AVX_AND_LATER: [&str; 13] = [
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_avx_vnni",
+    "has_avx512bitalg",
+    "has_avx512dq",
+    "has_avx512vl",
+    "has_avx512vbmi",
+    "has_avx512f",
+    "has_avx512vnni",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
+
+/// Default of [`RuntimeConfig::keep_resident_bytes`].
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 4 << 20;
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let cache_dir = std::env::var_os("EDGEINFER_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("edgeinfer")))
+            .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/edgeinfer")))
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("edgeinfer-cache-{}", crate::code_cache::current_uid()))
+            });
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        RuntimeConfig {
+            cache_dir,
+            max_instances: 128,
+            max_memory_mb: 4096,
+            consume_fuel: true,
+            keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
+            warm_slots: (2 * cores).max(4),
+            without_avx: false,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Whether pool slots keep pages resident: asked for and the kernel can find the dirtied
+    /// pages. Without `PAGEMAP_SCAN`, keeping memory resident means a memset of the whole kept
+    /// range per instance: slower than giving the pages back for small models.
+    pub fn keeps_pages_resident(&self) -> bool {
+        self.keep_resident_bytes > 0 && PoolingAllocationConfig::is_pagemap_scan_available()
+    }
+}
+
+/// One engine for every model; cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: CodeCache,
+    config: RuntimeConfig,
+    /// Code modules split off model components (see `shared_code`), by sha256: compiled
+    /// once and shared by every model whose code is the same. Kept for the runtime's life
+    /// (one per edgeinfer build whose models are loaded).
+    shared_code: Mutex<HashMap<String, Module>>,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine, linker and epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>> {
+        let cache = CodeCache::new(&config.cache_dir)?;
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .consume_fuel(config.consume_fuel)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .enable_incremental_compilation(Arc::new(cache.function_store()))
+            .map_err(Error::runtime)?;
+        if config.without_avx && cfg!(target_arch = "x86_64") {
+            for flag in AVX_AND_LATER {
+                // SAFETY: turning a CPU feature off only restricts the instructions cranelift
+                // may use to a subset of what this CPU runs.
+                unsafe { wasm.cranelift_flag_set(flag, "false") };
+            }
+        }
+        let mut pool = PoolingAllocationConfig::default();
+        let max_memory = usize::try_from(config.max_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 5)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .max_memories_per_component(4)
+            .max_memories_per_module(2)
+            .max_memory_size(max_memory)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .max_unused_warm_slots(config.warm_slots);
+        if config.keeps_pages_resident() {
+            pool.pagemap_scan(wasmtime::Enabled::Yes)
+                .linear_memory_keep_resident(config.keep_resident_bytes)
+                .table_keep_resident(64 << 10);
+        }
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(Error::runtime)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Arc::new(Runtime { engine, linker, cache, config, shared_code: Mutex::default(), _ticker: ticker }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The configuration the runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compiles (or loads from the verified cache) a component whose digest is `digest`.
+    pub fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component> {
+        self.cache.load_or_compile(&self.engine, wasm, digest)
+    }
+
+    /// Compiles and links a verified component, ready to instantiate. A model component is
+    /// split (see `shared_code`): its runtime code module is compiled once per runtime and
+    /// shared with every other model of the same edgeinfer build, and only the model's own
+    /// small shell (its memory image) is compiled per model. Other components are compiled
+    /// whole.
+    pub(crate) fn prepare(&self, wasm: &[u8], digest: &str) -> Result<InstancePre<StoreState>> {
+        let link_error = |e: wasmtime::Error| Error::Runtime(format!("{e:#}"));
+        let Some(split) = crate::shared_code::split(wasm) else {
+            let component = self.compile(wasm, digest)?;
+            return self.linker_for(&component).map_err(link_error)?.instantiate_pre(&component).map_err(link_error);
+        };
+        let code = self.shared_code_module(&split.code)?;
+        let shell = self.compile(&split.shell, &format!("{digest}-shell"))?;
+        let mut linker = self.linker_for(&shell).map_err(link_error)?;
+        linker.root().module(crate::shared_code::CODE_IMPORT, &code).map_err(link_error)?;
+        linker.instantiate_pre(&shell).map_err(link_error)
+    }
+
+    /// The WASI linker, plus trapping `wasi:http` stubs when `component` imports them.
+    pub(crate) fn linker_for(&self, component: &Component) -> wasmtime::Result<Linker<StoreState>> {
+        let mut linker = self.linker.clone();
+        if crate::http_stubs::imports_http(&self.engine, component) {
+            crate::http_stubs::define_http_stubs(&mut linker, &self.engine, component)?;
+        }
+        Ok(linker)
+    }
+
+    /// The compiled code module for `wasm`, compiled (or read from the verified cache) on
+    /// first use and shared from then on.
+    fn shared_code_module(&self, wasm: &[u8]) -> Result<Module> {
+        let digest = crate::digest::sha256_hex(wasm);
+        let mut modules = self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(module) = modules.get(&digest) {
+            return Ok(module.clone());
+        }
+        let module = self.cache.load_or_compile_module(&self.engine, wasm, &digest)?;
+        modules.insert(digest, module.clone());
+        Ok(module)
+    }
+
+    /// How many distinct runtime code modules are compiled and shared in this runtime.
+    pub fn shared_code_modules(&self) -> usize {
+        self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// The number of epoch ticks in `timeout_ms`.
+    pub(crate) fn deadline_ticks(timeout_ms: u64) -> u64 {
+        (timeout_ms / EPOCH_TICK.as_millis() as u64).max(1)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`]; joins its thread on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker; without it deadlines would never fire, so failing is an error.
+    fn start(engine: Engine) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("edgeinfer-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::io("starting the epoch ticker thread (request deadlines need it)", e))?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

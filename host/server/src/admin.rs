@@ -1,0 +1,130 @@
+//! The admin API: traffic split and shadow, rollback, history, and loading or unloading a
+//! single version.
+//!
+//! - `GET  /v2/admin/models/{m}/traffic`
+//! - `PUT  /v2/admin/models/{m}/traffic` with `{"split": {"1": 90, "2": 10}, "shadow": "3", "reason": "..."}`
+//! - `POST /v2/admin/models/{m}/rollback` with an optional `{"reason": "..."}`
+//! - `GET  /v2/admin/models/{m}/history`
+//! - `POST /v2/admin/models/{m}/versions/{v}/load` and `.../unload`
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::App;
+use super::body::{allow, blocking, parse_version, read_body};
+use super::deployment::TrafficChange;
+use super::response::{ApiError, Body, json_response, to_json};
+
+/// Answers `/v2/admin/models/{model}/{rest...}`.
+pub async fn route(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    model: String,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let method = request.method().clone();
+    let registry = app.registry.clone();
+    let value = match rest {
+        ["traffic"] if method == Method::GET => to_json(&registry.traffic(&model)?),
+        ["traffic"] => {
+            allow(&method, Method::PUT)?;
+            let body = read_body(&app, request).await?;
+            let change = TrafficChange::parse(&body.bytes).map_err(ApiError::bad_request)?;
+            to_json(&blocking(move || registry.set_traffic(&model, change).map_err(ApiError::from)).await?)
+        }
+        ["rollback"] => {
+            allow(&method, Method::POST)?;
+            let reason = reason(&read_body(&app, request).await?.bytes)?;
+            to_json(&blocking(move || registry.rollback(&model, &reason).map_err(ApiError::from)).await?)
+        }
+        ["history"] => {
+            allow(&method, Method::GET)?;
+            let events = blocking(move || registry.history(&model).map_err(ApiError::from)).await?;
+            json!({"events": events})
+        }
+        ["versions", version, action @ ("load" | "unload")] => {
+            allow(&method, Method::POST)?;
+            let version = parse_version(version)?;
+            let reason = reason(&read_body(&app, request).await?.bytes)?;
+            let load = *action == "load";
+            to_json(
+                &blocking(move || {
+                    let reason = if reason.is_empty() {
+                        format!("admin {}", if load { "load" } else { "unload" })
+                    } else {
+                        reason
+                    };
+                    let done = if load {
+                        registry.load_version(&model, version, &reason)
+                    } else {
+                        registry.unload_version(&model, version, &reason)
+                    };
+                    done.map_err(ApiError::from)?;
+                    registry.traffic(&model).map_err(ApiError::from)
+                })
+                .await?,
+            )
+        }
+        _ => return Err(ApiError::not_found(format!("unknown admin endpoint for model '{model}'"))),
+    };
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// `GET /v2/admin/server`: admission counters, and how often followed files (the tokens
+/// file, TLS certificates) were reloaded or refused and the repository rescanned.
+pub fn server(app: &App) -> Value {
+    let mut view = to_json(&app.admission.snapshot());
+    view["reloads"] = json!({
+        "tokens": app.security.tokens.as_ref().map(|store| store.reloads()).unwrap_or_default(),
+        "tls": app.tls.as_ref().map(|tls| tls.reloads()).unwrap_or_default(),
+    });
+    view["repository_rescans"] = to_json(&app.registry.rescans());
+    view
+}
+
+/// `GET /v2/admin/tokens`: every token (never a secret or hash) with its use in the current
+/// quota window, and the addresses seen when authentication is off.
+pub fn tokens(app: &App) -> Value {
+    let usage = app.security.quotas.usage();
+    let entries = app.security.tokens.as_ref().map(|store| store.entries()).unwrap_or_default();
+    let tokens: Vec<Value> = entries
+        .values()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "scopes": t.scopes,
+                "created": t.created,
+                "expires": t.expires,
+                "revoked": t.revoked,
+                "limits": t.limits,
+                "usage": usage.get(&format!("token:{}", t.name)).copied().unwrap_or_default(),
+            })
+        })
+        .collect();
+    let addresses: serde_json::Map<String, Value> = usage
+        .iter()
+        .filter_map(|(key, use_)| key.strip_prefix("addr:").map(|addr| (addr.to_string(), to_json(use_))))
+        .collect();
+    json!({"auth": app.security.tokens.is_some(), "tokens": tokens, "addresses": addresses})
+}
+
+/// The optional `{"reason": "..."}` body of rollback, load and unload.
+fn reason(body: &[u8]) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let object = value.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| *k != "reason") {
+        return Err(ApiError::bad_request(format!("unknown field `{unknown}` (expected reason)")));
+    }
+    match object.get("reason") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(other) => Err(ApiError::bad_request(format!("`reason` must be a string, got {other}"))),
+    }
+}
