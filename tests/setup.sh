@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: the wasm32-wasip2 target, the Python
-# packages (Triton's client, the OpenMetrics parser, PyYAML) and Chromium for the status page
+# packages (Triton's client, the OpenMetrics parser, PyYAML, mdBook) and Chromium for the status page
 # test (Debian's package, only when no Chromium is on PATH; needs root or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."

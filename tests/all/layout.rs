@@ -77,8 +77,8 @@ fn no_module_imports_a_sibling_that_imports_it_back() {
     let mut cycles = Vec::new();
     for krate in ["runtime", "monitor", "batch", "server", "cli"] {
         let src = workspace().join("host").join(krate).join("src");
+        assert!(rust_files(&src).len() > 1, "{krate}: no modules found in {}", src.display());
         let graph = module_graph(&src);
-        assert!(graph.len() > 1 || krate == "cli", "{krate}: no modules read from {}", src.display());
         for cycle in strongly_connected(&graph) {
             cycles.push(format!("{krate}: {}", cycle.join(" <-> ")));
         }

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeinfer_runtime::Limits;
 use edgeinfer_server::security::{AuditEvent, AuditKind, Scope, TokenLimits, TokensFile};

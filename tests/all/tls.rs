@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeinfer_server::security::tls::{ClientAuthScope, TlsSettings};
 use edgeinfer_server::{ModelRegistry, ServerConfig};

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 
 use edgeinfer_oip::{Datatype, Tensor};
 use serde_json::Value;

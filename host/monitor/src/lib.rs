@@ -9,3 +9,6 @@ pub mod drift;
 pub mod predictions;
 pub mod replay;
 pub mod samples;
+
+/// The runtime's error type, shared by every edgeinfer crate.
+pub use edgeinfer_runtime::{Error, Result};

@@ -24,6 +24,7 @@ use edgeinfer_oip::{Datatype, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+use edgeinfer_runtime::clock::now_ms;
 
 const MAGIC: &[u8] = b"EIPL1\n";
 const EXTENSION: &str = "eipl";

@@ -5,7 +5,7 @@
 use edgeinfer_oip::{Datatype as OipDatatype, Tensor as OipTensor};
 
 wasmtime::component::bindgen!({
-    path: "wit",
+    path: "../../wit",
     world: "model-component",
 });
 

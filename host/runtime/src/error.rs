@@ -129,11 +129,13 @@ impl Error {
         matches!(self, Error::InvalidInput { .. } | Error::Protocol(_))
     }
 
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    /// An I/O error, with what was being done (`reading models/digits/1/manifest.toml`).
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
 
-    pub(crate) fn runtime(error: impl std::fmt::Display) -> Self {
+    /// A host-side failure (wasmtime, threads), with its whole cause chain.
+    pub fn runtime(error: impl std::fmt::Display) -> Self {
         Error::Runtime(format!("{error:#}"))
     }
 }

@@ -7,6 +7,7 @@
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceType};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, IoError};
 
 /// Import names this module satisfies.
 const HTTP_IMPORT_PREFIX: &str = "wasi:http/";
@@ -24,14 +25,14 @@ pub(crate) fn define_http_stubs<T: 'static>(
     component: &Component,
 ) -> wasmtime::Result<()> {
     for (interface, item) in component.component_type().imports(engine) {
-        let ComponentItem::ComponentInstance(instance) = item else { continue };
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
         if !interface.starts_with(HTTP_IMPORT_PREFIX) {
             continue;
         }
         let mut target = linker.instance(interface)?;
         for (name, export) in instance.exports(engine) {
-            match export {
-                ComponentItem::Resource(_) => target.resource(name, ResourceType::host::<()>(), |_, _| Ok(()))?,
+            match export.ty {
+                ComponentItem::Resource(_) => target.resource(name, resource_type(name), |_, _| Ok(()))?,
                 ComponentItem::ComponentFunc(_) => {
                     let called = format!("{interface}#{name}");
                     target.func_new(name, move |_, _, _, _| {
@@ -43,4 +44,17 @@ pub(crate) fn define_http_stubs<T: 'static>(
         }
     }
     Ok(())
+}
+
+/// The host type of a resource `wasi:http/types` exports: the `wasi:io` resources it re-uses
+/// (`use wasi:io/streams.{input-stream, ...}`) must be the very types the WASI linker
+/// defines; its own resources (fields, requests, responses...) are never created here.
+fn resource_type(name: &str) -> ResourceType {
+    match name {
+        "input-stream" => ResourceType::host::<DynInputStream>(),
+        "output-stream" => ResourceType::host::<DynOutputStream>(),
+        "pollable" => ResourceType::host::<DynPollable>(),
+        "io-error" => ResourceType::host::<IoError>(),
+        _ => ResourceType::host::<()>(),
+    }
 }

@@ -57,3 +57,30 @@ impl WasiView for StoreState {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
+
+/// Caps the sum of all of a store's linear memories (a component may define several) and
+/// remembers whether it had to refuse growth.
+pub(crate) struct MemoryLimiter {
+    cap: usize,
+    total: usize,
+    pub(crate) denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
+            self.denied = true;
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (all memories would take {total}, this one wanted {desired})",
+                self.cap
+            );
+        }
+        self.total = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -224,7 +224,7 @@ impl Drop for Enrolled<'_> {
 
 /// Runs one call: the model over the members (see [`edgeinfer_runtime::coalesce::run_batch`]), then
 /// every member's `finish`. Returns the model calls made.
-pub fn run_call(model: &crate::LoadedModel, call: Vec<Queued>) -> u64 {
+pub fn run_call(model: &edgeinfer_runtime::LoadedModel, call: Vec<Queued>) -> u64 {
     let started = Instant::now();
     let requested = call.first().map(|q| q.requested.clone()).unwrap_or_default();
     let (members, finishes): (Vec<Member>, Vec<Finish>) = call.into_iter().map(|q| (q.member, q.finish)).unzip();

@@ -1,6 +1,7 @@
 //! The durable change log of a repository: one JSON object per line, appended and fsync'd
 //! before a change takes effect, replayed at start-up to restore each model's deployment.
 
+use edgeinfer_runtime::clock::now_rfc3339;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

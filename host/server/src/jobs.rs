@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::registry::ModelRegistry;
-use edgeinfer_batch::{self, BatchError, BatchOptions, MaxErrors, Status};
+use edgeinfer_batch::{BatchError, BatchOptions, MaxErrors, Status};
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ struct Submission {
     input: String,
     output: String,
     errors: Option<String>,
-    input_format: Option<batch::Format>,
+    input_format: Option<edgeinfer_batch::Format>,
     batch_size: Option<usize>,
     id_column: Option<String>,
     columns: Option<Vec<String>>,
@@ -186,7 +186,7 @@ impl BatchJobs {
             max_errors,
             restart: submission.restart.unwrap_or(false),
         };
-        batch::check(&served.model, &options).map_err(|e| JobError::Invalid(e.to_string()))?;
+        edgeinfer_batch::check(&served.model, &options).map_err(|e| JobError::Invalid(e.to_string()))?;
         let job = Job {
             id: edgeinfer_runtime::pipeline::new_request_id(),
             model: submission.model,
@@ -269,7 +269,7 @@ impl BatchJobs {
             let outcome = match registry.resolve(&job.model, job.version) {
                 Ok(served) => {
                     let progress = |status: &Status| self.progress(&job.id, status);
-                    batch::run(&served.model, &job.options, &progress, &cancel)
+                    edgeinfer_batch::run(&served.model, &job.options, &progress, &cancel)
                 }
                 Err(error) => Err(BatchError::Input(error.to_string())),
             };

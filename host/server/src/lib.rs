@@ -37,7 +37,6 @@ mod watcher;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,10 +62,6 @@ pub use registry::{
 pub use statistics::VersionStats;
 pub use watcher::{RepositoryWatcher, watch};
 
-use edgeinfer_runtime::compile::{CompileRequest, compile_model};
-use edgeinfer_runtime::digest::sha256_hex;
-use edgeinfer_runtime::limits::Limits;
-use edgeinfer_runtime::runtime::Runtime;
 pub use edgeinfer_runtime::{Error, Result};
 
 /// How long in-flight requests get to finish after a shutdown signal.

@@ -2,20 +2,19 @@
 //! the feedback index that joins later labels to logged predictions, and per version the
 //! quality and input-drift windows.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use serde::Deserialize;
-use super::quality::{FeedbackIndex, PredictionSpec, QualityView, QualityWindow, Unjoined};
+use super::quality::{FeedbackIndex, QualityView, QualityWindow, Unjoined};
 use super::registry::{ModelRegistry, ServedVersion};
-use super::version_monitor::VersionMonitor;
 use crate::Result;
 use edgeinfer_monitor::drift::DriftWindow;
-use edgeinfer_monitor::predictions::{LogBounds, PredictionLog, PredictionRecord, Role, now_ms};
+use edgeinfer_monitor::predictions::{LogBounds, PredictionLog, PredictionRecord, Role};
+use edgeinfer_runtime::clock::now_ms;
 use edgeinfer_runtime::features::feature_rows;
 use edgeinfer_runtime::pipeline::KeptTensors;
 

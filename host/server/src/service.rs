@@ -7,18 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Response};
 
 use super::App;
-use super::admission::DisconnectWatch;
 use super::coalescer::{CallReport, Enrolled, Finish, run_call};
-use super::body::{ReceivedBody, blocking, read_body};
+use super::body::{ReceivedBody, blocking};
 use super::registry::{Route, ServedVersion};
-use super::response::{ApiError, Body};
+use super::response::ApiError;
 use super::security::{AuditEvent, AuditKind, Caller};
 use super::timeseries::Ending;
 use super::shadow::ShadowJob;

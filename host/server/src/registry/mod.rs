@@ -33,7 +33,8 @@ use super::statistics::VersionStats;
 use edgeinfer_runtime::model::LoadedModel;
 use edgeinfer_runtime::repository::ModelRepository;
 use edgeinfer_runtime::runtime::Runtime;
-use crate::{Error, LimitOverrides, Result};
+use crate::{Error, Result};
+use edgeinfer_runtime::LimitOverrides;
 
 /// A version the server can run, with its statistics.
 pub struct ServedVersion {

@@ -2,6 +2,7 @@
 //! tokens), scope checks, and a store that re-reads the file when it changes, so a revoked
 //! token stops working within a second without a restart.
 
+use edgeinfer_runtime::clock::rfc3339;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
