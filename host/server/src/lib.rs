@@ -189,7 +189,7 @@ impl RunningServer {
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
+pub(crate) enum ListenerRole {
     /// Everything (`admin` false: the admin API lives on its own listener and is hidden here).
     Main {
         /// Whether `/v2/admin` is served here.
@@ -231,7 +231,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let main_role = Role::Main { admin: admin_listener.is_none() };
+    let main_role = ListenerRole::Main { admin: admin_listener.is_none() };
     let mut tasks =
         vec![tokio::spawn(serve(listener, app.clone(), main_role, tls.clone(), until_stopped(stopped.clone())))];
     if !app.alerts.is_empty() {
@@ -241,7 +241,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
         tasks.push(tokio::spawn(grpc::serve(grpc, app.clone(), tls.clone(), until_stopped(stopped.clone()))));
     }
     if let Some(admin) = admin_listener {
-        tasks.push(tokio::spawn(serve(admin, app.clone(), Role::Admin, tls, until_stopped(stopped))));
+        tasks.push(tokio::spawn(serve(admin, app.clone(), ListenerRole::Admin, tls, until_stopped(stopped))));
     }
     Ok(RunningServer { addr, admin_addr, grpc_addr, app, stop: Some(stop), tasks, _watcher: watcher })
 }
@@ -270,7 +270,7 @@ async fn evaluate_alerts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
 async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    role: Role,
+    role: ListenerRole,
     tls: Option<Arc<security::tls::TlsReloader>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -306,7 +306,7 @@ async fn serve(
                 });
             }
             Some(tls) => {
-                let acceptor = tls.acceptor(role == Role::Admin);
+                let acceptor = tls.acceptor(role == ListenerRole::Admin);
                 tokio::spawn(async move {
                     let _place = place;
                     match tokio::time::timeout(read_timeout, acceptor.accept(stream)).await {
@@ -329,7 +329,7 @@ async fn serve(
 struct Connection {
     app: Arc<App>,
     peer: std::net::IpAddr,
-    role: Role,
+    role: ListenerRole,
     read_timeout: Duration,
     watcher: hyper_util::server::graceful::Watcher,
 }

@@ -27,23 +27,23 @@ pub enum Task {
 
 /// One row's prediction or label.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
+pub enum LabelValue {
     /// A class, as text (`3`, `cat`).
     Class(String),
     /// A number.
     Number(f64),
 }
 
-impl Answer {
+impl LabelValue {
     /// A label from feedback JSON, read as `task` says.
-    fn from_json(value: &Value, task: Task) -> Option<Answer> {
+    fn from_json(value: &Value, task: Task) -> Option<LabelValue> {
         match (task, value) {
-            (Task::Regression, v) => v.as_f64().map(Answer::Number),
-            (Task::Classification, Value::String(s)) => Some(Answer::Class(s.clone())),
-            (Task::Classification, Value::Bool(b)) => Some(Answer::Class(u8::from(*b).to_string())),
+            (Task::Regression, v) => v.as_f64().map(LabelValue::Number),
+            (Task::Classification, Value::String(s)) => Some(LabelValue::Class(s.clone())),
+            (Task::Classification, Value::Bool(b)) => Some(LabelValue::Class(u8::from(*b).to_string())),
             (Task::Classification, Value::Number(n)) => match n.as_i64() {
-                Some(i) => Some(Answer::Class(i.to_string())),
-                None => n.as_f64().filter(|f| f.fract() == 0.0).map(|f| Answer::Class((f as i64).to_string())),
+                Some(i) => Some(LabelValue::Class(i.to_string())),
+                None => n.as_f64().filter(|f| f.fract() == 0.0).map(|f| LabelValue::Class((f as i64).to_string())),
             },
             _ => None,
         }
@@ -69,7 +69,7 @@ impl PredictionSpec {
     }
 
     /// The prediction per row in `outputs`, and the task.
-    pub fn extract(&self, outputs: &[Tensor]) -> Option<(Task, Vec<Answer>)> {
+    pub fn extract(&self, outputs: &[Tensor]) -> Option<(Task, Vec<LabelValue>)> {
         let tensor = match &self.output {
             Some(name) => outputs.iter().find(|t| t.name == *name)?,
             None => outputs.iter().find(|t| t.name == "label").or_else(|| outputs.first())?,
@@ -78,7 +78,7 @@ impl PredictionSpec {
         let values = tensor_values(tensor)?;
         let rows = usize::try_from(*tensor.shape.first().unwrap_or(&1)).ok()?.max(1);
         let answers = match task {
-            Task::Regression => values.into_iter().map(|v| Answer::Number(v.as_f64())).collect(),
+            Task::Regression => values.into_iter().map(|v| LabelValue::Number(v.as_f64())).collect(),
             Task::Classification if values.len() > rows && values.len() % rows == 0 => {
                 // Scores per class: the arg-max is the class.
                 let width = values.len() / rows;
@@ -86,11 +86,11 @@ impl PredictionSpec {
                     .chunks(width)
                     .map(|row| {
                         let best = (0..row.len()).max_by(|&a, &b| row[a].as_f64().total_cmp(&row[b].as_f64()));
-                        Answer::Class(best.unwrap_or(0).to_string())
+                        LabelValue::Class(best.unwrap_or(0).to_string())
                     })
                     .collect()
             }
-            Task::Classification => values.into_iter().map(|v| Answer::Class(v.as_class())).collect(),
+            Task::Classification => values.into_iter().map(|v| LabelValue::Class(v.as_class())).collect(),
         };
         Some((task, answers))
     }
@@ -133,7 +133,7 @@ struct Logged {
     version: u64,
     role: Role,
     task: Task,
-    answers: Vec<Answer>,
+    answers: Vec<LabelValue>,
 }
 
 /// Logged predictions by (model, request id), oldest forgotten first beyond a capacity.
@@ -155,7 +155,7 @@ pub struct Joined {
     /// Live or shadow.
     pub role: Role,
     /// Predicted and actual, per row.
-    pub pairs: Vec<(Answer, Answer)>,
+    pub pairs: Vec<(LabelValue, LabelValue)>,
 }
 
 /// Why one feedback item was not counted.
@@ -174,7 +174,7 @@ impl FeedbackIndex {
     }
 
     /// Remembers the prediction `version` made for request `id`.
-    pub fn remember(&self, model: &str, id: &str, version: u64, role: Role, task: Task, answers: Vec<Answer>) {
+    pub fn remember(&self, model: &str, id: &str, version: u64, role: Role, task: Task, answers: Vec<LabelValue>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = (model.to_string(), id.to_string());
         let logged = Logged { version, role, task, answers };
@@ -213,7 +213,7 @@ impl FeedbackIndex {
             let actual = labels
                 .iter()
                 .map(|v| {
-                    Answer::from_json(v, entry.task)
+                    LabelValue::from_json(v, entry.task)
                         .ok_or_else(|| Unjoined::BadLabel(format!("label {v} does not fit a {:?} model", entry.task)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -233,7 +233,7 @@ impl FeedbackIndex {
 pub struct QualityWindow {
     capacity: usize,
     span_ms: u64,
-    pairs: VecDeque<(u64, Answer, Answer)>,
+    pairs: VecDeque<(u64, LabelValue, LabelValue)>,
     role: Option<Role>,
 }
 
@@ -277,7 +277,7 @@ impl QualityWindow {
     }
 
     /// Adds labelled rows at `now_ms`.
-    pub fn add(&mut self, now_ms: u64, role: Role, pairs: Vec<(Answer, Answer)>) {
+    pub fn add(&mut self, now_ms: u64, role: Role, pairs: Vec<(LabelValue, LabelValue)>) {
         self.role = Some(role);
         for (predicted, actual) in pairs {
             self.pairs.push_back((now_ms, predicted, actual));
@@ -306,7 +306,7 @@ impl QualityWindow {
         let mut per_class: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new(); // tp, predicted, actual
         for (_, predicted, actual) in &self.pairs {
             match (predicted, actual) {
-                (Answer::Class(p), Answer::Class(a)) => {
+                (LabelValue::Class(p), LabelValue::Class(a)) => {
                     classified += 1;
                     per_class.entry(p.clone()).or_default().1 += 1;
                     per_class.entry(a.clone()).or_default().2 += 1;
@@ -315,7 +315,7 @@ impl QualityWindow {
                         per_class.entry(p.clone()).or_default().0 += 1;
                     }
                 }
-                (Answer::Number(p), Answer::Number(a)) => {
+                (LabelValue::Number(p), LabelValue::Number(a)) => {
                     measured += 1;
                     absolute += (p - a).abs();
                     squared += (p - a) * (p - a);
@@ -348,8 +348,8 @@ impl QualityWindow {
 mod tests {
     use super::*;
 
-    fn class(c: &str) -> Answer {
-        Answer::Class(c.into())
+    fn class(c: &str) -> LabelValue {
+        LabelValue::Class(c.into())
     }
 
     #[test]
@@ -371,8 +371,8 @@ mod tests {
     #[test]
     fn regression_errors_and_time_span() {
         let mut window = QualityWindow::new(100, 10);
-        window.add(0, Role::Live, vec![(Answer::Number(1.0), Answer::Number(2.0))]);
-        window.add(20_000, Role::Live, vec![(Answer::Number(1.0), Answer::Number(4.0))]);
+        window.add(0, Role::Live, vec![(LabelValue::Number(1.0), LabelValue::Number(2.0))]);
+        window.add(20_000, Role::Live, vec![(LabelValue::Number(1.0), LabelValue::Number(4.0))]);
         let view = window.view(20_000);
         assert_eq!((view.labelled, view.mae, view.rmse), (1, Some(3.0), Some(3.0)));
     }

@@ -15,11 +15,11 @@ use super::body::{allow, blocking, parse_version, read_body};
 use super::infer;
 use super::response::{ApiError, Body, json_response, to_json};
 use super::security::{AuditKind, Caller, required_scope};
-use super::{App, Role};
+use super::{App, ListenerRole};
 use edgeinfer_runtime::model::LoadedModel;
 
 /// Answers one request; every failure becomes `{"error": ...}` with its status.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>, peer: IpAddr, role: Role) -> Response<Body> {
+pub async fn handle(app: Arc<App>, request: Request<Incoming>, peer: IpAddr, role: ListenerRole) -> Response<Body> {
     let path = request.uri().path().to_string();
     route(app.clone(), request, peer, role).await.unwrap_or_else(|error| {
         app.error_log.request_failed(error.status.as_u16(), &path, &error.message);
@@ -31,15 +31,15 @@ async fn route(
     app: Arc<App>,
     request: Request<Incoming>,
     peer: IpAddr,
-    role: Role,
+    role: ListenerRole,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let is_admin = matches!(segments.as_slice(), ["v2", "admin", ..]);
     let is_health = matches!(segments.as_slice(), ["v2", "health", ..]);
     let here = match role {
-        Role::Main { admin } => admin || !is_admin,
-        Role::Admin => is_admin || is_health,
+        ListenerRole::Main { admin } => admin || !is_admin,
+        ListenerRole::Admin => is_admin || is_health,
     };
     if !here {
         return Err(ApiError::not_found(edgeinfer_oip::unknown_endpoint_message(&path)));

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::sync::{Refusal, fingerprint};
+use super::sync::{RefusedVersion, fingerprint};
 use super::{ChangeError, ModelRegistry, ModelState, ServedVersion};
 use edgeinfer_runtime::model::LoadedModel;
 use crate::quality::PredictionSpec;
@@ -208,7 +208,7 @@ impl ModelRegistry {
     fn refuse(&self, state: &mut ModelState, name: &str, version: u64, dir: &Path, reason: String) -> Result<()> {
         tracing::warn!(model = name, version, %reason, "version refused");
         self.record(name, ChangeKind::Refused, version, &reason)?;
-        state.refused.insert(version, Refusal { reason, fingerprint: fingerprint(dir) });
+        state.refused.insert(version, RefusedVersion { reason, fingerprint: fingerprint(dir) });
         Ok(())
     }
 

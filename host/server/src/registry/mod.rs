@@ -90,7 +90,7 @@ pub enum ChangeError {
 #[derive(Clone, Default)]
 struct ModelState {
     versions: BTreeMap<u64, Arc<ServedVersion>>,
-    refused: BTreeMap<u64, sync::Refusal>,
+    refused: BTreeMap<u64, sync::RefusedVersion>,
     deployment: Option<Deployment>,
     previous: Vec<Deployment>,
     config: ModelConfig,

@@ -10,7 +10,7 @@ use crate::{Error, Result};
 
 /// A refused version and the files it was refused for; it is retried when they change.
 #[derive(Clone)]
-pub(super) struct Refusal {
+pub(super) struct RefusedVersion {
     pub(super) reason: String,
     pub(super) fingerprint: Fingerprint,
 }
