@@ -253,7 +253,8 @@ fn main() {
     let fixed = squeezenet_input();
     let (fixed_model, _) = compile(&runtime, scratch.path(), "squeezenet.onnx", "squeezenet");
     let fixed_model = edgeinfer_runtime::LoadedModel::load(&serving, fixed_model.dir()).expect("load");
-    let dynamic_model = edgeinfer_runtime::LoadedModel::load(&serving, &repo.path().join("squeezenet0/1")).expect("load");
+    let dynamic_model =
+        edgeinfer_runtime::LoadedModel::load(&serving, &repo.path().join("squeezenet0/1")).expect("load");
     let squeeze = |model: &edgeinfer_runtime::LoadedModel| {
         let runs = sample(2, 10, || {
             timed(|| drop(model.infer(vec![fixed.clone()], &[], LimitOverrides::default()).expect("infer")))

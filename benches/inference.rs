@@ -12,8 +12,8 @@ mod support;
 
 use std::time::Duration;
 
-use edgeinfer_runtime::LimitOverrides;
 use edgeinfer_oip::Tensor;
+use edgeinfer_runtime::LimitOverrides;
 use support::*;
 use tract_onnx::prelude::*;
 

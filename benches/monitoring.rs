@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgeinfer_monitor::replay::{ReplayFilter, replay};
-use edgeinfer_server::{ModelRegistry, MonitoringConfig, ServerConfig, start};
 use edgeinfer_runtime::{Manifest, ModelRepository};
+use edgeinfer_server::{ModelRegistry, MonitoringConfig, ServerConfig, start};
 use support::*;
 
 const REQUESTS: usize = 4000;
@@ -39,8 +39,12 @@ fn main() {
     copy_version(model.dir(), &dir);
     let manifest_path = dir.join("manifest.toml");
     let mut manifest = Manifest::load(&manifest_path).expect("manifest");
-    edgeinfer_runtime::reference::attach_reference(&dir, &mut manifest, &edgeinfer_monitor::samples::SampleFile(fixture("digits_reference.csv")))
-        .expect("reference");
+    edgeinfer_runtime::reference::attach_reference(
+        &dir,
+        &mut manifest,
+        &edgeinfer_monitor::samples::SampleFile(fixture("digits_reference.csv")),
+    )
+    .expect("reference");
     manifest.save(&manifest_path).expect("save");
     let log_dir = tempfile::tempdir().expect("tempdir");
 

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use edgeinfer_oip::{Datatype, Tensor};
-use edgeinfer_runtime::{CompileRequest, LimitOverrides, Limits, ModelRepository, Runtime, RuntimeConfig, compile_model};
+use edgeinfer_runtime::{
+    CompileRequest, LimitOverrides, Limits, ModelRepository, Runtime, RuntimeConfig, compile_model,
+};
 
 fn main() -> edgeinfer_runtime::Result<()> {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));

@@ -9,9 +9,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use edgeinfer_runtime::{CompileRequest, LimitOverrides, Limits, ModelRepository, Runtime, RuntimeConfig, compile_model};
-use edgeinfer_server::{ModelRegistry, ServerConfig, start};
 use edgeinfer_oip::{Datatype, Tensor};
+use edgeinfer_runtime::{
+    CompileRequest, LimitOverrides, Limits, ModelRepository, Runtime, RuntimeConfig, compile_model,
+};
+use edgeinfer_server::{ModelRegistry, ServerConfig, start};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -60,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Parses `[f32; 64]`, runs the model on a blocking thread, answers `{"digit": N}`.
-async fn predict(model: Arc<edgeinfer_runtime::LoadedModel>, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn predict(
+    model: Arc<edgeinfer_runtime::LoadedModel>,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;

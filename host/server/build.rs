@@ -24,4 +24,3 @@ fn compile_protos(manifest_dir: &Path, out_dir: &Path) -> Result<()> {
         .compile_fds(files)
         .context("generating the gRPC service")
 }
-

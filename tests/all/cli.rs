@@ -30,7 +30,8 @@ fn compile_verify_infer_round_trip_and_tamper_detection() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(Path::new(repo).join("digits/7/model.wasm").exists());
-    let manifest = edgeinfer_runtime::Manifest::load(&Path::new(repo).join("digits/7/manifest.toml")).expect("manifest");
+    let manifest =
+        edgeinfer_runtime::Manifest::load(&Path::new(repo).join("digits/7/manifest.toml")).expect("manifest");
     let recorded = manifest.reference.expect("--reference recorded in the manifest");
     assert_eq!((recorded.file.as_str(), recorded.rows), ("reference.json", 1347));
     let bytes = std::fs::read(Path::new(repo).join("digits/7/reference.json")).expect("reference file");
@@ -62,7 +63,8 @@ fn compile_verify_infer_round_trip_and_tamper_detection() {
     assert!(Path::new(repo).join("digits/7/model.wasm").exists(), "a failed --replace keeps the old version");
     let out = edgeinfer(&[&compile_args[..], &["--example", example]].concat());
     assert!(out.status.success(), "{}", text(&out));
-    let manifest = edgeinfer_runtime::Manifest::load(&Path::new(repo).join("digits/7/manifest.toml")).expect("manifest");
+    let manifest =
+        edgeinfer_runtime::Manifest::load(&Path::new(repo).join("digits/7/manifest.toml")).expect("manifest");
     assert_eq!(manifest.examples.len(), 1);
     let names: Vec<&str> = manifest.examples[0].outputs.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["label", "probabilities"]);

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use edgeinfer_runtime::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
 use edgeinfer_oip::{Datatype, Tensor};
+use edgeinfer_runtime::{CompileRequest, Limits, LoadedModel, Runtime, RuntimeConfig, compile_model};
 use serde::Deserialize;
 
 pub struct Fixtures {

@@ -1,7 +1,7 @@
 //! Compiled components agree with onnxruntime, and compile refuses what tract cannot run.
 
-use edgeinfer_runtime::Error;
 use edgeinfer_oip::{Datatype, Tensor};
+use edgeinfer_runtime::Error;
 
 use crate::common::*;
 
@@ -120,7 +120,8 @@ fn component_imports(wasm: &[u8]) -> Vec<String> {
 /// image), a fraction of the runtime's.
 #[test]
 fn models_share_one_compiled_runtime_code_module() {
-    let config = edgeinfer_runtime::RuntimeConfig { cache_dir: cache_dir(), ..edgeinfer_runtime::RuntimeConfig::default() };
+    let config =
+        edgeinfer_runtime::RuntimeConfig { cache_dir: cache_dir(), ..edgeinfer_runtime::RuntimeConfig::default() };
     let runtime = edgeinfer_runtime::Runtime::new(config).expect("runtime");
     assert_eq!(runtime.shared_code_modules(), 0);
     let digits = edgeinfer_runtime::LoadedModel::load(&runtime, fixtures().digits.dir()).expect("digits");

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use edgeinfer_server::{ChangeKind, ModelRegistry, ServerConfig};
 use edgeinfer_runtime::{CompileRequest, Limits, Manifest, ModelRepository, compile_model};
+use edgeinfer_server::{ChangeKind, ModelRegistry, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::common::*;

@@ -22,7 +22,8 @@ fn every_internal_link_resolves() {
 #[test]
 fn the_book_builds() {
     let out_dir = tempfile::tempdir().expect("tempdir");
-    let built = Command::new("mdbook").arg("build").arg(workspace().join("docs")).arg("-d").arg(out_dir.path()).output();
+    let built =
+        Command::new("mdbook").arg("build").arg(workspace().join("docs")).arg("-d").arg(out_dir.path()).output();
     let out = match built {
         Ok(out) => out,
         Err(error) => {

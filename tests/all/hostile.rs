@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use edgeinfer_oip::{Datatype, Tensor};
 use edgeinfer_runtime::manifest::{ComponentInfo, Manifest, SourceInfo};
 use edgeinfer_runtime::{Error, LimitOverrides, Limits, LoadedModel, sha256_hex};
-use edgeinfer_oip::{Datatype, Tensor};
 
 use crate::common::*;
 
@@ -36,7 +36,8 @@ pub fn hostile_core(body: &str, extra: &str) -> String {
 /// Turns a core module into a component of the `model-component` world.
 pub fn componentize(core_wat: &str) -> Vec<u8> {
     let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve.push_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("wit")).expect("wit");
+    let (package, _) =
+        resolve.push_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("wit")).expect("wit");
     let world = resolve.select_world(&[package], Some("model-component")).expect("world");
     let mut module = wat::parse_str(core_wat).expect("wat");
     wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)

@@ -1,7 +1,7 @@
 //! Malformed inputs get an invalid-input error naming the input; nothing else breaks.
 
-use edgeinfer_runtime::Error;
 use edgeinfer_oip::{Datatype, Tensor};
+use edgeinfer_runtime::Error;
 
 use crate::common::*;
 

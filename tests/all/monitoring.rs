@@ -11,8 +11,8 @@ use std::process::Output;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use edgeinfer_runtime::LoadedModel;
 use edgeinfer_monitor::predictions::{LogBounds, PredictionLog, read_log};
+use edgeinfer_runtime::LoadedModel;
 use edgeinfer_server::{MonitoringConfig, ServerConfig};
 use serde_json::{Value, json};
 

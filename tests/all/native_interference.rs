@@ -7,8 +7,8 @@
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn native_avx_work_between_inferences_does_not_slow_the_guest() {
-    use edgeinfer_runtime::LimitOverrides;
     use edgeinfer_oip::{Datatype, Tensor};
+    use edgeinfer_runtime::LimitOverrides;
 
     use crate::common::*;
 

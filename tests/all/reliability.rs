@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edgeinfer_server::{ModelRegistry, ServerConfig};
 use edgeinfer_runtime::{Limits, ModelRepository};
+use edgeinfer_server::{ModelRegistry, ServerConfig};
 use serde_json::json;
 
 use crate::common::*;

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeinfer_server::{ModelRegistry, RunningServer, ServerConfig, start};
 use edgeinfer_runtime::{Limits, ModelRepository};
+use edgeinfer_server::{ModelRegistry, RunningServer, ServerConfig, start};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -54,7 +54,9 @@ impl TestServer {
 
     /// Waits (up to 15 s) until nothing is queued or running and no body is held.
     pub fn wait_idle(&self) -> edgeinfer_server::AdmissionSnapshot {
-        let idle = |now: &edgeinfer_server::AdmissionSnapshot| (now.queued, now.in_flight, now.body_bytes_reserved) == (0, 0, 0);
+        let idle = |now: &edgeinfer_server::AdmissionSnapshot| {
+            (now.queued, now.in_flight, now.body_bytes_reserved) == (0, 0, 0)
+        };
         wait_until("an idle server", Duration::from_secs(15), || idle(&self.admission()));
         self.admission()
     }

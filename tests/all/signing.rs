@@ -7,10 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use edgeinfer_runtime::signature::{
+    SignaturePolicy, generate_key_pair, read_public_key, read_signing_key, sign_version,
+};
+use edgeinfer_runtime::{Limits, ModelRepository};
 use edgeinfer_server::security::AuditEvent;
 use edgeinfer_server::{ModelRegistry, ServerConfig};
-use edgeinfer_runtime::signature::{SignaturePolicy, generate_key_pair, read_public_key, read_signing_key, sign_version};
-use edgeinfer_runtime::{Limits, ModelRepository};
 use serde_json::Value;
 
 use crate::common::*;
@@ -190,7 +192,10 @@ fn without_trusted_keys_signatures_are_checked_when_present() {
         dir
     };
     let policy = SignaturePolicy::default();
-    assert_eq!(policy.check(&dir(1)).expect("unsigned is fine"), edgeinfer_runtime::signature::SignatureStatus::Unsigned);
+    assert_eq!(
+        policy.check(&dir(1)).expect("unsigned is fine"),
+        edgeinfer_runtime::signature::SignatureStatus::Unsigned
+    );
     let signed = dir(2);
     sign_version(&signed, &key).expect("sign");
     assert!(matches!(policy.check(&signed), Ok(edgeinfer_runtime::signature::SignatureStatus::Untrusted(_))));

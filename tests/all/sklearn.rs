@@ -61,7 +61,8 @@ fn scikit_learn_pipelines_answer_as_onnxruntime_does() {
     let (before, rest) = page.split_once(BEGIN).expect("docs/src/sklearn.md has the sklearn-table begin marker");
     let (current, after) = rest.split_once(END).expect("docs/src/sklearn.md has the sklearn-table end marker");
     if std::env::var_os("EDGEINFER_WRITE_SKLEARN_TABLE").is_some() {
-        std::fs::write(&page_path, format!("{before}{BEGIN}\n{table}\n{END}{after}")).expect("write docs/src/sklearn.md");
+        std::fs::write(&page_path, format!("{before}{BEGIN}\n{table}\n{END}{after}"))
+            .expect("write docs/src/sklearn.md");
     } else {
         assert_eq!(
             current.trim(),

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use edgeinfer_runtime::{CompileRequest, LimitOverrides, Limits, Runtime, compile_model};
 use edgeinfer_oip::{Datatype, Tensor};
+use edgeinfer_runtime::{CompileRequest, LimitOverrides, Limits, Runtime, compile_model};
 
 /// The committed list of cases that pass in the sandbox.
 pub fn passing_list_path() -> PathBuf {

@@ -260,8 +260,8 @@ fn open_input(model: &LoadedModel, options: &BatchOptions) -> Result<Box<dyn inp
         columns: options.columns.clone(),
     };
     let path = &options.input;
-    let file = std::fs::File::open(path)
-        .map_err(|e| BatchError::Input(format!("cannot open {}: {e}", path.display())))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| BatchError::Input(format!("cannot open {}: {e}", path.display())))?;
     match format {
         Format::Parquet => parquet::open(file, &schema),
         text => input::open_text(file, text, &schema),

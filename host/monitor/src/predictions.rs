@@ -441,5 +441,4 @@ mod tests {
         let records = read_log(dir.path()).expect("read");
         assert_eq!(records, vec![record("a", 10)]);
     }
-
 }

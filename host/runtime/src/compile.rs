@@ -97,6 +97,9 @@ pub fn compile_model(
     let memory_cap = runtime.config().max_memory_mb as usize * (1 << 20);
     let mut store = Store::new(runtime.engine(), StoreState::deterministic(memory_cap, &seed));
     store.limiter(|state| &mut state.limiter);
+    // The snapshot reads each memory through one call returning it whole: allow a memory as
+    // large as the cap (wasmtime's default of 128 MiB per call failed ResNet18's 171 MB).
+    store.set_hostcall_fuel(memory_cap.max(store.hostcall_fuel()));
     if runtime.config().consume_fuel {
         store.set_fuel(u64::MAX).map_err(Error::runtime)?;
     }
@@ -112,10 +115,25 @@ pub fn compile_model(
 
     progress.step("snapshotting the initialized instance");
     let mut state = SyncInstanceState { store, instance, failure: None };
-    let snapshot = block_on(wizer.snapshot_component(&context, &mut state)).map_err(Error::runtime)?;
+    // Wizer goes on after a failed read of the instance (it cannot see our failure) and may
+    // then trip an assertion of its own: the first failure is the cause, a panic never escapes.
+    let snapshot = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        block_on(wizer.snapshot_component(&context, &mut state))
+    }));
     if let Some(failure) = state.failure {
-        return Err(Error::Runtime(format!("snapshot failed: {failure}")));
+        return Err(Error::Compile(format!("snapshotting the initialized model failed: {failure}")));
     }
+    let snapshot = match snapshot {
+        Ok(snapshot) => snapshot.map_err(Error::runtime)?,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            return Err(Error::Compile(format!("snapshotting the initialized model failed (wizer: {message})")));
+        }
+    };
 
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,

@@ -6,7 +6,6 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-
 /// How much of a guest's stderr is kept to explain a trap.
 const STDERR_CAPTURE: usize = 4096;
 

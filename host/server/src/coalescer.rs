@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use serde::Deserialize;
 use crate::Result;
 use edgeinfer_runtime::coalesce::{BatchKey, Member};
 use edgeinfer_runtime::model::InferOutcome;
+use serde::Deserialize;
 
 /// `[batching]` in a model's `config.toml`: concurrent requests for the same version with
 /// compatible inputs run as one call (see [`edgeinfer_runtime::coalesce`]).

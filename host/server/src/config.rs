@@ -91,8 +91,6 @@ pub struct ServerConfig {
     pub batch_workers: usize,
 }
 
-
-
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -217,7 +215,6 @@ impl ServerConfig {
     }
 }
 
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -245,11 +242,3 @@ impl std::str::FromStr for LogFormat {
         }
     }
 }
-
-
-
-
-
-
-
-

@@ -9,27 +9,27 @@
 mod admin;
 pub mod admission;
 pub mod alerts;
-pub mod jobs;
-mod coalescer;
 mod body;
+mod coalescer;
 mod config;
 mod deployment;
 pub mod grpc;
 mod history;
 mod infer;
-mod service;
 mod inline;
+pub mod jobs;
 mod log_limit;
+pub mod metrics;
 mod observer;
 mod quality;
 mod registry;
 mod response;
 mod routes;
 pub mod security;
-mod timeseries;
+mod service;
 mod shadow;
 mod statistics;
-pub mod metrics;
+mod timeseries;
 mod ui;
 mod version_monitor;
 mod watcher;
@@ -49,16 +49,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use admission::{Admission, AdmissionLimits, AdmissionSnapshot, Refusal};
 pub use config::{LogFormat, ServerConfig};
-pub use observer::MonitoringConfig;
-pub use quality::Task;
-pub use registry::{ModelConfig, NewVersionPolicy};
-pub use security::AuthMode;
 pub use deployment::{Deployment, TrafficChange};
 pub use history::{Change, ChangeKind, HistoryEvent, HistoryLog};
+pub use observer::MonitoringConfig;
+pub use quality::Task;
 pub use registry::{
     Agreement, AgreementView, ChangeError, DeploymentView, IndexEntry, ModelRegistry, RefusedView, Route,
     ServedVersion, TrafficView,
 };
+pub use registry::{ModelConfig, NewVersionPolicy};
+pub use security::AuthMode;
 pub use statistics::VersionStats;
 pub use watcher::{RepositoryWatcher, watch};
 
@@ -368,4 +368,3 @@ async fn refuse_connection(mut stream: TcpStream, refusal: Refusal) {
     })
     .await;
 }
-

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use serde::Deserialize;
 use super::quality::{FeedbackIndex, QualityView, QualityWindow, Unjoined};
 use super::registry::{ModelRegistry, ServedVersion};
 use crate::Result;
@@ -17,6 +16,7 @@ use edgeinfer_monitor::predictions::{LogBounds, PredictionLog, PredictionRecord,
 use edgeinfer_runtime::clock::now_ms;
 use edgeinfer_runtime::features::feature_rows;
 use edgeinfer_runtime::pipeline::KeptTensors;
+use serde::Deserialize;
 
 /// Drift of one version's inputs.
 #[derive(Debug, Clone, Serialize)]

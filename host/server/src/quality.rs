@@ -10,9 +10,9 @@ use edgeinfer_oip::{Datatype, Tensor};
 use serde::Serialize;
 use serde_json::Value;
 
-use serde::Deserialize;
 use edgeinfer_monitor::predictions::Role;
 use edgeinfer_runtime::features::tensor_numbers;
+use serde::Deserialize;
 
 /// What a model predicts, for quality tracking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

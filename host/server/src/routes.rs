@@ -240,4 +240,3 @@ fn metadata(model: &LoadedModel, versions: &[u64]) -> Value {
     };
     serde_json::to_value(metadata).unwrap_or_default()
 }
-

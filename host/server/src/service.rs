@@ -7,21 +7,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use super::App;
-use super::coalescer::{CallReport, Enrolled, Finish, run_call};
 use super::body::{ReceivedBody, blocking};
+use super::coalescer::{CallReport, Enrolled, Finish, run_call};
+use super::metrics::{Metrics, Outcome, Timings, VersionLabels};
 use super::registry::{Route, ServedVersion};
 use super::response::ApiError;
 use super::security::{AuditEvent, AuditKind, Caller};
-use super::timeseries::Ending;
 use super::shadow::ShadowJob;
-use super::metrics::{Metrics, Outcome, Timings, VersionLabels};
+use super::timeseries::Ending;
 use crate::Error;
-use edgeinfer_runtime::coalesce::{BatchKey, Member};
 use edgeinfer_monitor::predictions::Role;
-use edgeinfer_runtime::pipeline::{self, Options, RequestBody};
 use edgeinfer_oip::HttpBody;
+use edgeinfer_runtime::coalesce::{BatchKey, Member};
+use edgeinfer_runtime::pipeline::{self, Options, RequestBody};
 
 use serde_json::{Value, json};
 

@@ -10,9 +10,9 @@ use edgeinfer_oip::Tensor;
 
 use super::observer::Observer;
 use super::registry::{ModelRegistry, ServedVersion};
+use edgeinfer_monitor::predictions::Role;
 use edgeinfer_runtime::compare::outputs_agree;
 use edgeinfer_runtime::limits::LimitOverrides;
-use edgeinfer_monitor::predictions::Role;
 use edgeinfer_runtime::pipeline::KeptTensors;
 
 /// Copies waiting beyond this are dropped.

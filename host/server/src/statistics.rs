@@ -103,7 +103,11 @@ impl VersionStats {
     }
 
     /// Records one request that went through the pipeline, whatever its outcome.
-    pub fn record_request(&self, queue: Duration, result: &Result<edgeinfer_runtime::pipeline::Answer, edgeinfer_runtime::pipeline::Failure>) {
+    pub fn record_request(
+        &self,
+        queue: Duration,
+        result: &Result<edgeinfer_runtime::pipeline::Answer, edgeinfer_runtime::pipeline::Failure>,
+    ) {
         self.touch();
         self.queue.record(queue);
         let times = match result {

@@ -20,12 +20,6 @@ impl VersionMonitor {
     /// The state of a version whose requests are logged at `sample_rate` (0 to 1) and whose
     /// predictions `spec` picks out for quality.
     pub fn new(sample_rate: f64, spec: PredictionSpec) -> VersionMonitor {
-        VersionMonitor {
-            sample_rate,
-            spec,
-            quality: Mutex::new(None),
-            drift: Mutex::new(None),
-        }
+        VersionMonitor { sample_rate, spec, quality: Mutex::new(None), drift: Mutex::new(None) }
     }
 }
-

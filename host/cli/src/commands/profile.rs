@@ -28,8 +28,12 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let dir = edgeinfer_runtime::compile::version_dir(&args.repo, &args.model, args.version);
     let path = dir.join("manifest.toml");
     let mut manifest = Manifest::load(&path)?;
-    edgeinfer_runtime::reference::attach_reference(&dir, &mut manifest, &edgeinfer_monitor::samples::SampleFile(args.reference.clone()))
-        .with_context(|| format!("profiling {}", args.reference.display()))?;
+    edgeinfer_runtime::reference::attach_reference(
+        &dir,
+        &mut manifest,
+        &edgeinfer_monitor::samples::SampleFile(args.reference.clone()),
+    )
+    .with_context(|| format!("profiling {}", args.reference.display()))?;
     manifest.save(&path)?;
     let info = manifest.reference.as_ref().map(|r| r.rows).unwrap_or_default();
     println!("recorded the reference of {}/{} from {info} rows", args.model, args.version);

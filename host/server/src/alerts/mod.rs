@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use edgeinfer_runtime::clock::now_rfc3339;
 use super::observer::Observer;
 use super::registry::ModelRegistry;
 use super::timeseries::Series;
+use edgeinfer_runtime::clock::now_rfc3339;
 
 /// Recent firing/resolved events kept for `GET /v2/alerts`.
 const RECENT: usize = 200;
@@ -87,7 +87,13 @@ pub struct Alerts {
 impl Alerts {
     /// Rules from the config; `external_url` is where notifications point back to.
     pub fn new(rules: Vec<AlertRule>, external_url: String) -> Alerts {
-        Alerts { rules, external_url, active: Mutex::default(), events: Mutex::default(), evaluations: Default::default() }
+        Alerts {
+            rules,
+            external_url,
+            active: Mutex::default(),
+            events: Mutex::default(),
+            evaluations: Default::default(),
+        }
     }
 
     /// Whether there is anything to evaluate.

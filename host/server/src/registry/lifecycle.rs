@@ -4,16 +4,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::model_config::{ModelConfig, NewVersionPolicy};
 use super::sync::{RefusedVersion, fingerprint};
 use super::{ChangeError, ModelRegistry, ModelState, ServedVersion};
-use edgeinfer_runtime::model::LoadedModel;
-use crate::quality::PredictionSpec;
-use super::model_config::{ModelConfig, NewVersionPolicy};
 use crate::deployment::Deployment;
 use crate::history::{Change, ChangeKind};
+use crate::quality::PredictionSpec;
 use crate::statistics::VersionStats;
-use edgeinfer_runtime::signature::SignatureStatus;
 use crate::{Error, Result};
+use edgeinfer_runtime::model::LoadedModel;
+use edgeinfer_runtime::signature::SignatureStatus;
 
 impl ModelRegistry {
     /// Loads every model of the repository and restores each one's last recorded deployment;
@@ -174,7 +174,10 @@ impl ModelRegistry {
             }
             None => None,
         };
-        let monitor = crate::version_monitor::VersionMonitor::new(config.prediction_sample_rate, PredictionSpec { output: config.prediction_output.clone(), task: config.task });
+        let monitor = crate::version_monitor::VersionMonitor::new(
+            config.prediction_sample_rate,
+            PredictionSpec { output: config.prediction_output.clone(), task: config.task },
+        );
         Ok(Arc::new(ServedVersion { model, stats: VersionStats::default(), limits: config.limits, monitor, batching }))
     }
 

@@ -30,11 +30,11 @@ use arc_swap::ArcSwap;
 use super::deployment::Deployment;
 use super::history::{Change, HistoryLog};
 use super::statistics::VersionStats;
+use crate::{Error, Result};
+use edgeinfer_runtime::LimitOverrides;
 use edgeinfer_runtime::model::LoadedModel;
 use edgeinfer_runtime::repository::ModelRepository;
 use edgeinfer_runtime::runtime::Runtime;
-use crate::{Error, Result};
-use edgeinfer_runtime::LimitOverrides;
 
 /// A version the server can run, with its statistics.
 pub struct ServedVersion {

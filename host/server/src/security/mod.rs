@@ -150,8 +150,10 @@ impl Security {
             AuthMode::Tokens => Some(TokenStore::open(&tokens_path)?),
             AuthMode::None => None,
         };
-        let audit_path =
-            config.audit_file.clone().unwrap_or_else(|| edgeinfer_runtime::repository::state_dir(repo).join("audit.jsonl"));
+        let audit_path = config
+            .audit_file
+            .clone()
+            .unwrap_or_else(|| edgeinfer_runtime::repository::state_dir(repo).join("audit.jsonl"));
         Ok(Security {
             tokens,
             quotas: Quotas::new(config.quotas),
