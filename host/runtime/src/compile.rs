@@ -98,7 +98,7 @@ pub fn compile_model(
     let mut store = Store::new(runtime.engine(), StoreState::deterministic(memory_cap, &seed));
     store.limiter(|state| &mut state.limiter);
     // The snapshot reads each memory through one call returning it whole: allow a memory as
-    // large as the cap (wasmtime's default of 128 MiB per call failed ResNet18's 171 MB).
+    // large as the cap (wasmtime's default of 128 MiB per call failed on ResNet18's memory).
     store.set_hostcall_fuel(memory_cap.max(store.hostcall_fuel()));
     if runtime.config().consume_fuel {
         store.set_fuel(u64::MAX).map_err(Error::runtime)?;
