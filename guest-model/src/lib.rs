@@ -11,6 +11,7 @@ mod convert;
 mod http;
 mod loaded;
 mod ml;
+mod onnx_ops;
 mod symbols;
 
 use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};

@@ -50,6 +50,7 @@ impl LoadedModel {
     pub fn parse(onnx: &[u8], name: String, version: String) -> Result<Self, String> {
         let mut parser = tract_onnx::onnx();
         crate::ml::register(&mut parser.op_register);
+        crate::onnx_ops::register(&mut parser.op_register);
         let mut model =
             parser.model_for_read(&mut &onnx[..]).map_err(|e| format!("cannot parse the ONNX model: {e:#}"))?;
         let unsupported: BTreeSet<String> = model

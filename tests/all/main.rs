@@ -28,3 +28,4 @@ mod sklearn;
 mod soak;
 mod tls;
 mod wasi_http;
+mod zoo;

@@ -79,6 +79,13 @@ impl EvalOp for CumSum {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let mut tensor = args_1!(inputs).into_tensor();
+        // edgeinfer patch: shape arithmetic reaches CumSum as TDim (a causal LM's position ids
+        // from its input's shape, exported by torch.export); sum the concrete values as i64.
+        if tensor.datum_type() == TDim::datum_type() {
+            let mut values = tensor.cast_to::<i64>()?.into_owned();
+            self.eval_t::<i64>(&mut values)?;
+            return Ok(tvec!(values.cast_to::<TDim>()?.into_owned().into_tvalue()));
+        }
         dispatch_numbers!(Self::eval_t(tensor.datum_type())(self, &mut tensor))?;
         Ok(tvec!(tensor.into_tvalue()))
     }
