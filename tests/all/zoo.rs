@@ -63,7 +63,7 @@ fn the_models_people_deploy_compile_and_answer_as_onnxruntime_does() {
         .filter_map(|e| e.file_name().to_str()?.strip_suffix(".onnx").map(str::to_string))
         .collect();
     names.sort();
-    assert!(names.len() >= 20, "the zoo has {} models", names.len());
+    assert!(names.len() >= 19, "the zoo has {} models", names.len());
     let repo = tempfile::tempdir().expect("repo");
     let runtime = runtime();
     let mut rows = Vec::new();
@@ -192,7 +192,9 @@ fn numbers(tensor: &Tensor) -> Vec<f64> {
 fn tensor(input: &Value) -> Tensor {
     let data = input["data"].as_array().expect("data");
     let (datatype, bytes): (Datatype, Vec<u8>) = match input["datatype"].as_str().expect("datatype") {
-        "FP32" => (Datatype::Fp32, data.iter().flat_map(|v| (v.as_f64().expect("number") as f32).to_le_bytes()).collect()),
+        "FP32" => {
+            (Datatype::Fp32, data.iter().flat_map(|v| (v.as_f64().expect("number") as f32).to_le_bytes()).collect())
+        }
         "INT64" => (Datatype::Int64, data.iter().flat_map(|v| v.as_i64().expect("integer").to_le_bytes()).collect()),
         "INT32" => {
             (Datatype::Int32, data.iter().flat_map(|v| (v.as_i64().expect("integer") as i32).to_le_bytes()).collect())

@@ -346,9 +346,14 @@ fn declutter_mul(
         )?));
     }
 
-    if let Some(uniform) = crate::ops::binary::one_input_is_uniform(model, node)? {
+    // edgeinfer patch: a uniform symbolic dimension (a Hugging Face encoder multiplies a
+    // batch index by the sequence length) is neither known zero nor a known power of two:
+    // leave it to the generic Mul instead of failing the compile on the cast.
+    if let Some(uniform) = crate::ops::binary::one_input_is_uniform(model, node)?
+        && let Ok(value) = uniform.uni.cast_to_scalar::<f64>()
+    {
         let var_fact = model.outlet_fact(uniform.var)?;
-        if uniform.uni.cast_to_scalar::<f64>()? == 0.0 {
+        if value == 0.0 {
             let shapes =
                 model.node_input_facts(node.id)?.iter().map(|f| &f.shape).collect::<TVec<_>>();
             let shape: ShapeFact =
