@@ -118,7 +118,7 @@ fn reason_class(why: &str) -> String {
     if why.starts_with("not expressible") {
         return "not expressible in the protocol (sequence, map, optional or exotic element type)".into();
     }
-    if why.contains("unsupported ONNX operators") {
+    if why.contains("unsupported ONNX operator") {
         return "operator not implemented by tract".into();
     }
     if why.contains("element") && why.contains("expected") {

@@ -52,6 +52,7 @@ fn main() {
             limits: Limits::default(),
             examples: Vec::new(),
             reference: None,
+            text: None,
         };
         let started = Instant::now();
         let model = compile_model(&runtime, &request, &|_: &str| {}).expect("compile");

@@ -56,6 +56,7 @@ pub fn compile_version(
         limits: Limits::default(),
         examples: Vec::new(),
         reference: None,
+        text: None,
     };
     let started = Instant::now();
     let model = compile_model(runtime, &request, &|_: &str| {}).expect("compile");

@@ -34,6 +34,7 @@ fn main() -> edgeinfer_runtime::Result<()> {
             limits: Limits::default(),
             examples: Vec::new(),
             reference: None,
+            text: None,
         };
         compile_model(&runtime, &request, &|step: &str| eprintln!("compile: {step}"))?;
     }

@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             limits: Limits::default(),
             examples: Vec::new(),
             reference: None,
+            text: None,
         };
         compile_model(&runtime, &request, &|step: &str| eprintln!("compile: {step}"))?;
     }

@@ -13,14 +13,16 @@ mod loaded;
 mod ml;
 mod onnx_ops;
 mod symbols;
+mod text;
 
 use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};
 use exports::edgeinfer::inference::model::Guest as ModelGuest;
 use exports::edgeinfer::inference::setup::Guest as SetupGuest;
+use exports::edgeinfer::inference::text_setup::Guest as TextSetupGuest;
 
 wit_bindgen::generate!({
     path: "../wit",
-    world: "model-component",
+    world: "runtime-component",
 });
 
 struct Runtime;
@@ -48,6 +50,13 @@ impl SetupGuest for Runtime {
         let metadata = model.metadata.clone();
         loaded::install(model);
         Ok(metadata)
+    }
+}
+
+impl TextSetupGuest for Runtime {
+    fn attach_tokenizer(tokenizer_json: Vec<u8>, labels: Vec<String>) -> Result<(), String> {
+        loaded::with_model_mut(|model| model.attach_tokenizer(&tokenizer_json, labels))
+            .unwrap_or_else(|| Err(loaded::NO_MODEL.into()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The model this instance serves: parsed, optimized and planned once by `setup.load`.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
@@ -9,6 +9,7 @@ use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
 use crate::convert;
 use crate::edgeinfer::inference::types::{Error, InvalidInput, ModelMetadata, Tensor as WitTensor, TensorSpec};
+use crate::text::TextFrontend;
 
 /// The platform reported in model metadata, the same as `edgeinfer serve`'s.
 pub use edgeinfer_oip::PLATFORM;
@@ -26,6 +27,11 @@ pub fn install(model: LoadedModel) {
     MODEL.with(|slot| *slot.borrow_mut() = Some(model));
 }
 
+/// Runs `f` on the loaded model, mutably (setup only), or returns `None` when nothing was loaded.
+pub fn with_model_mut<R>(f: impl FnOnce(&mut LoadedModel) -> R) -> Option<R> {
+    MODEL.with(|slot| slot.borrow_mut().as_mut().map(f))
+}
+
 /// Runs `f` on the loaded model, or returns `None` when nothing was loaded.
 pub fn with_model<R>(f: impl FnOnce(&LoadedModel) -> R) -> Option<R> {
     MODEL.with(|slot| slot.borrow().as_ref().map(f))
@@ -41,8 +47,11 @@ struct InputSlot {
 pub struct LoadedModel {
     /// Name, version and signature, as served by `metadata()`.
     pub metadata: ModelMetadata,
+    /// The network's own signature (the served one differs with a tokenizer in front).
+    network: ModelMetadata,
     inputs: Vec<InputSlot>,
     plan: Arc<TypedRunnableModel>,
+    text: Option<TextFrontend>,
 }
 
 impl LoadedModel {
@@ -53,20 +62,21 @@ impl LoadedModel {
         crate::onnx_ops::register(&mut parser.op_register);
         let mut model =
             parser.model_for_read(&mut &onnx[..]).map_err(|e| format!("cannot parse the ONNX model: {e:#}"))?;
-        let unsupported: BTreeSet<String> = model
-            .nodes()
-            .iter()
-            .filter_map(|node| node.op_as::<UnimplementedOp>())
-            .map(|op| op.name().trim_start_matches("Unimplemented(").trim_end_matches(')').to_string())
-            .collect();
+        let mut unsupported: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for node in model.nodes() {
+            if let Some(op) = node.op_as::<UnimplementedOp>() {
+                let operator = op.name().trim_start_matches("Unimplemented(").trim_end_matches(')').to_string();
+                unsupported.entry(operator).or_default().push(node.name.clone());
+            }
+        }
         if !unsupported.is_empty() {
-            let ops: Vec<String> = unsupported.into_iter().collect();
-            return Err(format!("unsupported ONNX operators: {}", ops.join(", ")));
+            return Err(unsupported_operators(&unsupported));
         }
         crate::symbols::name_unset_dimensions(&mut model).map_err(err)?;
         let output_names = outlet_names(&model, model.output_outlets().map_err(err)?);
         let input_names = outlet_names(&model, model.input_outlets().map_err(err)?);
-        let typed = model.into_typed().map_err(|e| format!("cannot analyse the model: {e:#}"))?;
+        let typed =
+            model.into_typed().map_err(|e| explain_dynamic_dimensions(format!("cannot analyse the model: {e:#}")))?;
         let inputs = input_names
             .iter()
             .enumerate()
@@ -85,21 +95,41 @@ impl LoadedModel {
             .into_optimized()
             .and_then(|optimized| optimized.into_runnable())
             .map_err(|e| format!("cannot optimize the model: {e:#}"))?;
-        Ok(LoadedModel {
-            metadata: ModelMetadata {
-                name,
-                version,
-                platform: PLATFORM.to_string(),
-                inputs: inputs.iter().map(|slot| slot.spec.clone()).collect(),
-                outputs,
-            },
-            inputs,
-            plan,
-        })
+        let metadata = ModelMetadata {
+            name,
+            version,
+            platform: PLATFORM.to_string(),
+            inputs: inputs.iter().map(|slot| slot.spec.clone()).collect(),
+            outputs,
+        };
+        Ok(LoadedModel { network: metadata.clone(), metadata, inputs, plan, text: None })
     }
 
-    /// Validates the request against the signature, runs the plan, returns the outputs asked for.
+    /// Puts a tokenizer in front of the network: clients then send strings (see `text`).
+    pub fn attach_tokenizer(&mut self, tokenizer_json: &[u8], labels: Vec<String>) -> Result<(), String> {
+        let text = TextFrontend::new(tokenizer_json, labels, &self.network)?;
+        self.metadata = text.served(&self.network);
+        self.text = Some(text);
+        Ok(())
+    }
+
+    /// Validates the request against the served signature, runs the model (after the
+    /// tokenizer, if any), returns the outputs asked for.
     pub fn infer(&self, request: Vec<WitTensor>, wanted: &[String]) -> Result<Vec<WitTensor>, Error> {
+        let Some(text) = &self.text else { return self.run_network(request, wanted) };
+        if let Some(name) = wanted.iter().find(|name| !self.metadata.outputs.iter().any(|spec| &spec.name == *name)) {
+            let known: Vec<&str> = self.metadata.outputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(invalid(name, format!("unknown output; the model has {}", known.join(", "))));
+        }
+        let mut outputs = self.run_network(text.encode(&request)?, &[])?;
+        outputs.extend(text.label(&outputs)?);
+        outputs.retain(|tensor| wanted.is_empty() || wanted.contains(&tensor.name));
+        Ok(outputs)
+    }
+
+    /// Validates the request against the network's signature, runs the plan, returns the
+    /// outputs asked for.
+    fn run_network(&self, request: Vec<WitTensor>, wanted: &[String]) -> Result<Vec<WitTensor>, Error> {
         for tensor in &request {
             if !self.inputs.iter().any(|slot| slot.spec.name == tensor.name) {
                 let expected: Vec<&str> = self.inputs.iter().map(|s| s.spec.name.as_str()).collect();
@@ -107,8 +137,8 @@ impl LoadedModel {
             }
         }
         for name in wanted {
-            if !self.metadata.outputs.iter().any(|spec| &spec.name == name) {
-                let known: Vec<&str> = self.metadata.outputs.iter().map(|s| s.name.as_str()).collect();
+            if !self.network.outputs.iter().any(|spec| &spec.name == name) {
+                let known: Vec<&str> = self.network.outputs.iter().map(|s| s.name.as_str()).collect();
                 return Err(invalid(name, format!("unknown output; the model has {}", known.join(", "))));
             }
         }
@@ -121,7 +151,7 @@ impl LoadedModel {
             values.push(slot.check_and_convert(tensor)?.into_tvalue());
         }
         let results = self.plan.run(values).map_err(|e| Error::Model(format!("{e:#}")))?;
-        self.metadata
+        self.network
             .outputs
             .iter()
             .zip(results.iter())
@@ -181,6 +211,56 @@ impl InputSlot {
 
 fn invalid(input: &str, message: String) -> Error {
     Error::InvalidInput(InvalidInput { input: input.to_string(), message })
+}
+
+/// "unsupported ONNX operator Foo (node a)", or "unsupported ONNX operators: Foo (nodes a,
+/// b), Bar (node c)": each operator with the nodes using it, the first three by name.
+fn unsupported_operators(unsupported: &BTreeMap<String, Vec<String>>) -> String {
+    let described: Vec<String> = unsupported
+        .iter()
+        .map(|(operator, nodes)| {
+            let mut named: Vec<&str> = nodes.iter().take(3).map(String::as_str).collect();
+            let more = nodes.len().saturating_sub(named.len());
+            let extra = if more > 0 { format!(" and {more} more") } else { String::new() };
+            let noun = if nodes.len() == 1 { "node" } else { "nodes" };
+            named.iter_mut().for_each(|n| {
+                if n.is_empty() {
+                    *n = "(unnamed)"
+                }
+            });
+            format!("{operator} ({noun} {}{extra})", named.join(", "))
+        })
+        .collect();
+    match described.as_slice() {
+        [one] => format!("unsupported ONNX operator {one}"),
+        many => format!("unsupported ONNX operators: {}", many.join(", ")),
+    }
+}
+
+/// Adds which dynamic dimensions are at fault to tract's "Impossible to unify Sym(c) with
+/// Val(3)": the model declares them dynamic where a node needs a fixed size.
+fn explain_dynamic_dimensions(message: String) -> String {
+    let Some(at) = message.find("Impossible to unify ") else { return message };
+    let clash = &message[at..];
+    let symbols: BTreeSet<&str> = clash
+        .match_indices("Sym(")
+        .filter_map(|(i, _)| clash[i + 4..].split(')').next())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let needed = clash.rsplit_once("Val(").and_then(|(_, rest)| rest.split(')').next());
+    match (symbols.is_empty(), needed) {
+        (false, Some(size)) => {
+            let names: Vec<String> = symbols.iter().map(|s| format!("`{s}`")).collect();
+            let (noun, verb) = if names.len() == 1 { ("dimension", "is") } else { ("dimensions", "are") };
+            format!(
+                "{message} (the model's {noun} {} {verb} dynamic, but this node needs {size}: \
+                 export the model with {} fixed)",
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" }
+            )
+        }
+        _ => message,
+    }
 }
 
 fn err(e: TractError) -> String {

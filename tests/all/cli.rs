@@ -108,19 +108,36 @@ fn compile_verify_infer_round_trip_and_tamper_detection() {
 }
 
 #[test]
-fn unsupported_operator_is_reported_by_the_cli() {
+fn refusals_name_the_operator_the_node_and_the_model_file() {
     let temp = tempfile::tempdir().expect("tempdir");
-    let onnx = fixture("unsupported.onnx");
-    let out = edgeinfer(&[
-        "compile",
-        onnx.to_str().expect("utf8"),
-        "--name",
-        "u",
-        "--version",
-        "1",
-        "--repo",
-        temp.path().to_str().expect("utf8"),
-    ]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("unsupported ONNX operators: Col2Im"), "{}", text(&out));
+    let refusals = fixture("refusals");
+    let cases = [
+        (fixture("unsupported.onnx"), vec!["unsupported ONNX operator Col2Im (node"]),
+        (
+            refusals.join("unknown_operator.onnx"),
+            vec!["unsupported ONNX operator FrobnicateV2 (node custom_frobnicator)"],
+        ),
+        (refusals.join("unsupported_attribute.onnx"), vec!["node wrap_padding (Pad)", "Unsupported mode wrap"]),
+        (
+            refusals.join("dynamic_channels.onnx"),
+            vec!["\"stem\" ConvHir", "dimension `channels` is dynamic, but this node needs 3"],
+        ),
+        (
+            refusals.join("dynamic_image_into_dense.onnx"),
+            vec!["\"fc\" Gemm", "dimensions `height`, `width` are dynamic, but this node needs 48"],
+        ),
+    ];
+    for (i, (onnx, says)) in cases.iter().enumerate() {
+        let path = onnx.to_str().expect("utf8");
+        let version = (i + 1).to_string();
+        let repo = temp.path().to_str().expect("utf8");
+        let out = edgeinfer(&["compile", path, "--name", "u", "--version", &version, "--repo", repo]);
+        assert!(!out.status.success(), "{path} compiled");
+        let said = text(&out);
+        assert!(said.contains(&format!("compiling {path}")), "the error names the model file: {said}");
+        for fragment in says {
+            assert!(said.contains(fragment), "{said} does not say {fragment}");
+        }
+        assert!(!said.contains("panicked"), "{said}");
+    }
 }

@@ -76,6 +76,7 @@ pub fn try_compile(
         limits: Limits::default(),
         examples: Vec::new(),
         reference: None,
+        text: None,
     };
     compile_model(runtime, &request, &|_: &str| {})
 }

@@ -40,6 +40,7 @@ fn staged() -> &'static Staged {
                 limits: Limits::default(),
                 examples: vec![vec![fp32(&holdout.input_name, &holdout.x[..2])]],
                 reference: None,
+                text: None,
             };
             compile_model(&runtime(), &request, &|_: &str| {}).expect("compile");
         }

@@ -26,6 +26,7 @@ mod server;
 mod signing;
 mod sklearn;
 mod soak;
+mod text;
 mod tls;
 mod wasi_http;
 mod zoo;

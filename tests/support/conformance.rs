@@ -119,6 +119,7 @@ pub fn run_in_sandbox(runtime: &Arc<Runtime>, repo: &Path, case: &Case) -> Resul
         limits: Limits::default(),
         examples: Vec::new(),
         reference: None,
+        text: None,
     };
     let model = compile_model(runtime, &request, &|_: &str| {}).map_err(|e| format!("compile: {e}"))?;
     let outcome =

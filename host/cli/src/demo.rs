@@ -33,6 +33,7 @@ pub fn demo_repository(runtime: &Arc<Runtime>) -> edgeinfer_runtime::Result<Path
         limits: Limits::default(),
         examples: Vec::new(),
         reference: None,
+        text: None,
     };
     compile_model(runtime, &request, &|step: &str| tracing::info!("{step}"))?;
     Ok(repo)

@@ -55,7 +55,23 @@ pub struct CompileRequest<'a> {
     /// manifest as the drift reference (`edgeinfer_monitor::samples::SampleFile` reads CSV or
     /// NDJSON files).
     pub reference: Option<Arc<dyn SampleSource>>,
+    /// A tokenizer to put in front of a text model, so clients send strings.
+    pub text: Option<TextInput>,
 }
+
+/// A Hugging Face tokenizer compiled into the component (`edgeinfer compile --tokenizer`):
+/// the served input becomes one BYTES tensor `text`, tokenized inside the sandbox.
+#[derive(Debug, Clone)]
+pub struct TextInput {
+    /// The bytes of the tokenizer's `tokenizer.json`.
+    pub tokenizer_json: Vec<u8>,
+    /// Class names of the scores output, in column order: adds a BYTES output `label`
+    /// naming each row's best class. Empty for none.
+    pub labels: Vec<String>,
+}
+
+/// The runtime's compile-time export that attaches a tokenizer (`text-setup` in wit/).
+const TEXT_SETUP_INTERFACE: &str = "edgeinfer:inference/text-setup@0.1.0";
 
 /// Reports compile steps that take a while (instrumenting, compiling, snapshotting).
 pub trait Progress {
@@ -112,6 +128,14 @@ pub fn compile_model(
         .call_load(&mut store, request.onnx, &request.name, &request.version.to_string())
         .map_err(|trap| Error::Compile(format!("the runtime trapped while loading the model: {trap:#}")))?
         .map_err(Error::Compile)?;
+    let metadata = match &request.text {
+        None => metadata,
+        Some(text) => {
+            progress.step("compiling the tokenizer in front of the model");
+            attach_tokenizer(&mut store, &instance, text)?;
+            bindings.edgeinfer_inference_model().call_metadata(&mut store).map_err(Error::runtime)?
+        }
+    };
 
     progress.step("snapshotting the initialized instance");
     let mut state = SyncInstanceState { store, instance, failure: None };
@@ -308,4 +332,22 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// The version directory for a model in a repository.
 pub fn version_dir(repo: &Path, name: &str, version: u64) -> PathBuf {
     repo.join(name).join(version.to_string())
+}
+
+/// Calls the runtime's `text-setup.attach-tokenizer` (not part of the serving world, so it
+/// is looked up by name rather than through the serving bindings).
+fn attach_tokenizer(store: &mut Store<StoreState>, instance: &Instance, text: &TextInput) -> Result<()> {
+    let interface = instance
+        .get_export_index(&mut *store, None, TEXT_SETUP_INTERFACE)
+        .ok_or_else(|| Error::runtime(format!("the runtime does not export {TEXT_SETUP_INTERFACE}")))?;
+    let function = instance
+        .get_export_index(&mut *store, Some(&interface), "attach-tokenizer")
+        .ok_or_else(|| Error::runtime(format!("{TEXT_SETUP_INTERFACE} has no attach-tokenizer")))?;
+    let attach = instance
+        .get_typed_func::<(&[u8], &[String]), (std::result::Result<(), String>,)>(&mut *store, &function)
+        .map_err(Error::runtime)?;
+    let (result,) = attach
+        .call(&mut *store, (&text.tokenizer_json, &text.labels))
+        .map_err(|trap| Error::Compile(format!("the runtime trapped while reading the tokenizer: {trap:#}")))?;
+    result.map_err(Error::Compile)
 }

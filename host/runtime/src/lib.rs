@@ -52,7 +52,7 @@ pub mod signature;
 mod store;
 
 pub use capabilities::Capability;
-pub use compile::{CompileRequest, RUNTIME_COMPONENT, compile_model};
+pub use compile::{CompileRequest, RUNTIME_COMPONENT, TextInput, compile_model};
 pub use digest::sha256_hex;
 pub use error::{Error, Result};
 pub use limits::{LimitOverrides, Limits};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use edgeinfer_runtime::{CompileRequest, Limits, compile_model};
+use edgeinfer_runtime::{CompileRequest, Limits, TextInput, compile_model};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::RuntimeArgs;
@@ -37,6 +37,14 @@ pub struct CompileArgs {
     /// inputs with.
     #[arg(long, value_name = "SAMPLE.csv|SAMPLE.ndjson")]
     reference: Option<PathBuf>,
+    /// A Hugging Face `tokenizer.json` to compile in front of a text model: clients then send
+    /// strings (one BYTES input `text`), tokenized, truncated and padded inside the sandbox.
+    #[arg(long, value_name = "TOKENIZER.json")]
+    tokenizer: Option<PathBuf>,
+    /// With --tokenizer: the class names of the model's scores, one per line in column order;
+    /// adds a BYTES output `label` naming each row's best class.
+    #[arg(long, value_name = "LABELS.txt", requires = "tokenizer")]
+    labels: Option<PathBuf>,
     /// Sign the new version with this ed25519 private key (from `edgeinfer keygen`).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
@@ -71,6 +79,7 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
         ),
         false => None,
     };
+    let text = args.tokenizer.as_deref().map(|path| read_text_input(path, args.labels.as_deref())).transpose()?;
     let request = CompileRequest {
         onnx: &onnx,
         source_file: args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -80,6 +89,7 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
         limits,
         examples,
         reference: args.reference.map(|path| std::sync::Arc::new(edgeinfer_monitor::samples::SampleFile(path)) as _),
+        text,
     };
     let spinner = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
@@ -90,7 +100,7 @@ pub fn run(args: CompileArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode>
     let runtime = runtime.runtime()?;
     let result = compile_model(&runtime, &request, &progress);
     spinner.finish_and_clear();
-    let model = result.with_context(|| format!("compiling {}", request.source_file))?;
+    let model = result.with_context(|| format!("compiling {}", args.model.display()))?;
     if let Some(key) = &signing_key {
         edgeinfer_runtime::signature::sign_version(model.dir(), key)?;
     }
@@ -115,4 +125,20 @@ fn swap_in(new: &Path, existing: &Path) -> anyhow::Result<()> {
     std::fs::rename(existing, &old).with_context(|| format!("moving {} aside", existing.display()))?;
     std::fs::rename(new, existing).with_context(|| format!("moving the new version into {}", existing.display()))?;
     std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))
+}
+
+/// Reads `--tokenizer` and `--labels` (one class name per line; blank lines are skipped).
+fn read_text_input(tokenizer: &Path, labels: Option<&Path>) -> anyhow::Result<TextInput> {
+    let tokenizer_json = std::fs::read(tokenizer).with_context(|| format!("reading {}", tokenizer.display()))?;
+    let labels = match labels {
+        None => Vec::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    Ok(TextInput { tokenizer_json, labels })
 }

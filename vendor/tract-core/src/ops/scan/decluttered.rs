@@ -929,6 +929,30 @@ impl TypedOp for Scan {
         let result = self
             .try_body_axes_change(axis_change, false, &node_input_facts)
             .with_context(|| "Attemping to run change through scan body".to_string())?;
+        // edgeinfer patch: when one outer wire feeds several inputs of this scan
+        // (two uniform-zero initial states of an LSTM, merged as equal), a change
+        // on one of them must change all of them. The generic propagation skips
+        // the emitting node, so the other body sources would keep their old shape
+        // and the scan would be fed a tensor of the wrong shape at run time
+        // ("Clashing resolution batch=2 != 1" on a batch-2 bidirectional LSTM).
+        // Refuse such a change instead: the axis ops simply stay outside the body.
+        if let Some(consequence) = &result {
+            for (wire, wire_change) in &consequence.wire_changes {
+                let InOut::In(slot) = wire else { continue };
+                let shares_source = node.inputs.iter().enumerate().any(|(other, source)| {
+                    other != *slot
+                        && *source == node.inputs[*slot]
+                        && !consequence
+                            .wire_changes
+                            .iter()
+                            .any(|(w, c)| *w == InOut::In(other) && c == wire_change)
+                });
+                if shares_source {
+                    trace!("{node} rejected axis change: its input {slot} shares a wire");
+                    return Ok(None);
+                }
+            }
+        }
         if result.is_some() {
             trace!("{node} accepted axis change");
         } else {
