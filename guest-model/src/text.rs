@@ -186,7 +186,11 @@ impl TextFrontend {
             Datatype::Fp32 => {
                 tensor.data.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect()
             }
-            Datatype::Fp64 => tensor.data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            Datatype::Fp64 => tensor
+                .data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect(),
             other => {
                 return Err(Error::Model(format!("{scores} is {}, not scores", convert::datatype_name(other))));
             }
