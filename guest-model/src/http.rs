@@ -104,9 +104,9 @@ fn infer(model: &LoadedModel, request: &Request) -> Result<oip::HttpBody, (u16, 
         Error::InvalidInput(invalid) => (400, oip::invalid_input_message(&invalid.input, &invalid.message)),
         Error::Model(message) => (500, oip::model_error_message(&message)),
     })?;
-    let outputs = outputs.into_iter().map(from_wit).collect();
+    let outputs: Vec<oip::Tensor> = outputs.into_iter().map(from_wit).collect();
     let metadata = &model.metadata;
-    let encoded = oip::encode_response(&metadata.name, &metadata.version, &decoded, outputs).map_err(bad)?;
+    let encoded = oip::encode_response(&metadata.name, &metadata.version, &decoded, &outputs).map_err(bad)?;
     encoded.into_http_body().map_err(|e| (500, e.to_string()))
 }
 

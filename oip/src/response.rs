@@ -33,7 +33,7 @@ pub fn encode_response(
     model_name: &str,
     model_version: &str,
     request: &InferenceRequest,
-    outputs: Vec<Tensor>,
+    outputs: &[Tensor],
 ) -> Result<EncodedResponse, ProtocolError> {
     let mut binary = Vec::new();
     let mut encoded = Vec::with_capacity(outputs.len());
@@ -60,31 +60,33 @@ impl EncodedResponse {
             return Ok(HttpBody { bytes: json, content_type: "application/json", header_length: None });
         }
         let header_length = json.len();
-        let mut bytes = json;
+        // One allocation of the final size: the binary part is copied once, not regrown.
+        let mut bytes = Vec::with_capacity(json.len() + self.binary.len());
+        bytes.extend_from_slice(&json);
         bytes.extend_from_slice(&self.binary);
         Ok(HttpBody { bytes, content_type: "application/octet-stream", header_length: Some(header_length) })
     }
 }
 
-fn encode_one(tensor: Tensor, as_binary: bool, binary: &mut Vec<u8>) -> Result<ResponseOutput, ProtocolError> {
+fn encode_one(tensor: &Tensor, as_binary: bool, binary: &mut Vec<u8>) -> Result<ResponseOutput, ProtocolError> {
     if as_binary {
         let mut parameters = Map::new();
         parameters.insert("binary_data_size".into(), Value::from(tensor.data.len()));
         binary.extend_from_slice(&tensor.data);
         return Ok(ResponseOutput {
-            name: tensor.name,
+            name: tensor.name.clone(),
             datatype: tensor.datatype,
-            shape: tensor.shape,
+            shape: tensor.shape.clone(),
             parameters: Some(parameters),
             data: None,
         });
     }
-    let data = encode_output(&tensor)
+    let data = encode_output(tensor)
         .map_err(|e| ProtocolError::tensor(&tensor.name, format!("{}; ask for it with binary_data", e.message)))?;
     Ok(ResponseOutput {
-        name: tensor.name,
+        name: tensor.name.clone(),
         datatype: tensor.datatype,
-        shape: tensor.shape,
+        shape: tensor.shape.clone(),
         parameters: None,
         data: Some(data),
     })

@@ -181,8 +181,11 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     let tampered_id = records[4].id.clone();
     records[4].outputs[0].data[0] ^= 1;
     let tampered = tempfile::tempdir().expect("tempdir");
-    let writer = PredictionLog::open(tampered.path(), LogBounds { max_file_bytes: 1 << 20, max_total_bytes: 1 << 30 })
-        .expect("log");
+    let writer = PredictionLog::open(
+        tampered.path(),
+        LogBounds { max_file_bytes: 1 << 20, max_total_bytes: 1 << 30, ..LogBounds::default() },
+    )
+    .expect("log");
     for record in records {
         writer.append(record);
     }

@@ -8,8 +8,12 @@
 //! is skipped by readers.
 //!
 //! Writing happens on one thread that collects what was queued every few milliseconds (no
-//! wake-up per record): inference never waits for the disk; when the queue is full, the
-//! record is dropped and counted.
+//! wake-up per record) and writes each record's tensors straight from the request's own
+//! buffers (moved into the record, never copied on the request path) in large sequential
+//! writes. Inference never waits for the disk: a record is dropped and counted when the
+//! queue holds [`LogBounds::max_queued_bytes`] already or the log is over its
+//! [`LogBounds::bytes_per_second`] budget. Tensors over [`LogBounds::max_full_tensor_bytes`]
+//! are logged as shape + sha256 only; such a record says so ([`PredictionRecord::digests`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgeinfer_oip::{Datatype, Tensor};
 use serde::{Deserialize, Serialize};
@@ -28,8 +32,14 @@ use edgeinfer_runtime::clock::now_ms;
 
 const MAGIC: &[u8] = b"EIPL1\n";
 const EXTENSION: &str = "eipl";
-/// Records waiting for the writer beyond this are dropped.
+/// Records waiting for the writer beyond this are dropped (whatever their size).
 const QUEUE: usize = 16_384;
+/// What a record's header and framing take besides its tensors, for the byte accounting.
+const RECORD_OVERHEAD: u64 = 512;
+/// The writer's buffer: small records are gathered into writes of this size.
+const WRITE_BUFFER: usize = 1 << 20;
+/// At most one warning about dropped records per this interval.
+const WARN_EVERY_MS: u64 = 10_000;
 /// How often the writer collects the queue (and flushes).
 const WRITE_EVERY: Duration = Duration::from_millis(20);
 
@@ -64,6 +74,10 @@ pub struct PredictionRecord {
     pub inputs: Vec<Tensor>,
     /// The outputs computed.
     pub outputs: Vec<Tensor>,
+    /// Tensors logged as a digest only (over [`LogBounds::max_full_tensor_bytes`]): name ->
+    /// lowercase hex sha256 of their data. Their `data` reads back empty; replay cannot
+    /// re-run a record with a digested input, and compares digested outputs by digest.
+    pub digests: std::collections::BTreeMap<String, String>,
 }
 
 /// What the JSON header of a record holds.
@@ -86,23 +100,36 @@ struct TensorHeader {
     name: String,
     datatype: Datatype,
     shape: Vec<u64>,
+    /// Bytes of data that follow in the record (0 for a digest-only tensor).
     bytes: u64,
+    /// Set for a tensor logged as its digest only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 impl TensorHeader {
-    fn of(tensor: &Tensor) -> TensorHeader {
+    /// The header of `tensor`, logged in full unless it is over `max_full` bytes (0: no limit).
+    fn of(tensor: &Tensor, max_full: u64) -> TensorHeader {
+        let full = logged_in_full(tensor, max_full);
         TensorHeader {
             name: tensor.name.clone(),
             datatype: tensor.datatype,
             shape: tensor.shape.clone(),
-            bytes: tensor.data.len() as u64,
+            bytes: if full { tensor.data.len() as u64 } else { 0 },
+            sha256: (!full).then(|| edgeinfer_runtime::digest::sha256_hex(&tensor.data)),
         }
     }
 }
 
+/// Whether `tensor` is logged with its data (else as its digest).
+fn logged_in_full(tensor: &Tensor, max_full: u64) -> bool {
+    max_full == 0 || tensor.data.len() as u64 <= max_full
+}
+
 impl PredictionRecord {
-    /// The record's bytes: payload length, header length, header, data.
-    fn encode(&self) -> Result<Vec<u8>> {
+    /// Writes the record (payload length, header length, header, data) to `out`, tensors
+    /// over `max_full` bytes as digests; returns the bytes written.
+    fn write_to(&self, out: &mut impl Write, max_full: u64) -> Result<u64> {
         let header = RecordHeader {
             id: self.id.clone(),
             time_ms: self.time_ms,
@@ -111,21 +138,40 @@ impl PredictionRecord {
             sha256: self.sha256.clone(),
             role: self.role,
             requested: self.requested.clone(),
-            inputs: self.inputs.iter().map(TensorHeader::of).collect(),
-            outputs: self.outputs.iter().map(TensorHeader::of).collect(),
+            inputs: self.inputs.iter().map(|t| TensorHeader::of(t, max_full)).collect(),
+            outputs: self.outputs.iter().map(|t| TensorHeader::of(t, max_full)).collect(),
         };
         let header = serde_json::to_vec(&header).map_err(Error::runtime)?;
-        let data: usize = self.inputs.iter().chain(&self.outputs).map(|t| t.data.len()).sum();
+        let full: Vec<&Tensor> =
+            self.inputs.iter().chain(&self.outputs).filter(|t| logged_in_full(t, max_full)).collect();
+        let data: usize = full.iter().map(|t| t.data.len()).sum();
         let payload = 4 + header.len() + data;
         let length = u32::try_from(payload).map_err(|_| Error::Runtime("prediction record over 4 GiB".into()))?;
-        let mut bytes = Vec::with_capacity(4 + payload);
-        bytes.extend_from_slice(&length.to_le_bytes());
-        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&header);
-        for tensor in self.inputs.iter().chain(&self.outputs) {
-            bytes.extend_from_slice(&tensor.data);
+        let io = |e| Error::io("writing the prediction log", e);
+        out.write_all(&length.to_le_bytes()).map_err(io)?;
+        out.write_all(&(header.len() as u32).to_le_bytes()).map_err(io)?;
+        out.write_all(&header).map_err(io)?;
+        for tensor in full {
+            out.write_all(&tensor.data).map_err(io)?;
         }
-        Ok(bytes)
+        Ok(4 + payload as u64)
+    }
+
+    /// The bytes this record takes in the log (digested tensors count nothing).
+    fn logged_bytes(&self, max_full: u64) -> u64 {
+        let data: u64 = self
+            .inputs
+            .iter()
+            .chain(&self.outputs)
+            .filter(|t| logged_in_full(t, max_full))
+            .map(|t| t.data.len() as u64)
+            .sum();
+        data + RECORD_OVERHEAD
+    }
+
+    /// The bytes of tensor data this record holds in memory while queued.
+    fn held_bytes(&self) -> u64 {
+        self.inputs.iter().chain(&self.outputs).map(|t| t.data.len() as u64).sum::<u64>() + RECORD_OVERHEAD
     }
 
     /// A record from its payload.
@@ -135,6 +181,12 @@ impl PredictionRecord {
         let header = payload.get(4..4 + header_length).ok_or("record shorter than its header")?;
         let header: RecordHeader = serde_json::from_slice(header).map_err(|e| format!("bad record header: {e}"))?;
         let mut data = &payload[4 + header_length..];
+        let digests = header
+            .inputs
+            .iter()
+            .chain(&header.outputs)
+            .filter_map(|t| Some((t.name.clone(), t.sha256.clone()?)))
+            .collect();
         let mut take = |meta: &TensorHeader| -> std::result::Result<Tensor, String> {
             let length = usize::try_from(meta.bytes).map_err(|_| "tensor too large")?;
             if data.len() < length {
@@ -161,26 +213,50 @@ impl PredictionRecord {
             requested: header.requested,
             inputs,
             outputs,
+            digests,
         })
     }
 }
 
-/// Size bounds of a prediction log.
+/// Size and rate bounds of a prediction log.
 #[derive(Debug, Clone, Copy)]
 pub struct LogBounds {
     /// A file is closed and a new one started once it reaches this size.
     pub max_file_bytes: u64,
     /// Oldest files are removed while all files together exceed this.
     pub max_total_bytes: u64,
+    /// Tensor bytes that may wait for the writer; a record beyond is dropped and counted.
+    pub max_queued_bytes: u64,
+    /// Tensors over this many bytes are logged as shape + sha256 only (0: all in full).
+    pub max_full_tensor_bytes: u64,
+    /// Bytes per second the log may write (0: no budget); records beyond are dropped and
+    /// counted, so a slow or small disk never slows requests.
+    pub bytes_per_second: u64,
 }
 
-/// The writing end of a prediction log; the writer thread ends (after flushing) when this
-/// is dropped.
+impl Default for LogBounds {
+    fn default() -> Self {
+        LogBounds {
+            max_file_bytes: 64 << 20,
+            max_total_bytes: 1 << 30,
+            max_queued_bytes: 64 << 20,
+            max_full_tensor_bytes: 1 << 20,
+            bytes_per_second: 0,
+        }
+    }
+}
+
+/// The writing end of a prediction log; dropping it flushes what was queued and ends the
+/// writer thread.
 pub struct PredictionLog {
     queue: Arc<Queue>,
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
     written: Arc<AtomicU64>,
     dir: PathBuf,
+    bounds: LogBounds,
+    budget: Mutex<TokenBucket>,
+    last_warned_ms: AtomicU64,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PredictionLog {
@@ -188,7 +264,6 @@ impl PredictionLog {
     pub fn open(dir: &Path, bounds: LogBounds) -> Result<PredictionLog> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let queue = Arc::new(Queue::default());
-        let dropped = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             dir: dir.to_path_buf(),
@@ -200,24 +275,48 @@ impl PredictionLog {
             written: written.clone(),
         };
         let shared = queue.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("edgeinfer-predictions".into())
             .spawn(move || writer.run(&shared))
             .map_err(|e| Error::io("starting the prediction log writer", e))?;
-        Ok(PredictionLog { queue, dropped, written, dir: dir.to_path_buf() })
+        Ok(PredictionLog {
+            queue,
+            dropped: AtomicU64::new(0),
+            written,
+            dir: dir.to_path_buf(),
+            bounds,
+            budget: Mutex::new(TokenBucket::new(bounds.bytes_per_second)),
+            last_warned_ms: AtomicU64::new(0),
+            writer: Some(handle),
+        })
     }
 
-    /// Queues a record; counted as dropped when the writer is behind.
+    /// Queues a record (its tensors are moved, not copied); drops and counts it when the
+    /// writer is behind or the log is over its byte budget. Never blocks on the disk.
     pub fn append(&self, record: PredictionRecord) {
+        let held = record.held_bytes();
+        let logged = record.logged_bytes(self.bounds.max_full_tensor_bytes);
+        let within_budget = self.budget.lock().unwrap_or_else(|p| p.into_inner()).take(logged);
         let mut records = self.queue.records.lock().unwrap_or_else(|p| p.into_inner());
-        if records.len() < QUEUE {
+        let queued = self.queue.queued_bytes.load(Ordering::Relaxed);
+        if within_budget && records.len() < QUEUE && queued + held <= self.bounds.max_queued_bytes.max(held) {
+            self.queue.queued_bytes.fetch_add(held, Ordering::Relaxed);
             records.push(record);
-        } else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        drop(records);
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now_ms();
+        let last = self.last_warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_MS
+            && self.last_warned_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let why = if within_budget { "the writer is behind" } else { "over its bytes-per-second budget" };
+            tracing::warn!(dropped, queued_bytes = queued, "prediction log dropping records: {why}");
         }
     }
 
-    /// Records dropped because the writer was behind (or had failed).
+    /// Records dropped because the writer was behind, the budget spent (or the writer failed).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -225,6 +324,11 @@ impl PredictionLog {
     /// Records written to disk.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// Tensor bytes waiting for the writer now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queue.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// The log's directory.
@@ -236,6 +340,39 @@ impl PredictionLog {
 impl Drop for PredictionLog {
     fn drop(&mut self) {
         self.queue.closed.store(true, Ordering::Relaxed);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// A bytes-per-second budget holding at most one second's worth.
+struct TokenBucket {
+    rate: u64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u64) -> TokenBucket {
+        TokenBucket { rate, tokens: rate as f64, refilled: Instant::now() }
+    }
+
+    /// Takes `bytes` if the budget has them (always, without a budget).
+    fn take(&mut self, bytes: u64) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64() * self.rate as f64;
+        self.tokens = (self.tokens + refill).min(self.rate as f64);
+        self.refilled = now;
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -243,6 +380,8 @@ impl Drop for PredictionLog {
 #[derive(Default)]
 struct Queue {
     records: Mutex<Vec<PredictionRecord>>,
+    /// Tensor bytes of the queued records ([`PredictionRecord::held_bytes`]).
+    queued_bytes: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -261,11 +400,12 @@ impl Writer {
         loop {
             let closed = queue.closed.load(Ordering::Relaxed);
             let records = std::mem::take(&mut *queue.records.lock().unwrap_or_else(|p| p.into_inner()));
-            for record in &records {
-                if let Err(error) = self.write(record) {
+            for record in records {
+                if let Err(error) = self.write(&record) {
                     tracing::error!(%error, "prediction log write failed; record lost");
                     self.file = None;
                 }
+                queue.queued_bytes.fetch_sub(record.held_bytes(), Ordering::Relaxed);
             }
             self.flush();
             if closed {
@@ -285,13 +425,11 @@ impl Writer {
     }
 
     fn write(&mut self, record: &PredictionRecord) -> Result<()> {
-        let bytes = record.encode()?;
         if self.file.is_none() || self.file_bytes >= self.bounds.max_file_bytes {
             self.rotate()?;
         }
         let Some(file) = &mut self.file else { return Ok(()) };
-        file.write_all(&bytes).map_err(|e| Error::io("writing the prediction log", e))?;
-        self.file_bytes += bytes.len() as u64;
+        self.file_bytes += record.write_to(file, self.bounds.max_full_tensor_bytes)?;
         self.written.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -305,7 +443,7 @@ impl Writer {
         let name = format!("predictions-{:013}-{:06}-{:08x}.{EXTENSION}", now_ms(), self.files % 1_000_000, self.tag);
         let path = self.dir.join(name);
         let mut file = BufWriter::with_capacity(
-            1 << 16,
+            WRITE_BUFFER,
             File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?,
         );
         file.write_all(MAGIC).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -405,19 +543,28 @@ mod tests {
             requested: vec![],
             inputs: vec![tensor("x", 1)],
             outputs: vec![tensor("y", 2), tensor("z", 3)],
+            digests: Default::default(),
         }
+    }
+
+    fn encode(record: &PredictionRecord) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        record.write_to(&mut bytes, 0).expect("encode");
+        bytes
+    }
+
+    fn bounds(max_file_bytes: u64, max_total_bytes: u64) -> LogBounds {
+        LogBounds { max_file_bytes, max_total_bytes, max_full_tensor_bytes: 0, ..LogBounds::default() }
     }
 
     #[test]
     fn records_round_trip_rotate_and_stay_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bounds = LogBounds { max_file_bytes: 4_000, max_total_bytes: 20_000 };
-        let log = PredictionLog::open(dir.path(), bounds).expect("open");
+        let log = PredictionLog::open(dir.path(), bounds(4_000, 20_000)).expect("open");
         for i in 0..100 {
             log.append(record(&i.to_string(), 300));
         }
-        drop(log);
-        std::thread::sleep(Duration::from_millis(300));
+        drop(log); // flushes and joins the writer
         let files = log_files(dir.path()).expect("files");
         let total: u64 = files.iter().map(|(_, p)| std::fs::metadata(p).expect("meta").len()).sum();
         assert!(files.len() > 2, "rotated into {} files", files.len());
@@ -434,11 +581,62 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("predictions-0000000000000-000000-00000000.eipl");
         let mut bytes = MAGIC.to_vec();
-        bytes.extend(record("a", 10).encode().expect("encode"));
-        let second = record("b", 10).encode().expect("encode");
+        bytes.extend(encode(&record("a", 10)));
+        let second = encode(&record("b", 10));
         bytes.extend(&second[..second.len() - 3]);
         std::fs::write(&path, bytes).expect("write");
         let records = read_log(dir.path()).expect("read");
         assert_eq!(records, vec![record("a", 10)]);
+    }
+
+    #[test]
+    fn tensors_over_the_full_size_are_logged_as_digests_and_say_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bounds = LogBounds { max_full_tensor_bytes: 100, ..LogBounds::default() };
+        let log = PredictionLog::open(dir.path(), bounds).expect("open");
+        log.append(record("small", 100));
+        log.append(record("large", 101));
+        drop(log);
+        let records = read_log(dir.path()).expect("read");
+        assert_eq!(records[0], record("small", 100), "at the limit: in full, bit-exact");
+        let large = &records[1];
+        let original = record("large", 101);
+        assert!(large.inputs.iter().chain(&large.outputs).all(|t| t.data.is_empty()));
+        assert_eq!(large.outputs[0].shape, vec![101], "the shape stays");
+        for tensor in original.inputs.iter().chain(&original.outputs) {
+            assert_eq!(large.digests[&tensor.name], edgeinfer_runtime::digest::sha256_hex(&tensor.data));
+        }
+    }
+
+    #[test]
+    fn over_its_byte_budget_the_log_drops_and_counts_instead_of_queueing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // One second of budget holds two of these records (300 x 3 bytes + overhead each).
+        let bounds = LogBounds { bytes_per_second: 3_000, max_full_tensor_bytes: 0, ..LogBounds::default() };
+        let log = PredictionLog::open(dir.path(), bounds).expect("open");
+        for i in 0..50 {
+            log.append(record(&i.to_string(), 300));
+        }
+        let dropped = log.dropped();
+        assert!((45..=48).contains(&dropped), "dropped {dropped} of 50");
+        drop(log);
+        assert_eq!(read_log(dir.path()).expect("read").len() as u64, 50 - dropped);
+    }
+
+    #[test]
+    fn queued_bytes_are_bounded_and_return_to_zero_once_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bounds = LogBounds { max_queued_bytes: 10_000, max_full_tensor_bytes: 0, ..LogBounds::default() };
+        let log = PredictionLog::open(dir.path(), bounds).expect("open");
+        for i in 0..200 {
+            log.append(record(&i.to_string(), 1_000));
+            assert!(log.queued_bytes() <= 10_000, "queued {}", log.queued_bytes());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.queued_bytes() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5)); // the writer collects every 20 ms
+        }
+        assert_eq!(log.queued_bytes(), 0);
+        assert_eq!(log.written() + log.dropped(), 200);
     }
 }

@@ -57,6 +57,9 @@ pub struct ReplayReport {
     pub mismatched: Vec<ReplayProblem>,
     /// Predictions whose component is not in the repository.
     pub missing: Vec<ReplayProblem>,
+    /// Predictions not re-run because an input was logged as its digest only (over the
+    /// log's `max_full_tensor_bytes`).
+    pub digest_only: usize,
     /// Wall-clock time of the replay.
     #[serde(skip)]
     pub elapsed: Duration,
@@ -76,6 +79,10 @@ pub fn replay(runtime: &Arc<Runtime>, repo: &Path, log_dir: &Path, filter: &Repl
             sha256: record.sha256.clone(),
             reason,
         };
+        if record.inputs.iter().any(|t| record.digests.contains_key(&t.name)) {
+            report.digest_only += 1;
+            continue;
+        }
         let Some(dir) = components.get(&record.sha256) else {
             report.missing.push(problem(format!("no component with sha256 {} in {}", record.sha256, repo.display())));
             continue;
@@ -119,7 +126,17 @@ fn first_difference(record: &PredictionRecord, outputs: &[edgeinfer_oip::Tensor]
     if outputs.len() != record.outputs.len() {
         return Some(format!("{} outputs now, {} logged", outputs.len(), record.outputs.len()));
     }
-    record.outputs.iter().zip(outputs).find(|(logged, now)| logged != now).map(|(logged, now)| {
+    // An output logged as a digest compares by digest (its logged data is empty).
+    let same = |logged: &edgeinfer_oip::Tensor, now: &edgeinfer_oip::Tensor| match record.digests.get(&logged.name) {
+        Some(digest) => {
+            logged.name == now.name
+                && logged.datatype == now.datatype
+                && logged.shape == now.shape
+                && *digest == edgeinfer_runtime::digest::sha256_hex(&now.data)
+        }
+        None => logged == now,
+    };
+    record.outputs.iter().zip(outputs).find(|(logged, now)| !same(logged, now)).map(|(logged, now)| {
         let byte = logged.data.iter().zip(&now.data).position(|(a, b)| a != b);
         format!(
             "output '{}' differs (logged {} {:?}, now {} {:?}{})",

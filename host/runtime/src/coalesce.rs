@@ -93,10 +93,14 @@ pub fn run_batch(
         }
     }
     for (slot, member) in results.iter_mut().zip(members) {
-        if slot.is_none() {
-            report.executions += 1;
-            report.reruns += u64::from(batched);
-            *slot = Some(model.infer(member.inputs, outputs, member.limits));
+        match slot {
+            // The batch call read a concatenated copy: each member's own inputs go back.
+            Some(Ok(share)) => share.inputs = member.inputs,
+            _ => {
+                report.executions += 1;
+                report.reruns += u64::from(batched);
+                *slot = Some(model.infer(member.inputs, outputs, member.limits));
+            }
         }
     }
     report.infer_time = started.elapsed();
@@ -121,7 +125,12 @@ fn run_together(model: &LoadedModel, members: &[Member], outputs: &[String]) -> 
     Ok(parts
         .into_iter()
         .zip(shares)
-        .map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time: outcome.instantiate_time })
+        .map(|(outputs, fuel_used)| InferOutcome {
+            outputs,
+            fuel_used,
+            instantiate_time: outcome.instantiate_time,
+            inputs: Vec::new(),
+        })
         .collect())
 }
 

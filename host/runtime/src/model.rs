@@ -26,6 +26,9 @@ pub struct InferOutcome {
     pub fuel_used: u64,
     /// Time to create the instance.
     pub instantiate_time: Duration,
+    /// The request's inputs, handed back after the call (moved, never copied), so callers
+    /// that keep them (the prediction log) need no copy of their own.
+    pub inputs: Vec<Tensor>,
 }
 
 /// One model version ready to serve.
@@ -92,7 +95,7 @@ impl LoadedModel {
         let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
         let instantiate_time = started.elapsed();
         let (result, _) = call_infer(&mut store, &bindings, inputs, outputs, limits);
-        result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time })
+        result.map(|(outputs, inputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time, inputs })
     }
 
     /// A warm instance for callers that trade per-request isolation for speed: one store and
@@ -180,7 +183,12 @@ impl ModelSession {
         self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
         let (result, trapped) = call_infer(&mut self.store, &self.bindings, inputs, outputs, limits);
         self.poisoned = trapped;
-        result.map(|(outputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO })
+        result.map(|(outputs, inputs, fuel_used)| InferOutcome {
+            outputs,
+            fuel_used,
+            instantiate_time: Duration::ZERO,
+            inputs,
+        })
     }
 }
 
@@ -192,7 +200,7 @@ fn call_infer(
     inputs: Vec<Tensor>,
     outputs: &[String],
     limits: Limits,
-) -> (Result<(Vec<Tensor>, u64)>, bool) {
+) -> (Result<(Vec<Tensor>, Vec<Tensor>, u64)>, bool) {
     let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
     crate::cpu::clean_vector_state_for_guest();
     let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
@@ -203,7 +211,10 @@ fn call_infer(
             (Err(Error::InvalidInput { input: invalid.input, message: invalid.message }), false)
         }
         Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
-        Ok(Ok(tensors)) => (Ok((tensors.into_iter().map(Into::into).collect(), fuel_used)), false),
+        Ok(Ok(tensors)) => {
+            let outputs = tensors.into_iter().map(Into::into).collect();
+            (Ok((outputs, inputs.into_iter().map(Into::into).collect(), fuel_used)), false)
+        }
     }
 }
 

@@ -115,8 +115,9 @@ pub struct Pending {
     pub request: InferenceRequest,
     /// The outputs asked for (empty: all).
     pub requested: Vec<String>,
-    /// A copy of the inputs, when [`Options::keep_tensors`] is set.
-    kept_inputs: Option<Vec<Tensor>>,
+    /// Whether the answer keeps the tensors ([`Options::keep_tensors`]): the inputs handed
+    /// back by the model call and the outputs, moved, not copied.
+    keep_tensors: bool,
     /// Rows of the request: the first dimension of its first input (1 for a scalar).
     pub rows: u64,
     times: StageTimes,
@@ -135,9 +136,8 @@ pub fn decode(body: RequestBody<'_>, options: Options) -> std::result::Result<(V
         request.id = Some(new_request_id());
     }
     let requested = requested_outputs(&request);
-    let kept_inputs = options.keep_tensors.then(|| inputs.clone());
     let rows = rows_of(&inputs);
-    Ok((inputs, Pending { request, requested, kept_inputs, rows, times }))
+    Ok((inputs, Pending { request, requested, keep_tensors: options.keep_tensors, rows, times }))
 }
 
 /// Rows of a request: the first dimension of its first input (1 for a scalar).
@@ -153,16 +153,16 @@ pub fn answer(
     outcome: Result<InferOutcome>,
     infer: Duration,
 ) -> std::result::Result<Answer, Failure> {
-    let Pending { request, requested, kept_inputs, rows, mut times } = pending;
+    let Pending { request, requested, keep_tensors, rows, mut times } = pending;
     times.infer = infer;
     let outcome = outcome.map_err(|error| Failure { error: Box::new(error), times })?;
     times.instantiate = outcome.instantiate_time;
     let fuel_used = outcome.fuel_used;
-    let kept = kept_inputs.map(|inputs| KeptTensors { inputs, requested, outputs: outcome.outputs.clone() });
     let started = Instant::now();
-    let encoded = encode_response(model, &request, outcome).and_then(|e| Ok(e.into_http_body()?));
+    let encoded = encode_response(model, &request, &outcome).and_then(|e| Ok(e.into_http_body()?));
     times.encode = started.elapsed();
     let body = encoded.map_err(|error| Failure { error: Box::new(error), times })?;
+    let kept = keep_tensors.then(|| KeptTensors { inputs: outcome.inputs, requested, outputs: outcome.outputs });
     Ok(Answer { body, fuel_used, times, tensors: kept, id: request.id, rows })
 }
 

@@ -13,11 +13,11 @@ use crate::model::{InferOutcome, LoadedModel};
 pub fn encode_response(
     model: &LoadedModel,
     request: &InferenceRequest,
-    outcome: InferOutcome,
+    outcome: &InferOutcome,
 ) -> Result<EncodedResponse> {
     let manifest = model.manifest();
     let mut encoded =
-        edgeinfer_oip::encode_response(&manifest.name, &manifest.version.to_string(), request, outcome.outputs)?;
+        edgeinfer_oip::encode_response(&manifest.name, &manifest.version.to_string(), request, &outcome.outputs)?;
     let mut parameters = Map::new();
     parameters.insert("fuel_used".into(), Value::from(outcome.fuel_used));
     encoded.json.parameters = Some(parameters);

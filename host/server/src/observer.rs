@@ -58,6 +58,15 @@ pub struct MonitoringConfig {
     pub predictions_file_bytes: u64,
     /// All log files together stay under this (oldest removed), e.g. `1073741824` (1 GiB).
     pub predictions_max_bytes: u64,
+    /// Tensors larger than this are logged as shape + sha256 only (replay skips a record
+    /// whose input was digested), e.g. `1048576` (1 MiB); 0 logs every tensor in full.
+    pub predictions_full_tensor_bytes: u64,
+    /// Bytes per second the log may write; beyond, records are dropped and counted instead
+    /// of slowing requests, e.g. `52428800` (50 MiB/s); 0 for no budget.
+    pub predictions_bytes_per_second: u64,
+    /// Tensor bytes that may wait for the log's writer; beyond, records are dropped and
+    /// counted, e.g. `67108864` (64 MiB).
+    pub predictions_queue_bytes: u64,
     /// Logged predictions remembered for joining feedback by id (about 300 bytes each), e.g.
     /// `100000`.
     pub feedback_index: usize,
@@ -84,6 +93,9 @@ impl Default for MonitoringConfig {
             predictions_dir: None,
             predictions_file_bytes: 64 << 20,
             predictions_max_bytes: 1 << 30,
+            predictions_full_tensor_bytes: 1 << 20,
+            predictions_bytes_per_second: 0,
+            predictions_queue_bytes: 64 << 20,
             feedback_index: 100_000,
             quality_window: 1000,
             quality_window_s: 0,
@@ -129,6 +141,9 @@ impl Observer {
             let bounds = LogBounds {
                 max_file_bytes: settings.predictions_file_bytes,
                 max_total_bytes: settings.predictions_max_bytes,
+                max_queued_bytes: settings.predictions_queue_bytes,
+                max_full_tensor_bytes: settings.predictions_full_tensor_bytes,
+                bytes_per_second: settings.predictions_bytes_per_second,
             };
             Some(PredictionLog::open(&dir, bounds)?)
         } else {
@@ -206,6 +221,7 @@ impl Observer {
             requested: kept.requested,
             inputs: kept.inputs,
             outputs: kept.outputs,
+            digests: Default::default(),
         });
     }
 
@@ -317,5 +333,10 @@ impl Observer {
     /// Predictions written to and dropped from the log so far.
     pub fn log_counts(&self) -> (u64, u64) {
         self.log.as_ref().map_or((0, 0), |log| (log.written(), log.dropped()))
+    }
+
+    /// Tensor bytes waiting for the log's writer now.
+    pub fn log_queued_bytes(&self) -> u64 {
+        self.log.as_ref().map_or(0, |log| log.queued_bytes())
     }
 }

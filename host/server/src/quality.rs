@@ -74,6 +74,14 @@ impl PredictionSpec {
             Some(name) => outputs.iter().find(|t| t.name == *name)?,
             None => outputs.iter().find(|t| t.name == "label").or_else(|| outputs.first())?,
         };
+        // Feedback joins a label (or a few scores) per row; an image-sized output (a
+        // segmentation map, an embedding batch) is not something a label is compared with,
+        // and turning its million values into answers cost 100+ ms and as much memory per
+        // remembered request.
+        let elements = tensor.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d))?;
+        if elements > MAX_ANSWER_ELEMENTS {
+            return None;
+        }
         let task = self.task_for(tensor.datatype);
         let values = tensor_values(tensor)?;
         let rows = usize::try_from(*tensor.shape.first().unwrap_or(&1)).ok()?.max(1);
@@ -95,6 +103,9 @@ impl PredictionSpec {
         Some((task, answers))
     }
 }
+
+/// Outputs with more elements than this give no answers to join feedback to.
+const MAX_ANSWER_ELEMENTS: u64 = 1 << 16;
 
 /// One element of an output tensor.
 #[derive(Debug, Clone)]

@@ -95,6 +95,11 @@ pub fn data(app: &App) -> Value {
     json!({
         "server": {"version": env!("CARGO_PKG_VERSION"), "time": edgeinfer_runtime::clock::now_rfc3339()},
         "admission": to_json(&app.admission.snapshot()),
+        "prediction_log": {
+            "written": app.observer.log_counts().0,
+            "dropped": app.observer.log_counts().1,
+            "queued_bytes": app.observer.log_queued_bytes(),
+        },
         "models": models,
         "alerts": to_json(&app.alerts.active()),
     })

@@ -51,15 +51,17 @@ pub fn run(args: ReplayArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> 
         }
         let seconds = report.elapsed.as_secs_f64();
         println!(
-            "{} replayed, {} bit-identical, {} mismatched, {} missing components ({:.0} predictions/s)",
+            "{} replayed, {} bit-identical, {} mismatched, {} missing components, {} not replayable \
+             (an input logged as its digest only) ({:.0} predictions/s)",
             report.replayed,
             report.identical,
             report.mismatched.len(),
             report.missing.len(),
+            report.digest_only,
             report.replayed as f64 / seconds.max(1e-9)
         );
     }
-    if args.id.is_some() && report.replayed + report.missing.len() == 0 {
+    if args.id.is_some() && report.replayed + report.missing.len() + report.digest_only == 0 {
         anyhow::bail!("no prediction with id {:?} in {}", args.id.unwrap_or_default(), log.display());
     }
     let clean = report.mismatched.is_empty() && report.missing.is_empty();

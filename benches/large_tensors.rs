@@ -1,0 +1,149 @@
+//! Image-sized tensors over loopback HTTP: what the prediction log, page faults and copies
+//! cost a request. One client, binary tensors both ways (as Triton's Python client sends
+//! them), sequential requests; three servers in one process: log off, log on with the
+//! defaults (tensors over 1 MiB logged as digests) and log on with every tensor in full.
+//! Rounds are interleaved; each row gives the p50, its ratio to log-off, and per request the
+//! minor page faults and CPU time of the whole process (server and client), from
+//! /proc/self/stat.
+//!
+//! Models: tests/fixtures/large_identity.onnx and large_relu.onnx (1x96x112x112 FP32, 4.8 MB
+//! in and out), and SqueezeNet (600 KB in).
+//!
+//! `cargo bench -p edgeinfer --bench large_tensors` prints a table.
+
+#[path = "support.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgeinfer_oip::Tensor;
+use edgeinfer_runtime::ModelRepository;
+use edgeinfer_server::{ModelRegistry, MonitoringConfig, ServerConfig, start};
+use support::*;
+
+/// The allocator the `edgeinfer` binary uses (host/cli/src/main.rs), so faults are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const REQUESTS: usize = 20;
+const ROUNDS: usize = 3;
+
+/// Minor page faults and CPU time (user + system) of this process so far.
+fn process_counters() -> (u64, Duration) {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let number = |field: usize| fields[field - 3].parse::<u64>().expect("a number");
+    let ticks = number(14) + number(15);
+    (number(10), Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+/// A binary-extension request for `input`, asking for binary outputs.
+fn binary_request(input: &Tensor) -> (Vec<u8>, usize) {
+    let header = serde_json::json!({
+        "inputs": [{
+            "name": input.name,
+            "datatype": input.datatype.to_string(),
+            "shape": input.shape,
+            "parameters": {"binary_data_size": input.data.len()},
+        }],
+        "parameters": {"binary_data_output": true},
+    })
+    .to_string()
+    .into_bytes();
+    let length = header.len();
+    let mut body = header;
+    body.extend_from_slice(&input.data);
+    (body, length)
+}
+
+struct Row {
+    p50: Vec<Duration>,
+    faults: u64,
+    cpu: Duration,
+    requests: u64,
+}
+
+fn main() {
+    let runtime = runtime(true);
+    let repo = tempfile::tempdir().expect("tempdir");
+    compile(&runtime, repo.path(), "large_identity.onnx", "identity");
+    compile(&runtime, repo.path(), "large_relu.onnx", "relu");
+    compile(&runtime, repo.path(), "squeezenet.onnx", "squeezenet");
+    let large = || Tensor {
+        name: "x".into(),
+        datatype: edgeinfer_oip::Datatype::Fp32,
+        shape: vec![1, 96, 112, 112],
+        data: (0..96 * 112 * 112).flat_map(|i: u32| ((i % 251) as f32 - 125.0).to_le_bytes()).collect(),
+    };
+    let models = [("identity", large()), ("relu", large()), ("squeezenet", squeezenet_input())];
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let serve = |repo: &Path, monitoring: MonitoringConfig| {
+        let registry = Arc::new(ModelRegistry::new(runtime.clone(), ModelRepository::open(repo).expect("repo")));
+        registry.load_all().expect("load");
+        let config =
+            ServerConfig { listen: "127.0.0.1:0".parse().expect("addr"), monitoring, ..ServerConfig::default() };
+        tokio.block_on(start(registry, config)).expect("server")
+    };
+    let configs = [
+        ("log off", MonitoringConfig { predictions: false, ..MonitoringConfig::default() }),
+        (
+            "log on (default: > 1 MiB as digest)",
+            MonitoringConfig { predictions_dir: Some(logs.path().join("default")), ..MonitoringConfig::default() },
+        ),
+        (
+            "log on, every tensor in full",
+            MonitoringConfig {
+                predictions_dir: Some(logs.path().join("full")),
+                predictions_full_tensor_bytes: 0,
+                ..MonitoringConfig::default()
+            },
+        ),
+    ];
+    let servers: Vec<_> = configs.iter().map(|(_, monitoring)| serve(repo.path(), monitoring.clone())).collect();
+
+    println!("| model | prediction log | p50 ms | vs log off | minor faults / request | CPU ms / request |");
+    println!("|---|---|---|---|---|---|");
+    for (model, input) in &models {
+        let (body, header_length) = binary_request(input);
+        let mut rows: Vec<Row> =
+            configs.iter().map(|_| Row { p50: Vec::new(), faults: 0, cpu: Duration::ZERO, requests: 0 }).collect();
+        for server in &servers {
+            // Warm up: instances, code, allocator.
+            let url = format!("http://{}/v2/models/{model}/infer", server.addr);
+            tokio.block_on(load(&url, &body, Some(header_length), 1, 3));
+        }
+        for _ in 0..ROUNDS {
+            for (row, server) in rows.iter_mut().zip(&servers) {
+                let url = format!("http://{}/v2/models/{model}/infer", server.addr);
+                let (faults_before, cpu_before) = process_counters();
+                let (_, latencies) = tokio.block_on(load(&url, &body, Some(header_length), 1, REQUESTS));
+                let (faults_after, cpu_after) = process_counters();
+                row.p50.push(percentile(&latencies, 50.0));
+                row.faults += faults_after - faults_before;
+                row.cpu += cpu_after - cpu_before;
+                row.requests += latencies.len() as u64;
+            }
+        }
+        let median = |samples: &mut Vec<Duration>| {
+            samples.sort();
+            samples[samples.len() / 2]
+        };
+        let baseline = median(&mut rows[0].p50.clone());
+        for ((label, _), row) in configs.iter().zip(rows.iter_mut()) {
+            let p50 = median(&mut row.p50);
+            println!(
+                "| {model} | {label} | {} | {} | {} | {:.1} |",
+                ms(p50),
+                ratio(p50, baseline),
+                row.faults / row.requests,
+                row.cpu.as_secs_f64() * 1000.0 / row.requests as f64
+            );
+        }
+    }
+}
