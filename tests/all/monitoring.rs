@@ -644,3 +644,73 @@ fn status_page_shows_what_metrics_say_in_headless_chromium() {
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "screenshot: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// A 1x96x112x112 FP32 request in the binary extension (4.8 MB), asking for binary outputs.
+fn large_request(fill: f32) -> (Vec<u8>, usize) {
+    let data: Vec<u8> = (0..96 * 112 * 112).flat_map(|i: u32| (fill + (i % 7) as f32).to_le_bytes()).collect();
+    let header = json!({
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 96, 112, 112],
+                    "parameters": {"binary_data_size": data.len()}}],
+        "parameters": {"binary_data_output": true},
+    })
+    .to_string()
+    .into_bytes();
+    let length = header.len();
+    let mut body = header;
+    body.extend_from_slice(&data);
+    (body, length)
+}
+
+#[test]
+fn image_sized_tensors_are_logged_as_digests_and_a_spent_budget_drops_instead_of_waiting() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    compile_fixture(&runtime(), repo.path(), "large_identity.onnx", "identity", 1);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let post = |addr: SocketAddr, fill: f32| {
+        let (body, length) = large_request(fill);
+        let headers = [("Inference-Header-Content-Length", length.to_string())];
+        let reply = request(addr, "POST", "/v2/models/identity/infer", &headers, &body);
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body[..200.min(reply.body.len())]));
+        reply
+    };
+
+    // Defaults: tensors over 1 MiB go to the log as shape + sha256; the record says so.
+    let monitoring =
+        MonitoringConfig { predictions_dir: Some(logs.path().join("default")), ..MonitoringConfig::default() };
+    let server = TestServer::start(repo.path(), ServerConfig { monitoring, ..ServerConfig::default() });
+    let reply = post(server.addr, 1.0);
+    let answered = &reply.body[reply.body.len() - 96 * 112 * 112 * 4..];
+    wait_until("the record is written", Duration::from_secs(30), || {
+        read_log(&logs.path().join("default")).is_ok_and(|records| records.len() == 1)
+    });
+    let records = read_log(&logs.path().join("default")).expect("read the log");
+    let record = &records[0];
+    assert!(record.inputs[0].data.is_empty() && record.outputs[0].data.is_empty(), "no data for digested tensors");
+    assert_eq!(record.inputs[0].shape, vec![1, 96, 112, 112]);
+    assert_eq!(record.digests["y"], edgeinfer_runtime::sha256_hex(answered), "the digest of what was answered");
+    let report = edgeinfer_monitor::replay::replay(
+        &runtime(),
+        repo.path(),
+        &logs.path().join("default"),
+        &edgeinfer_monitor::replay::ReplayFilter::default(),
+    )
+    .expect("replay");
+    assert_eq!((report.replayed, report.digest_only), (0, 1), "an input logged as a digest is not re-run");
+
+    // A budget of 1 MB/s: the first record (9.6 MB) is over it and dropped, the request
+    // answered all the same; the drop shows in the metrics and on the status page's data.
+    let monitoring = MonitoringConfig {
+        predictions_dir: Some(logs.path().join("budget")),
+        predictions_full_tensor_bytes: 0,
+        predictions_bytes_per_second: 1_000_000,
+        ..MonitoringConfig::default()
+    };
+    let server = TestServer::start(repo.path(), ServerConfig { monitoring, ..ServerConfig::default() });
+    for fill in [2.0, 3.0] {
+        post(server.addr, fill);
+    }
+    let status = get(server.addr, "/v2/monitor").json();
+    assert_eq!(status["prediction_log"]["dropped"], 2, "{}", status["prediction_log"]);
+    let metrics = scrape(server.addr);
+    assert_eq!(value(&metrics, "edgeinfer_predictions_dropped_total", json!({})), 2.0);
+}

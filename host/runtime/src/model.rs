@@ -95,7 +95,7 @@ impl LoadedModel {
         let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
         let instantiate_time = started.elapsed();
         let (result, _) = call_infer(&mut store, &bindings, inputs, outputs, limits);
-        result.map(|(outputs, inputs, fuel_used)| InferOutcome { outputs, fuel_used, instantiate_time, inputs })
+        result.map(|outcome| InferOutcome { instantiate_time, ..outcome })
     }
 
     /// A warm instance for callers that trade per-request isolation for speed: one store and
@@ -183,12 +183,7 @@ impl ModelSession {
         self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
         let (result, trapped) = call_infer(&mut self.store, &self.bindings, inputs, outputs, limits);
         self.poisoned = trapped;
-        result.map(|(outputs, inputs, fuel_used)| InferOutcome {
-            outputs,
-            fuel_used,
-            instantiate_time: Duration::ZERO,
-            inputs,
-        })
+        result
     }
 }
 
@@ -200,7 +195,7 @@ fn call_infer(
     inputs: Vec<Tensor>,
     outputs: &[String],
     limits: Limits,
-) -> (Result<(Vec<Tensor>, Vec<Tensor>, u64)>, bool) {
+) -> (Result<InferOutcome>, bool) {
     let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
     crate::cpu::clean_vector_state_for_guest();
     let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
@@ -213,7 +208,8 @@ fn call_infer(
         Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
         Ok(Ok(tensors)) => {
             let outputs = tensors.into_iter().map(Into::into).collect();
-            (Ok((outputs, inputs.into_iter().map(Into::into).collect(), fuel_used)), false)
+            let inputs = inputs.into_iter().map(Into::into).collect();
+            (Ok(InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO, inputs }), false)
         }
     }
 }

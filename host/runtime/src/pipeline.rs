@@ -162,7 +162,7 @@ pub fn answer(
     let encoded = encode_response(model, &request, &outcome).and_then(|e| Ok(e.into_http_body()?));
     times.encode = started.elapsed();
     let body = encoded.map_err(|error| Failure { error: Box::new(error), times })?;
-    let kept = keep_tensors.then(|| KeptTensors { inputs: outcome.inputs, requested, outputs: outcome.outputs });
+    let kept = keep_tensors.then_some(KeptTensors { inputs: outcome.inputs, requested, outputs: outcome.outputs });
     Ok(Answer { body, fuel_used, times, tensors: kept, id: request.id, rows })
 }
 

@@ -410,4 +410,17 @@ mod tests {
         let (_, answers) = spec.extract(&[scores]).expect("answers");
         assert_eq!(answers, vec![class("1"), class("0")]);
     }
+
+    #[test]
+    fn image_sized_outputs_give_no_answers_to_join() {
+        let spec = PredictionSpec { output: None, task: None };
+        let map = |elements: u64| Tensor {
+            name: "mask".into(),
+            datatype: Datatype::Fp32,
+            shape: vec![1, elements],
+            data: vec![0; elements as usize * 4],
+        };
+        assert!(spec.extract(&[map(MAX_ANSWER_ELEMENTS)]).is_some(), "at the limit: answers");
+        assert!(spec.extract(&[map(MAX_ANSWER_ELEMENTS + 1)]).is_none(), "over it: none");
+    }
 }
