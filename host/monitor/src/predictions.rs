@@ -296,10 +296,11 @@ impl PredictionLog {
     pub fn append(&self, record: PredictionRecord) {
         let held = record.held_bytes();
         let logged = record.logged_bytes(self.bounds.max_full_tensor_bytes);
-        let within_budget = self.budget.lock().unwrap_or_else(|p| p.into_inner()).take(logged);
         let mut records = self.queue.records.lock().unwrap_or_else(|p| p.into_inner());
         let queued = self.queue.queued_bytes.load(Ordering::Relaxed);
-        if within_budget && records.len() < QUEUE && queued + held <= self.bounds.max_queued_bytes.max(held) {
+        let has_room = records.len() < QUEUE && queued + held <= self.bounds.max_queued_bytes.max(held);
+        // The budget is spent only by records that are queued (and so written).
+        if has_room && self.budget.lock().unwrap_or_else(|p| p.into_inner()).take(logged) {
             self.queue.queued_bytes.fetch_add(held, Ordering::Relaxed);
             records.push(record);
             return;
@@ -311,7 +312,7 @@ impl PredictionLog {
         if now.saturating_sub(last) >= WARN_EVERY_MS
             && self.last_warned_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            let why = if within_budget { "the writer is behind" } else { "over its bytes-per-second budget" };
+            let why = if has_room { "over its bytes-per-second budget" } else { "the writer is behind" };
             tracing::warn!(dropped, queued_bytes = queued, "prediction log dropping records: {why}");
         }
     }

@@ -92,12 +92,13 @@ pub fn data(app: &App) -> Value {
             })
         })
         .collect();
+    let (written, dropped) = app.observer.log_counts();
     json!({
         "server": {"version": env!("CARGO_PKG_VERSION"), "time": edgeinfer_runtime::clock::now_rfc3339()},
         "admission": to_json(&app.admission.snapshot()),
         "prediction_log": {
-            "written": app.observer.log_counts().0,
-            "dropped": app.observer.log_counts().1,
+            "written": written,
+            "dropped": dropped,
             "queued_bytes": app.observer.log_queued_bytes(),
         },
         "models": models,
