@@ -65,12 +65,17 @@ pub fn compile_version(
 
 /// One digits row and the SqueezeNet input, as tensors.
 pub fn digits_input(rows: usize) -> Tensor {
-    Tensor { name: "X".into(), datatype: Datatype::Fp32, shape: vec![rows as u64, 64], data: vec![0x3f; rows * 64 * 4] }
+    Tensor {
+        name: "X".into(),
+        datatype: Datatype::Fp32,
+        shape: vec![rows as u64, 64],
+        data: vec![0x3f; rows * 64 * 4].into(),
+    }
 }
 
 pub fn squeezenet_input() -> Tensor {
     let data = std::fs::read(fixture("squeezenet_input.bin")).expect("input");
-    Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data }
+    Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: data.into() }
 }
 
 /// Runs `f` `warmup` times untimed, then `runs` times timed; returns the sorted samples.

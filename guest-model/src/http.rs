@@ -22,7 +22,7 @@ enum Answer {
 #[http_component]
 fn handle(request: Request) -> Response {
     let answer =
-        loaded::with_model(|model| route(model, &request)).unwrap_or_else(|| Err((500, loaded::NO_MODEL.to_string())));
+        loaded::with_model(|model| route(model, request)).unwrap_or_else(|| Err((500, loaded::NO_MODEL.to_string())));
     let answer = answer.unwrap_or_else(|(status, message)| Answer::Json(status, oip::error_body(&message)));
     match answer {
         Answer::Json(status, value) => Response::builder()
@@ -36,15 +36,15 @@ fn handle(request: Request) -> Response {
             if let Some(length) = body.header_length {
                 builder.header(oip::HEADER_LENGTH, length.to_string());
             }
-            builder.body(body.bytes).build()
+            builder.body(body.to_vec()).build()
         }
     }
 }
 
-fn route(model: &LoadedModel, request: &Request) -> Result<Answer, (u16, String)> {
-    let path = request.path().trim_end_matches('/');
+fn route(model: &LoadedModel, request: Request) -> Result<Answer, (u16, String)> {
+    let path = request.path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = request.method();
+    let method = &request.method().clone();
     let ok = |value: Value| Ok(Answer::Json(200, value));
     match segments.as_slice() {
         ["v2", "health", "live"] => allow(method, Method::Get).and_then(|()| ok(oip::live_body())),
@@ -68,10 +68,10 @@ fn route(model: &LoadedModel, request: &Request) -> Result<Answer, (u16, String)
                     allow(method, Method::Post)?;
                     infer(model, request).map(Answer::Body)
                 }
-                _ => Err((404, oip::unknown_endpoint_message(path))),
+                _ => Err((404, oip::unknown_endpoint_message(&path))),
             }
         }
-        _ => Err((404, oip::unknown_endpoint_message(path))),
+        _ => Err((404, oip::unknown_endpoint_message(&path))),
     }
 }
 
@@ -83,9 +83,8 @@ fn allow(method: &Method, expected: Method) -> Result<(), (u16, String)> {
     }
 }
 
-fn infer(model: &LoadedModel, request: &Request) -> Result<oip::HttpBody, (u16, String)> {
-    let body = request.body();
-    if body.len() > MAX_BODY_BYTES {
+fn infer(model: &LoadedModel, request: Request) -> Result<oip::HttpBody, (u16, String)> {
+    if request.body().len() > MAX_BODY_BYTES {
         return Err((413, oip::body_too_large_message(MAX_BODY_BYTES)));
     }
     let bad = |e: oip::ProtocolError| (400, e.to_string());
@@ -97,8 +96,9 @@ fn infer(model: &LoadedModel, request: &Request) -> Result<oip::HttpBody, (u16, 
                 .ok_or_else(|| (400, "Inference-Header-Content-Length is not text".to_string()))
         })
         .transpose()?;
-    let (json, binary) = oip::split_body(body, header_length.as_deref()).map_err(bad)?;
-    let (decoded, inputs) = oip::decode_request_with_binary(json, binary).map_err(bad)?;
+    let body = oip::Bytes::from(request.into_body());
+    let (json, binary) = oip::split_body(&body, header_length.as_deref()).map_err(bad)?;
+    let (decoded, inputs) = oip::decode_request_with_binary(&json, &binary).map_err(bad)?;
     let inputs = inputs.into_iter().map(to_wit).collect();
     let outputs = model.infer(inputs, &oip::requested_outputs(&decoded)).map_err(|error| match error {
         Error::InvalidInput(invalid) => (400, oip::invalid_input_message(&invalid.input, &invalid.message)),
@@ -158,9 +158,14 @@ fn to_wit_datatype(datatype: oip::Datatype) -> Datatype {
 }
 
 fn to_wit(tensor: oip::Tensor) -> WitTensor {
-    WitTensor { name: tensor.name, datatype: to_wit_datatype(tensor.datatype), shape: tensor.shape, data: tensor.data }
+    WitTensor {
+        name: tensor.name,
+        datatype: to_wit_datatype(tensor.datatype),
+        shape: tensor.shape,
+        data: tensor.data.into(),
+    }
 }
 
 fn from_wit(tensor: WitTensor) -> oip::Tensor {
-    oip::Tensor { name: tensor.name, datatype: to_oip(tensor.datatype), shape: tensor.shape, data: tensor.data }
+    oip::Tensor { name: tensor.name, datatype: to_oip(tensor.datatype), shape: tensor.shape, data: tensor.data.into() }
 }

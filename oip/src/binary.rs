@@ -7,14 +7,15 @@
 use serde_json::{Map, Value};
 
 use crate::json::{InferenceRequest, decode_input_with};
-use crate::{Datatype, ProtocolError, Tensor, element_count};
+use crate::{Bytes, Datatype, ProtocolError, Tensor, element_count};
 
 /// The header naming the JSON part's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// Splits a request body into its JSON header and binary part.
-pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'a [u8], &'a [u8]), ProtocolError> {
-    let Some(length) = header_length else { return Ok((body, &[])) };
+/// Splits a request body into its JSON header and binary part (views of the same buffer,
+/// not copies).
+pub fn split_body(body: &Bytes, header_length: Option<&str>) -> Result<(Bytes, Bytes), ProtocolError> {
+    let Some(length) = header_length else { return Ok((body.clone(), Bytes::new())) };
     let length: usize = length.trim().parse().map_err(|_| {
         ProtocolError::request(format!("Inference-Header-Content-Length '{length}' is not a byte count"))
     })?;
@@ -24,13 +25,14 @@ pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'
             body.len()
         )));
     }
-    Ok(body.split_at(length))
+    Ok((body.slice(..length), body.slice(length..)))
 }
 
 /// Parses a request whose inputs may take data from `binary`; every binary byte must be used.
+/// Each input's data is a view of `binary` (no copy).
 pub fn decode_request_with_binary(
     json: &[u8],
-    binary: &[u8],
+    binary: &Bytes,
 ) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
     let request: InferenceRequest = serde_json::from_slice(json)
         .map_err(|e| ProtocolError::request(format!("malformed inference request JSON: {e}")))?;
@@ -53,13 +55,13 @@ pub fn decode_request_with_binary(
 }
 
 fn take_binary(
-    binary: &[u8],
+    binary: &Bytes,
     offset: &mut usize,
     name: &str,
     datatype: Datatype,
     shape: &[u64],
     size: u64,
-) -> Result<Vec<u8>, ProtocolError> {
+) -> Result<Bytes, ProtocolError> {
     let size = usize::try_from(size).map_err(|_| ProtocolError::tensor(name, "binary_data_size is too large"))?;
     let end = offset.checked_add(size).filter(|&end| end <= binary.len()).ok_or_else(|| {
         ProtocolError::tensor(
@@ -67,7 +69,7 @@ fn take_binary(
             format!("binary_data_size {size} runs past the end of the binary part ({} bytes)", binary.len()),
         )
     })?;
-    let data = &binary[*offset..end];
+    let data = binary.slice(*offset..end);
     *offset = end;
     if let Some(element) = datatype.element_size() {
         let expected = element_count(shape).and_then(|n| n.checked_mul(element as u64));
@@ -80,10 +82,10 @@ fn take_binary(
                 ),
             ));
         }
-    } else if !valid_bytes_items(data, shape) {
+    } else if !valid_bytes_items(&data, shape) {
         return Err(ProtocolError::tensor(name, "BYTES binary data is not a sequence of length-prefixed items"));
     }
-    Ok(data.to_vec())
+    Ok(data)
 }
 
 fn valid_bytes_items(mut data: &[u8], shape: &[u64]) -> bool {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Datatype, ProtocolError, Tensor, element_count};
+use crate::{Bytes, Datatype, ProtocolError, Tensor, element_count};
 
 /// A v2 inference request body, before its tensors are decoded.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,7 +69,7 @@ pub struct ResponseOutput {
 pub fn decode_request(body: &[u8]) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
     let request: InferenceRequest = serde_json::from_slice(body)
         .map_err(|e| ProtocolError::request(format!("malformed inference request JSON: {e}")))?;
-    let no_binary = |name: &str, _: Datatype, _: &[u64], _: u64| -> Result<Vec<u8>, ProtocolError> {
+    let no_binary = |name: &str, _: Datatype, _: &[u64], _: u64| -> Result<Bytes, ProtocolError> {
         Err(ProtocolError::tensor(name, "has binary_data_size but the request has no binary part"))
     };
     let tensors =
@@ -93,7 +93,7 @@ pub(crate) fn check_unique(tensors: &[Tensor]) -> Result<(), ProtocolError> {
 /// `parameters.binary_data_size` bytes taken by `binary`).
 pub(crate) fn decode_input_with(
     input: &Value,
-    binary: impl FnOnce(&str, Datatype, &[u64], u64) -> Result<Vec<u8>, ProtocolError>,
+    binary: impl FnOnce(&str, Datatype, &[u64], u64) -> Result<Bytes, ProtocolError>,
 ) -> Result<Tensor, ProtocolError> {
     let object = input.as_object().ok_or_else(|| ProtocolError::request("each entry of 'inputs' must be an object"))?;
     let name = object
@@ -128,7 +128,7 @@ pub(crate) fn decode_input_with(
             format!("shape {shape:?} needs {count} elements but 'data' holds {}", leaves.len()),
         ));
     }
-    let data = encode_leaves(name, datatype, &leaves)?;
+    let data = encode_leaves(name, datatype, &leaves)?.into();
     Ok(Tensor { name: name.to_string(), datatype, shape, data })
 }
 
@@ -308,15 +308,18 @@ mod tests {
         let mut body = json.to_vec();
         body.extend([1f32, 2f32].iter().flat_map(|v| v.to_le_bytes()));
         body.extend(9i64.to_le_bytes());
+        let body = Bytes::from(body);
         let length = json.len().to_string();
         let (header, binary) = crate::split_body(&body, Some(&length)).expect("split");
-        let (_, tensors) = crate::decode_request_with_binary(header, binary).expect("decode");
+        let (_, tensors) = crate::decode_request_with_binary(&header, &binary).expect("decode");
         assert_eq!(tensors[0].data, [1f32, 2f32].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
-        assert_eq!(tensors[1].data, 9i64.to_le_bytes());
+        assert_eq!(tensors[1].data, &9i64.to_le_bytes()[..]);
+        // The inputs are views of the body, not copies.
+        assert_eq!(tensors[0].data.as_ptr(), body[json.len()..].as_ptr());
         let lying = (json.len() + 100).to_string();
         assert!(crate::split_body(&body, Some(&lying)).is_err());
-        let short = &body[..body.len() - 1];
-        let err = crate::decode_request_with_binary(header, &short[json.len()..]).expect_err("short");
+        let short = body.slice(json.len()..body.len() - 1);
+        let err = crate::decode_request_with_binary(&header, &short).expect_err("short");
         assert!(err.to_string().contains("input 'b'"), "{err}");
     }
 
@@ -329,8 +332,12 @@ mod tests {
             data: [0.1f32, -2.5].iter().flat_map(|v| v.to_le_bytes()).collect(),
         };
         assert_eq!(encode_output(&tensor).expect("encodes").to_string(), "[0.1,-2.5]");
-        let labels =
-            Tensor { name: "l".into(), datatype: Datatype::Int64, shape: vec![1], data: 7i64.to_le_bytes().to_vec() };
+        let labels = Tensor {
+            name: "l".into(),
+            datatype: Datatype::Int64,
+            shape: vec![1],
+            data: 7i64.to_le_bytes().to_vec().into(),
+        };
         assert_eq!(encode_output(&labels).expect("encodes").to_string(), "[7]");
     }
 
@@ -343,7 +350,7 @@ mod tests {
         assert_eq!(tensors[0].data, expected);
         assert_eq!(encode_output(&tensors[0]).expect("encodes"), serde_json::json!(["a", "", "h\u{e9}"]));
         // A truncated item is an error naming the output, never a panic or a short answer.
-        let truncated = Tensor { data: expected[..expected.len() - 1].to_vec(), ..tensors[0].clone() };
+        let truncated = Tensor { data: expected[..expected.len() - 1].to_vec().into(), ..tensors[0].clone() };
         let err = encode_output(&truncated).expect_err("truncated");
         assert!(err.to_string().contains("'s'") && err.to_string().contains("does not match"), "{err}");
         let not_text = br#"{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","data":[5]}]}"#;
@@ -358,10 +365,10 @@ mod tests {
         assert!(err.to_string().contains("FP16 data must be sent with the binary tensor data extension"), "{err}");
         let header = br#"{"inputs":[{"name":"h","shape":[2],"datatype":"FP16","parameters":{"binary_data_size":4}}]}"#;
         let halves = [0x3c00u16, 0xc000]; // 1.0 and -2.0
-        let raw: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let raw: Bytes = halves.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>().into();
         let (_, tensors) = crate::decode_request_with_binary(header, &raw).expect("binary FP16");
         assert_eq!((tensors[0].datatype, tensors[0].data.clone()), (Datatype::Fp16, raw.clone()));
-        let err = crate::decode_request_with_binary(header, &raw[..3]).expect_err("3 bytes for 2 halves");
+        let err = crate::decode_request_with_binary(header, &raw.slice(..3)).expect_err("3 bytes for 2 halves");
         assert!(err.to_string().contains("input 'h'"), "{err}");
         let err = encode_output(&tensors[0]).expect_err("FP16 as JSON output");
         assert!(err.to_string().contains("FP16 outputs can only be returned as binary data"), "{err}");

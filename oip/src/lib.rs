@@ -3,6 +3,8 @@
 //! Turns v2 JSON requests into raw little-endian [`Tensor`]s and raw outputs back into
 //! v2 JSON responses, with errors that name the tensor at fault.
 
+pub use bytes::Bytes;
+
 mod binary;
 mod datatype;
 mod json;
@@ -29,8 +31,9 @@ pub struct Tensor {
     pub datatype: Datatype,
     /// Dimensions.
     pub shape: Vec<u64>,
-    /// Raw element data.
-    pub data: Vec<u8>,
+    /// Raw element data: reference-counted, so a tensor taken from a request body, handed to
+    /// the prediction log or written into a response is never copied for it.
+    pub data: Bytes,
 }
 
 /// A request the protocol cannot accept, naming the tensor at fault when there is one.

@@ -5,22 +5,26 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::{Datatype, InferenceRequest, ProtocolError, ResponseOutput, Tensor, encode_output, wants_binary};
+use crate::{Bytes, Datatype, InferenceRequest, ProtocolError, ResponseOutput, Tensor, encode_output, wants_binary};
 
 /// A v2 response and the binary part that follows its JSON (empty when every output is JSON).
 #[derive(Debug, Clone)]
 pub struct EncodedResponse {
     /// The JSON part.
     pub json: crate::InferenceResponse,
-    /// Raw data of the outputs asked for with `binary_data`, in output order.
-    pub binary: Vec<u8>,
+    /// Raw data of the outputs asked for with `binary_data`, in output order (the outputs'
+    /// own buffers, not copies).
+    pub binary: Vec<Bytes>,
 }
 
-/// An HTTP body ready to send.
+/// An HTTP body ready to send: the JSON, then (for binary bodies) each binary output's
+/// buffer, sent one after another without being copied into one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpBody {
-    /// The bytes.
-    pub bytes: Vec<u8>,
+    /// The JSON part (the whole body when there is no binary part).
+    pub json: Vec<u8>,
+    /// The binary part, in pieces.
+    pub binary: Vec<Bytes>,
     /// `application/json`, or `application/octet-stream` when a binary part follows the JSON.
     pub content_type: &'static str,
     /// The `Inference-Header-Content-Length` value (the JSON part's length) for binary bodies.
@@ -57,22 +61,53 @@ impl EncodedResponse {
     pub fn into_http_body(self) -> Result<HttpBody, ProtocolError> {
         let json = serde_json::to_vec(&self.json).map_err(|e| ProtocolError::request(e.to_string()))?;
         if self.binary.is_empty() && self.json.outputs.iter().all(|o| o.data.is_some()) {
-            return Ok(HttpBody { bytes: json, content_type: "application/json", header_length: None });
+            return Ok(HttpBody::json(json));
         }
         let header_length = json.len();
-        // One allocation of the final size: the binary part is copied once, not regrown.
-        let mut bytes = Vec::with_capacity(json.len() + self.binary.len());
-        bytes.extend_from_slice(&json);
-        bytes.extend_from_slice(&self.binary);
-        Ok(HttpBody { bytes, content_type: "application/octet-stream", header_length: Some(header_length) })
+        Ok(HttpBody {
+            json,
+            binary: self.binary,
+            content_type: "application/octet-stream",
+            header_length: Some(header_length),
+        })
     }
 }
 
-fn encode_one(tensor: &Tensor, as_binary: bool, binary: &mut Vec<u8>) -> Result<ResponseOutput, ProtocolError> {
+impl HttpBody {
+    /// A plain JSON body.
+    pub fn json(json: Vec<u8>) -> HttpBody {
+        HttpBody { json, binary: Vec::new(), content_type: "application/json", header_length: None }
+    }
+
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.json.len() + self.binary.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces to send, in order.
+    pub fn into_chunks(self) -> impl Iterator<Item = Bytes> {
+        std::iter::once(Bytes::from(self.json)).chain(self.binary).filter(|chunk| !chunk.is_empty())
+    }
+
+    /// The whole body in one buffer (a copy of the binary part; for tests and small bodies).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len());
+        bytes.extend_from_slice(&self.json);
+        self.binary.iter().for_each(|chunk| bytes.extend_from_slice(chunk));
+        bytes
+    }
+}
+
+fn encode_one(tensor: &Tensor, as_binary: bool, binary: &mut Vec<Bytes>) -> Result<ResponseOutput, ProtocolError> {
     if as_binary {
         let mut parameters = Map::new();
         parameters.insert("binary_data_size".into(), Value::from(tensor.data.len()));
-        binary.extend_from_slice(&tensor.data);
+        binary.push(tensor.data.clone());
         return Ok(ResponseOutput {
             name: tensor.name.clone(),
             datatype: tensor.datatype,

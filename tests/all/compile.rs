@@ -29,7 +29,8 @@ fn digits_outputs_match_onnxruntime_and_accuracy_equals_the_recorded_one() {
 fn squeezenet_output_matches_onnxruntime() {
     let input = std::fs::read(fixture("squeezenet_input.bin")).expect("input");
     let expected = f32s(&std::fs::read(fixture("squeezenet_expected.bin")).expect("expected"));
-    let tensor = Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: input };
+    let tensor =
+        Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: input.into() };
     let outcome = fixtures().squeezenet.infer(vec![tensor], &[], Default::default()).expect("infer");
     assert_eq!(outcome.outputs[0].shape, vec![1, 1000, 1, 1]);
     assert_close(&f32s(&outcome.outputs[0].data), &expected, 1e-6, 1e-3);

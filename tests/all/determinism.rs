@@ -30,7 +30,7 @@ fn outputs_are_the_same_bits_without_avx() {
         (&fixtures().digits, fp32(&holdout.input_name, &holdout.x[..40])),
         (
             &fixtures().squeezenet,
-            Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: image },
+            Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: image.into() },
         ),
     ];
     for (model, input) in cases {

@@ -75,7 +75,12 @@ fn load_hostile(body: &str, extra: &str, limits: Limits) -> (tempfile::TempDir, 
 }
 
 fn one_input() -> Vec<Tensor> {
-    vec![Tensor { name: "x".into(), datatype: Datatype::Fp32, shape: vec![1], data: 1f32.to_le_bytes().to_vec() }]
+    vec![Tensor {
+        name: "x".into(),
+        datatype: Datatype::Fp32,
+        shape: vec![1],
+        data: 1f32.to_le_bytes().to_vec().into(),
+    }]
 }
 
 pub const INFINITE_LOOP: &str = "(loop $forever (br $forever))";

@@ -13,7 +13,7 @@ fn invalid(inputs: Vec<Tensor>, outputs: &[String]) -> (String, String) {
 }
 
 fn pixels(datatype: Datatype, shape: Vec<u64>, bytes: usize) -> Tensor {
-    Tensor { name: "X".into(), datatype, shape, data: vec![0; bytes] }
+    Tensor { name: "X".into(), datatype, shape, data: vec![0; bytes].into() }
 }
 
 #[test]

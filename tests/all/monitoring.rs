@@ -179,7 +179,9 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     // A record whose output was altered is reported by id, and so is a missing component.
     let mut records = read_log(&log).expect("log");
     let tampered_id = records[4].id.clone();
-    records[4].outputs[0].data[0] ^= 1;
+    let mut altered = records[4].outputs[0].data.to_vec();
+    altered[0] ^= 1;
+    records[4].outputs[0].data = altered.into();
     let tampered = tempfile::tempdir().expect("tempdir");
     let writer = PredictionLog::open(
         tampered.path(),

@@ -17,7 +17,8 @@ fn native_avx_work_between_inferences_does_not_slow_the_guest() {
         return;
     }
     let data = std::fs::read(fixture("squeezenet_input.bin")).expect("input");
-    let input = Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data };
+    let input =
+        Tensor { name: "data_0".into(), datatype: Datatype::Fp32, shape: vec![1, 3, 224, 224], data: data.into() };
     // 45 ms is the normal time; the penalty made it seconds. 2 s leaves 40x for a slow machine.
     let limits = LimitOverrides { timeout_ms: Some(2000), ..LimitOverrides::default() };
     let model = &fixtures().squeezenet;

@@ -74,12 +74,13 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..300),
         header in prop_oneof![Just(None), any::<u16>().prop_map(|n| Some(n.to_string())), "[ -~]{0,8}".prop_map(Some)],
     ) {
+        let body = edgeinfer_oip::Bytes::from(body);
         if let Ok((json, binary)) = edgeinfer_oip::split_body(&body, header.as_deref()) {
             prop_assert_eq!(json.len() + binary.len(), body.len());
             if let Some(header) = &header {
                 prop_assert_eq!(Some(json.len()), header.trim().parse::<usize>().ok());
             }
-            let _ = edgeinfer_oip::decode_request_with_binary(json, binary);
+            let _ = edgeinfer_oip::decode_request_with_binary(&json, &binary);
         }
     }
 

@@ -77,7 +77,7 @@ fn strings(name: &str, items: &[String]) -> Tensor {
         data.extend_from_slice(&(item.len() as u32).to_le_bytes());
         data.extend_from_slice(item.as_bytes());
     }
-    Tensor { name: name.into(), datatype: Datatype::Bytes, shape: vec![items.len() as u64], data }
+    Tensor { name: name.into(), datatype: Datatype::Bytes, shape: vec![items.len() as u64], data: data.into() }
 }
 
 /// What Python's `tokenizers` makes of `texts` (tests/text/expected_tokens.py).

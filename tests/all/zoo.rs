@@ -206,7 +206,7 @@ fn tensor(input: &Value) -> Tensor {
         name: input["name"].as_str().expect("name").to_string(),
         datatype,
         shape: input["shape"].as_array().expect("shape").iter().filter_map(Value::as_u64).collect(),
-        data: bytes,
+        data: bytes.into(),
     }
 }
 

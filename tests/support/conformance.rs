@@ -101,7 +101,10 @@ fn tensors(list: &serde_json::Value) -> Vec<Tensor> {
             name: t["name"].as_str().expect("name").to_string(),
             datatype: t["datatype"].as_str().expect("datatype").parse::<Datatype>().expect("datatype"),
             shape: t["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim")).collect(),
-            data: base64::engine::general_purpose::STANDARD.decode(t["data"].as_str().expect("data")).expect("base64"),
+            data: base64::engine::general_purpose::STANDARD
+                .decode(t["data"].as_str().expect("data"))
+                .expect("base64")
+                .into(),
         })
         .collect()
 }

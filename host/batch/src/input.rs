@@ -53,7 +53,12 @@ impl RowSchema {
         if let Some(first) = shape.first_mut() {
             *first = 1;
         }
-        Tensor { name: input.name.clone(), datatype: input.datatype, shape, data: encode(input.datatype, values) }
+        Tensor {
+            name: input.name.clone(),
+            datatype: input.datatype,
+            shape,
+            data: encode(input.datatype, values).into(),
+        }
     }
 }
 

@@ -589,15 +589,19 @@ impl Scorer<'_> {
     /// by the row count.
     fn infer(&self, rows: &[(&str, &[Tensor], u64)]) -> Result<Vec<Tensor>, String> {
         let mut joined: Vec<Tensor> = rows[0].1.to_vec();
+        let mut data: Vec<Vec<u8>> = joined.iter().map(|t| t.data.to_vec()).collect();
         for (_, inputs, _) in &rows[1..] {
-            for (into, tensor) in joined.iter_mut().zip(inputs.iter()) {
+            for ((into, into_data), tensor) in joined.iter_mut().zip(&mut data).zip(inputs.iter()) {
                 if into.name != tensor.name || into.datatype != tensor.datatype || into.shape[1..] != tensor.shape[1..]
                 {
                     return Err(format!("input '{}' differs in shape or type between rows", tensor.name));
                 }
-                into.data.extend_from_slice(&tensor.data);
+                into_data.extend_from_slice(&tensor.data);
                 into.shape[0] += tensor.shape[0];
             }
+        }
+        for (tensor, data) in joined.iter_mut().zip(data) {
+            tensor.data = data.into();
         }
         let n = rows.len() as u64;
         let overrides = LimitOverrides {

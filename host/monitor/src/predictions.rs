@@ -198,7 +198,7 @@ impl PredictionRecord {
                 name: meta.name.clone(),
                 datatype: meta.datatype,
                 shape: meta.shape.clone(),
-                data: bytes.to_vec(),
+                data: edgeinfer_oip::Bytes::copy_from_slice(bytes),
             })
         };
         let inputs = header.inputs.iter().map(&mut take).collect::<std::result::Result<Vec<_>, _>>()?;
@@ -532,7 +532,7 @@ mod tests {
             name: name.into(),
             datatype: Datatype::Uint8,
             shape: vec![size as u64],
-            data: vec![fill; size],
+            data: vec![fill; size].into(),
         };
         PredictionRecord {
             id: id.into(),

@@ -51,14 +51,34 @@ impl From<Datatype> for OipDatatype {
     }
 }
 
-impl From<OipTensor> for Tensor {
-    fn from(t: OipTensor) -> Self {
-        Tensor { name: t.name, datatype: t.datatype.into(), shape: t.shape, data: t.data }
+/// The WIT interface every model component exports (`infer` and `metadata`).
+pub const MODEL_INTERFACE: &str = "edgeinfer:inference/model@0.1.0";
+
+/// An input tensor lowered into the guest as the WIT `tensor` record straight from the
+/// host's buffers (the request body, for binary inputs): the only copy of its data between
+/// the socket and the guest is the one into the guest's memory.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct TensorView<'a> {
+    name: &'a str,
+    datatype: Datatype,
+    shape: &'a [u64],
+    data: &'a [u8],
+}
+
+impl<'a> From<&'a OipTensor> for TensorView<'a> {
+    fn from(t: &'a OipTensor) -> Self {
+        TensorView { name: &t.name, datatype: t.datatype.into(), shape: &t.shape, data: &t.data }
     }
 }
 
+/// `infer` called with borrowed inputs (see [`TensorView`]).
+pub type InferFunc<'a, 'b> =
+    wasmtime::component::TypedFunc<(&'a [TensorView<'b>], &'a [String]), (Result<Vec<Tensor>, GuestError>,)>;
+
 impl From<Tensor> for OipTensor {
     fn from(t: Tensor) -> Self {
-        OipTensor { name: t.name, datatype: t.datatype.into(), shape: t.shape, data: t.data }
+        // The guest's output buffer becomes the tensor's (no copy).
+        OipTensor { name: t.name, datatype: t.datatype.into(), shape: t.shape, data: t.data.into() }
     }
 }

@@ -147,14 +147,14 @@ fn concatenate(members: &[Member]) -> Result<Vec<Tensor>> {
                 .map(|member| {
                     let tensor = member.inputs.iter().find(|t| t.name == template.name);
                     tensor
-                        .map(|t| t.data.as_slice())
+                        .map(|t| &t.data[..])
                         .ok_or_else(|| Error::Model(format!("batch member lacks input {}", template.name)))
                 })
                 .collect::<Result<Vec<&[u8]>>>()?;
             let data = parts.concat();
             let mut shape = template.shape.clone();
             shape[0] = total;
-            Ok(Tensor { name: template.name.clone(), datatype: template.datatype, shape, data })
+            Ok(Tensor { name: template.name.clone(), datatype: template.datatype, shape, data: data.into() })
         })
         .collect()
 }
@@ -175,7 +175,7 @@ fn split(outputs: Vec<Tensor>, rows: &[u64]) -> Option<Vec<Vec<Tensor>>> {
             let end = row + count as usize;
             let mut shape = output.shape.clone();
             shape[0] = count;
-            let data = output.data[offsets[row]..offsets[end]].to_vec();
+            let data = output.data.slice(offsets[row]..offsets[end]);
             part.push(Tensor { name: output.name.clone(), datatype: output.datatype, shape, data });
             row = end;
         }
@@ -261,7 +261,7 @@ mod tests {
         let items = ["a", "bcd", ""];
         let data: Vec<u8> =
             items.iter().flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes())).collect();
-        let output = Tensor { name: "label".into(), datatype: Datatype::Bytes, shape: vec![3], data };
+        let output = Tensor { name: "label".into(), datatype: Datatype::Bytes, shape: vec![3], data: data.into() };
         let parts = split(vec![output], &[2, 1]).unwrap();
         assert_eq!(edgeinfer_oip::bytes_items(&parts[0][0].data).unwrap(), vec!["a", "bcd"]);
         assert_eq!(edgeinfer_oip::bytes_items(&parts[1][0].data).unwrap(), vec![""]);

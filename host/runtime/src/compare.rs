@@ -84,7 +84,7 @@ mod tests {
             name: "l".into(),
             datatype: Datatype::Int64,
             shape: vec![1],
-            data: v.to_le_bytes().to_vec(),
+            data: v.to_le_bytes().to_vec().into(),
         };
         assert!(outputs_agree(&[label(3)], &[label(3)]).is_ok());
         assert!(outputs_agree(&[label(3)], &[label(4)]).is_err());

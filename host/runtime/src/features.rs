@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn tensors_become_feature_rows() {
         let data: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let tensor = Tensor { name: "X".into(), datatype: Datatype::Fp32, shape: vec![2, 3], data };
+        let tensor = Tensor { name: "X".into(), datatype: Datatype::Fp32, shape: vec![2, 3], data: data.into() };
         let rows = feature_rows(&[tensor], &signature()).expect("rows");
         assert_eq!(rows, vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
         assert_eq!(feature_names(&signature()), vec!["X[0]", "X[1]", "X[2]"]);

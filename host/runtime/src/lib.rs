@@ -16,7 +16,7 @@
 //!     name: "X".into(),
 //!     datatype: Datatype::Fp32,
 //!     shape: vec![1, 64],
-//!     data: vec![0u8; 64 * 4],
+//!     data: vec![0u8; 64 * 4].into(),
 //! };
 //! let outcome = model.infer(vec![pixels], &[], LimitOverrides::default())?;
 //! println!("{} outputs, {} fuel", outcome.outputs.len(), outcome.fuel_used);

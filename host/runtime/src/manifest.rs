@@ -98,7 +98,7 @@ impl ExampleTensor {
     pub fn to_tensor(&self) -> std::result::Result<Tensor, String> {
         let data =
             hex::decode(&self.data).map_err(|e| format!("example tensor '{}': data is not hex: {e}", self.name))?;
-        Ok(Tensor { name: self.name.clone(), datatype: self.datatype, shape: self.shape.clone(), data })
+        Ok(Tensor { name: self.name.clone(), datatype: self.datatype, shape: self.shape.clone(), data: data.into() })
     }
 }
 

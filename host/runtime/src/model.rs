@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeinfer_oip::Tensor;
+use wasmtime::component::{Component, ComponentExportIndex, Instance};
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{GuestError, ModelComponentPre};
+use crate::bindings::{GuestError, InferFunc, MODEL_INTERFACE, ModelComponentPre, TensorView};
 use crate::capabilities;
 use crate::digest::{digests_equal, sha256_hex};
 use crate::limits::{LimitOverrides, Limits};
@@ -36,6 +37,8 @@ pub struct LoadedModel {
     manifest: Manifest,
     dir: PathBuf,
     pre: ModelComponentPre<StoreState>,
+    /// Where `infer` sits among the component's exports.
+    infer_export: ComponentExportIndex,
     runtime: Arc<Runtime>,
     reference: Option<Arc<crate::reference::Reference>>,
 }
@@ -56,9 +59,11 @@ impl LoadedModel {
         capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         let instance_pre = runtime.prepare(&wasm, &actual)?;
+        let infer_export = infer_export(instance_pre.component())?;
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let reference = crate::reference::Reference::load(dir, &manifest)?.map(Arc::new);
-        let model = LoadedModel { manifest, dir: dir.to_path_buf(), pre, runtime: runtime.clone(), reference };
+        let model =
+            LoadedModel { manifest, dir: dir.to_path_buf(), pre, infer_export, runtime: runtime.clone(), reference };
         model.check_metadata()?;
         model.smoke_test()?;
         Ok(model)
@@ -92,9 +97,9 @@ impl LoadedModel {
     pub fn infer(&self, inputs: Vec<Tensor>, outputs: &[String], overrides: LimitOverrides) -> Result<InferOutcome> {
         let limits = self.manifest.limits.with(overrides);
         let (mut store, started) = self.new_store(limits)?;
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
         let instantiate_time = started.elapsed();
-        let (result, _) = call_infer(&mut store, &bindings, inputs, outputs, limits);
+        let (result, _) = call_infer(&mut store, &instance, &self.infer_export, inputs, outputs, limits);
         result.map(|outcome| InferOutcome { instantiate_time, ..outcome })
     }
 
@@ -103,8 +108,8 @@ impl LoadedModel {
     pub fn session(&self, overrides: LimitOverrides) -> Result<ModelSession> {
         let limits = self.manifest.limits.with(overrides);
         let (mut store, _) = self.new_store(limits)?;
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
-        Ok(ModelSession { store, bindings, limits, poisoned: false })
+        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        Ok(ModelSession { store, instance, infer_export: self.infer_export, limits, poisoned: false })
     }
 
     /// Instantiates the model and reads its metadata, checking it against the manifest.
@@ -164,7 +169,8 @@ impl LoadedModel {
 /// A reusable instance of one model (see [`LoadedModel::session`]).
 pub struct ModelSession {
     store: Store<StoreState>,
-    bindings: crate::bindings::ModelComponent,
+    instance: Instance,
+    infer_export: ComponentExportIndex,
     limits: Limits,
     poisoned: bool,
 }
@@ -181,7 +187,8 @@ impl ModelSession {
             self.store.set_fuel(limits.fuel).map_err(Error::runtime)?;
         }
         self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
-        let (result, trapped) = call_infer(&mut self.store, &self.bindings, inputs, outputs, limits);
+        let (result, trapped) =
+            call_infer(&mut self.store, &self.instance, &self.infer_export, inputs, outputs, limits);
         self.poisoned = trapped;
         result
     }
@@ -191,14 +198,20 @@ impl ModelSession {
 /// the instance trapped.
 fn call_infer(
     store: &mut Store<StoreState>,
-    bindings: &crate::bindings::ModelComponent,
+    instance: &Instance,
+    infer_export: &ComponentExportIndex,
     inputs: Vec<Tensor>,
     outputs: &[String],
     limits: Limits,
 ) -> (Result<InferOutcome>, bool) {
-    let inputs: Vec<_> = inputs.into_iter().map(Into::into).collect();
+    let views: Vec<TensorView> = inputs.iter().map(TensorView::from).collect();
+    let infer: InferFunc = match instance.get_typed_func(&mut *store, infer_export) {
+        Ok(infer) => infer,
+        Err(error) => return (Err(Error::Runtime(format!("{error:#}"))), false),
+    };
     crate::cpu::clean_vector_state_for_guest();
-    let result = bindings.edgeinfer_inference_model().call_infer(&mut *store, &inputs, outputs);
+    let result = infer.call(&mut *store, (&views, outputs)).map(|(result,)| result);
+    drop(views);
     let fuel_used = store.get_fuel().map(|left| limits.fuel.saturating_sub(left)).unwrap_or(0);
     match result {
         Err(trap) => (Err(classify(trap, store, limits)), true),
@@ -208,10 +221,16 @@ fn call_infer(
         Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
         Ok(Ok(tensors)) => {
             let outputs = tensors.into_iter().map(Into::into).collect();
-            let inputs = inputs.into_iter().map(Into::into).collect();
             (Ok(InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO, inputs }), false)
         }
     }
+}
+
+/// Where `infer` of the model interface sits among `component`'s exports.
+fn infer_export(component: &Component) -> Result<ComponentExportIndex> {
+    let missing = || Error::Runtime(format!("the component does not export {MODEL_INTERFACE}#infer"));
+    let interface = component.get_export_index(None, MODEL_INTERFACE).ok_or_else(missing)?;
+    component.get_export_index(Some(&interface), "infer").ok_or_else(missing)
 }
 
 /// How wasmtime reports lifted data beyond the store's hostcall fuel (its error type is

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgeinfer_oip::{HttpBody, InferenceRequest, Tensor, decode_request_with_binary, split_body};
+use edgeinfer_oip::{Bytes, HttpBody, InferenceRequest, Tensor, decode_request_with_binary, split_body};
 
 use crate::Result;
 use crate::limits::LimitOverrides;
@@ -18,15 +18,16 @@ use crate::protocol::{encode_response, requested_outputs};
 /// One request as it arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestBody<'a> {
-    /// The body: JSON, or JSON followed by binary tensor data.
-    pub bytes: &'a [u8],
+    /// The body: JSON, or JSON followed by binary tensor data (inputs taken from the binary
+    /// part are views of this buffer, not copies).
+    pub bytes: &'a Bytes,
     /// The `Inference-Header-Content-Length` value, for bodies with binary data.
     pub header_length: Option<&'a str>,
 }
 
 impl<'a> RequestBody<'a> {
     /// A plain JSON body.
-    pub fn json(bytes: &'a [u8]) -> Self {
+    pub fn json(bytes: &'a Bytes) -> Self {
         RequestBody { bytes, header_length: None }
     }
 }
@@ -128,7 +129,7 @@ pub struct Pending {
 pub fn decode(body: RequestBody<'_>, options: Options) -> std::result::Result<(Vec<Tensor>, Pending), Failure> {
     let started = Instant::now();
     let decoded = split_body(body.bytes, body.header_length)
-        .and_then(|(json, binary)| decode_request_with_binary(json, binary))
+        .and_then(|(json, binary)| decode_request_with_binary(&json, &binary))
         .map_err(crate::Error::from);
     let times = StageTimes { decode: started.elapsed(), ..StageTimes::default() };
     let (mut request, inputs) = decoded.map_err(|error| Failure { error: Box::new(error), times })?;

@@ -71,7 +71,7 @@ const AVX_AND_LATER: [&str; 13] = [
 ];
 
 /// Default of [`RuntimeConfig::keep_resident_bytes`].
-pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 4 << 20;
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 64 << 20;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {

@@ -246,7 +246,7 @@ mod tests {
             name: "X".into(),
             datatype: Datatype::Fp32,
             shape: vec![rows, width],
-            data: vec![0; (rows * width * 4) as usize],
+            data: vec![0; (rows * width * 4) as usize].into(),
         }];
         let key = BatchKey::of(&inputs, &[]).map(|(key, _)| key);
         (key, Member { inputs, rows, limits: Default::default() })

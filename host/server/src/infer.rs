@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
@@ -47,9 +45,11 @@ async fn answer(
         .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?;
     let reader = app.clone();
     let body = run(app, route, caller, action, async move { read_body(&reader, request).await }, header_length).await?;
-    let mut response = Response::new(Full::new(Bytes::from(body.bytes)));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
-    if let Some(length) = body.header_length {
+    let content_type = HeaderValue::from_static(body.content_type);
+    let header_length = body.header_length;
+    let mut response = Response::new(Body::from_chunks(body.into_chunks()));
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    if let Some(length) = header_length {
         response.headers_mut().insert(edgeinfer_oip::HEADER_LENGTH, HeaderValue::from(length));
     }
     Ok(response)

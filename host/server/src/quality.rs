@@ -405,7 +405,8 @@ mod tests {
     #[test]
     fn scores_are_read_as_their_arg_max() {
         let data: Vec<u8> = [0.1f32, 0.7, 0.2, 0.5, 0.3, 0.2].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let scores = Tensor { name: "probabilities".into(), datatype: Datatype::Fp32, shape: vec![2, 3], data };
+        let scores =
+            Tensor { name: "probabilities".into(), datatype: Datatype::Fp32, shape: vec![2, 3], data: data.into() };
         let spec = PredictionSpec { output: None, task: Some(Task::Classification) };
         let (_, answers) = spec.extract(&[scores]).expect("answers");
         assert_eq!(answers, vec![class("1"), class("0")]);
@@ -418,7 +419,7 @@ mod tests {
             name: "mask".into(),
             datatype: Datatype::Fp32,
             shape: vec![1, elements],
-            data: vec![0; elements as usize * 4],
+            data: vec![0; elements as usize * 4].into(),
         };
         assert!(spec.extract(&[map(MAX_ANSWER_ELEMENTS)]).is_some(), "at the limit: answers");
         assert!(spec.extract(&[map(MAX_ANSWER_ELEMENTS + 1)]).is_none(), "over it: none");

@@ -1,7 +1,12 @@
 //! Turning results into HTTP responses: one place maps errors to statuses.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
@@ -11,8 +16,49 @@ use super::registry::ChangeError;
 use super::security::{Denial, Throttle};
 use crate::Error;
 
-/// The response body type of every handler.
-pub type Body = Full<Bytes>;
+/// The response body of every handler: buffers sent one after another (an inference answer
+/// is its JSON followed by each binary output's own buffer, none copied into one), with an
+/// exact length, so it goes out with a `Content-Length`.
+#[derive(Debug, Default)]
+pub struct Body {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Body {
+    /// A body of one buffer.
+    pub fn new(bytes: impl Into<Bytes>) -> Body {
+        Body::from_chunks([bytes.into()])
+    }
+
+    /// A body of these buffers, in order.
+    pub fn from_chunks(chunks: impl IntoIterator<Item = Bytes>) -> Body {
+        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|chunk| !chunk.is_empty()).collect();
+        let remaining = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        Body { chunks, remaining }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(chunk) = &chunk {
+            self.remaining -= chunk.len() as u64;
+        }
+        Poll::Ready(chunk.map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
 
 /// An error that knows its HTTP status; rendered as `{"error": "..."}`.
 #[derive(Debug)]
@@ -173,7 +219,7 @@ pub fn to_json(view: &impl serde::Serialize) -> Value {
 
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(Body::new(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

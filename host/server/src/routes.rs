@@ -100,7 +100,7 @@ async fn route(
         ["metrics"] => {
             allow(&method, Method::GET)?;
             let text = app.metrics.render(app.admission.snapshot(), &app.registry, &app.observer, &app.alerts);
-            let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+            let mut response = Response::new(Body::new(text));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::Response;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
@@ -18,7 +17,7 @@ const HISTORY_SHOWN: usize = 20;
 
 /// The page.
 pub fn page() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let mut response = Response::new(Body::new(Bytes::from_static(PAGE.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -157,9 +157,8 @@ fn typed(
 
 /// The pipeline's v2 response body (outputs in binary) as a `ModelInferResponse`.
 pub fn response(body: HttpBody) -> Result<ModelInferResponse, String> {
-    let header_length = body.header_length.unwrap_or(body.bytes.len()).min(body.bytes.len());
-    let (header, mut binary) = body.bytes.split_at(header_length);
-    let header: Value = serde_json::from_slice(header).map_err(|e| format!("unreadable response header: {e}"))?;
+    let header: Value = serde_json::from_slice(&body.json).map_err(|e| format!("unreadable response header: {e}"))?;
+    let mut binary = body.binary.into_iter();
     let text = |key: &str| header.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
     let mut outputs = Vec::new();
     let mut raw = Vec::new();
@@ -168,10 +167,11 @@ pub fn response(body: HttpBody) -> Result<ModelInferResponse, String> {
             .pointer("/parameters/binary_data_size")
             .and_then(Value::as_u64)
             .ok_or_else(|| format!("output {} came back without binary data", output["name"]))?;
-        let size = usize::try_from(size).map_err(|e| e.to_string())?.min(binary.len());
-        let (data, rest) = binary.split_at(size);
-        binary = rest;
-        raw.push(data.to_vec());
+        let data = binary
+            .next()
+            .filter(|data| data.len() as u64 == size)
+            .ok_or_else(|| format!("output {} came back without its {size} bytes of binary data", output["name"]))?;
+        raw.push(Vec::from(data));
         outputs.push(InferOutputTensor {
             name: output.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
             datatype: output.get("datatype").and_then(Value::as_str).unwrap_or_default().to_string(),
@@ -198,6 +198,7 @@ pub fn response(body: HttpBody) -> Result<ModelInferResponse, String> {
 mod tests {
     use super::super::proto::model_infer_request::InferInputTensor;
     use super::*;
+    use bytes::Bytes;
 
     fn input(name: &str, datatype: &str, shape: Vec<i64>, contents: Option<InferTensorContents>) -> InferInputTensor {
         InferInputTensor {
@@ -287,10 +288,12 @@ mod tests {
     #[test]
     fn binary_response_bodies_become_raw_output_contents() {
         let header = br#"{"model_name":"m","model_version":"2","id":"r","outputs":[{"name":"a","datatype":"INT64","shape":[1],"parameters":{"binary_data_size":8}},{"name":"b","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}"#;
-        let mut bytes = header.to_vec();
-        bytes.extend_from_slice(&7i64.to_le_bytes());
-        bytes.extend_from_slice(&0.5f32.to_le_bytes());
-        let body = HttpBody { bytes, content_type: "application/octet-stream", header_length: Some(header.len()) };
+        let body = HttpBody {
+            json: header.to_vec(),
+            binary: vec![Bytes::copy_from_slice(&7i64.to_le_bytes()), Bytes::copy_from_slice(&0.5f32.to_le_bytes())],
+            content_type: "application/octet-stream",
+            header_length: Some(header.len()),
+        };
         let response = response(body).expect("response");
         assert_eq!(
             (response.model_name.as_str(), response.model_version.as_str(), response.id.as_str()),
