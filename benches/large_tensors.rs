@@ -1,10 +1,13 @@
 //! Image-sized tensors over loopback HTTP: what the prediction log, page faults and copies
 //! cost a request. One client, binary tensors both ways (as Triton's Python client sends
-//! them), sequential requests; three servers in one process: log off, log on with the
-//! defaults (tensors over 1 MiB logged as digests) and log on with every tensor in full.
+//! them), sequential requests; five servers in one process: log off, log on with the
+//! defaults (tensors over 1 MiB logged as digests), log on with every tensor in full, every
+//! tensor in full under a 1 MiB/s budget (a disk that cannot keep up), and the default log on
+//! a runtime keeping only 4 MiB of each pool slot resident (the previous default).
 //! Rounds are interleaved; each row gives the p50, its ratio to log-off, and per request the
 //! minor page faults and CPU time of the whole process (server and client), from
-//! /proc/self/stat.
+//! /proc/self/stat. A second table gives each server's prediction-log counts as its status
+//! page (`GET /v2/monitor`) shows them.
 //!
 //! Models: tests/fixtures/large_identity.onnx and large_relu.onnx (1x96x112x112 FP32, 4.8 MB
 //! in and out), and SqueezeNet (600 KB in).
@@ -70,9 +73,14 @@ struct Row {
 fn main() {
     let runtime = runtime(true);
     let repo = tempfile::tempdir().expect("tempdir");
-    compile(&runtime, repo.path(), "large_identity.onnx", "identity");
-    compile(&runtime, repo.path(), "large_relu.onnx", "relu");
-    compile(&runtime, repo.path(), "squeezenet.onnx", "squeezenet");
+    for (file, name) in
+        [("large_identity.onnx", "identity"), ("large_relu.onnx", "relu"), ("squeezenet.onnx", "squeezenet")]
+    {
+        let (model, _) = compile(&runtime, repo.path(), file, name);
+        let memory = model.request_memory_bytes().unwrap_or_default();
+        println!("{name}: a request reaches {:.1} MiB of linear memory", memory as f64 / (1 << 20) as f64);
+    }
+    println!();
     let large = || Tensor {
         name: "x".into(),
         datatype: edgeinfer_oip::Datatype::Fp32,
@@ -83,13 +91,13 @@ fn main() {
 
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
     let logs = tempfile::tempdir().expect("tempdir");
-    // The runtime's default keeps up to 4 MiB of each pool slot's memory resident between
-    // instances; the last row keeps 64 MiB, enough for these requests' activations.
-    let resident = {
+    // The runtime's default keeps up to 64 MiB of each pool slot's memory resident between
+    // instances; the last row keeps 4 MiB, the default before.
+    let small_resident = {
         let cache_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
         edgeinfer_runtime::Runtime::new(edgeinfer_runtime::RuntimeConfig {
             cache_dir,
-            keep_resident_bytes: 64 << 20,
+            keep_resident_bytes: 4 << 20,
             ..edgeinfer_runtime::RuntimeConfig::default()
         })
         .expect("runtime")
@@ -116,7 +124,16 @@ fn main() {
             },
         ),
         (
-            "log on (default), 64 MiB kept resident",
+            "log on, every tensor in full, 1 MiB/s budget (slow disk)",
+            MonitoringConfig {
+                predictions_dir: Some(logs.path().join("slow")),
+                predictions_full_tensor_bytes: 0,
+                predictions_bytes_per_second: 1 << 20,
+                ..MonitoringConfig::default()
+            },
+        ),
+        (
+            "log on (default), 4 MiB kept resident (previous default)",
             MonitoringConfig { predictions_dir: Some(logs.path().join("resident")), ..MonitoringConfig::default() },
         ),
     ];
@@ -124,7 +141,7 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(i, (_, monitoring))| {
-            serve(repo.path(), monitoring.clone(), if i == configs.len() - 1 { &resident } else { &runtime })
+            serve(repo.path(), monitoring.clone(), if i == configs.len() - 1 { &small_resident } else { &runtime })
         })
         .collect();
 
@@ -167,4 +184,22 @@ fn main() {
             );
         }
     }
+    println!();
+    println!("| server | records written | records dropped | queued bytes |");
+    println!("|---|---|---|---|");
+    for ((label, _), server) in configs.iter().zip(&servers) {
+        let status = tokio.block_on(get_json(&format!("http://{}/v2/monitor", server.addr)));
+        let log = &status["prediction_log"];
+        println!("| {label} | {} | {} | {} |", log["written"], log["dropped"], log["queued_bytes"]);
+    }
+}
+
+/// A JSON document from the server.
+async fn get_json(url: &str) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let response = client.get(url.parse().expect("url")).await.expect("response");
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).expect("JSON")
 }

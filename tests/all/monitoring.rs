@@ -667,6 +667,11 @@ fn large_request(fill: f32) -> (Vec<u8>, usize) {
 fn image_sized_tensors_are_logged_as_digests_and_a_spent_budget_drops_instead_of_waiting() {
     let repo = tempfile::tempdir().expect("tempdir");
     compile_fixture(&runtime(), repo.path(), "large_identity.onnx", "identity", 1);
+    // Loading measures what a request touches (the model has no examples: a request of zeros),
+    // the figure a pool slot's resident pages are weighed against: 4.8 MB in and 4.8 MB out.
+    let loaded = edgeinfer_runtime::LoadedModel::load(&runtime(), &repo.path().join("identity/1")).expect("load");
+    let memory = loaded.request_memory_bytes().expect("measured at load");
+    assert!((2 * 96 * 112 * 112 * 4..256 << 20).contains(&memory), "a request reaches {memory} bytes");
     let logs = tempfile::tempdir().expect("tempdir");
     let post = |addr: SocketAddr, fill: f32| {
         let (body, length) = large_request(fill);

@@ -130,6 +130,7 @@ fn run_together(model: &LoadedModel, members: &[Member], outputs: &[String]) -> 
             fuel_used,
             instantiate_time: outcome.instantiate_time,
             inputs: Vec::new(),
+            memory_bytes: outcome.memory_bytes,
         })
         .collect())
 }

@@ -30,6 +30,9 @@ pub struct InferOutcome {
     /// The request's inputs, handed back after the call (moved, never copied), so callers
     /// that keep them (the prediction log) need no copy of their own.
     pub inputs: Vec<Tensor>,
+    /// The linear memory the instance had grown to when the call ended (all its memories):
+    /// the high-water mark of what the request could touch.
+    pub memory_bytes: u64,
 }
 
 /// One model version ready to serve.
@@ -41,6 +44,8 @@ pub struct LoadedModel {
     infer_export: ComponentExportIndex,
     runtime: Arc<Runtime>,
     reference: Option<Arc<crate::reference::Reference>>,
+    /// The largest linear memory the manifest's examples needed (measured at load).
+    request_memory: Option<u64>,
 }
 
 impl LoadedModel {
@@ -62,11 +67,66 @@ impl LoadedModel {
         let infer_export = infer_export(instance_pre.component())?;
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let reference = crate::reference::Reference::load(dir, &manifest)?.map(Arc::new);
-        let model =
-            LoadedModel { manifest, dir: dir.to_path_buf(), pre, infer_export, runtime: runtime.clone(), reference };
+        let mut model = LoadedModel {
+            manifest,
+            dir: dir.to_path_buf(),
+            pre,
+            infer_export,
+            runtime: runtime.clone(),
+            reference,
+            request_memory: None,
+        };
         model.check_metadata()?;
-        model.smoke_test()?;
+        model.request_memory = model.smoke_test()?.or_else(|| model.probe_memory());
+        model.check_resident_budget();
         Ok(model)
+    }
+
+    /// The linear memory a request reached in the load-time smoke test (the largest over the
+    /// manifest's examples; `None` without examples). Pool slots keep up to
+    /// [`crate::RuntimeConfig::keep_resident_bytes`] of it resident between instances.
+    pub fn request_memory_bytes(&self) -> Option<u64> {
+        self.request_memory
+    }
+
+    /// Without examples: the linear memory one request of zeros reaches, when every input is
+    /// numeric (dynamic dimensions taken as 1) and the request is not unreasonably large; a
+    /// model that refuses zeros is simply not measured.
+    fn probe_memory(&self) -> Option<u64> {
+        const MAX_PROBE_BYTES: u64 = 64 << 20;
+        let inputs = self
+            .manifest
+            .inputs
+            .iter()
+            .map(|input| {
+                let shape: Vec<u64> = input.shape.iter().map(|&d| u64::try_from(d).unwrap_or(1)).collect();
+                let bytes = edgeinfer_oip::element_count(&shape)?.checked_mul(input.datatype.element_size()? as u64)?;
+                (bytes <= MAX_PROBE_BYTES).then(|| Tensor {
+                    name: input.name.clone(),
+                    datatype: input.datatype,
+                    shape,
+                    data: vec![0; bytes as usize].into(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        self.infer(inputs, &[], LimitOverrides::default()).ok().map(|outcome| outcome.memory_bytes)
+    }
+
+    /// Says so when a request reaches past the memory pool slots keep resident: each such
+    /// request faults the rest of its pages in afresh.
+    fn check_resident_budget(&self) {
+        let config = self.runtime.config();
+        let Some(memory) = self.request_memory else { return };
+        if config.keeps_pages_resident() && memory > config.keep_resident_bytes as u64 {
+            tracing::info!(
+                model = %self.manifest.name,
+                version = self.manifest.version,
+                "a request reaches {} MiB of linear memory; pool slots keep the first {} MiB resident, so each \
+                 request faults the rest in (raise --keep-resident-mb to keep it)",
+                memory.div_ceil(1 << 20),
+                config.keep_resident_bytes >> 20,
+            );
+        }
     }
 
     /// The drift reference recorded beside the manifest (digest checked at load), if any.
@@ -134,8 +194,10 @@ impl LoadedModel {
         Ok(())
     }
 
-    /// Runs the manifest's examples and compares the outputs with the recorded ones.
-    fn smoke_test(&self) -> Result<()> {
+    /// Runs the manifest's examples and compares the outputs with the recorded ones; returns
+    /// the largest linear memory one of them reached.
+    fn smoke_test(&self) -> Result<Option<u64>> {
+        let mut memory = None;
         for (index, example) in self.manifest.examples.iter().enumerate() {
             let failed = |why: String| Error::SmokeTest { dir: self.dir.clone(), example: index + 1, message: why };
             let to_tensors = |tensors: &[crate::manifest::ExampleTensor]| {
@@ -145,8 +207,9 @@ impl LoadedModel {
             let expected = to_tensors(&example.outputs).map_err(failed)?;
             let outcome = self.infer(inputs, &[], LimitOverrides::default()).map_err(|e| failed(e.to_string()))?;
             crate::compare::outputs_agree(&outcome.outputs, &expected).map_err(failed)?;
+            memory = memory.max(Some(outcome.memory_bytes));
         }
-        Ok(())
+        Ok(memory)
     }
 
     fn new_store(&self, limits: Limits) -> Result<(Store<StoreState>, Instant)> {
@@ -221,7 +284,8 @@ fn call_infer(
         Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
         Ok(Ok(tensors)) => {
             let outputs = tensors.into_iter().map(Into::into).collect();
-            (Ok(InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO, inputs }), false)
+            let memory_bytes = store.data().limiter.total as u64;
+            (Ok(InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO, inputs, memory_bytes }), false)
         }
     }
 }

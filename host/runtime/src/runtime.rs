@@ -36,10 +36,11 @@ pub struct RuntimeConfig {
     /// Bytes of each linear memory kept resident between instances of a pool slot and reset
     /// in place, so a fresh instance does not fault its pages back in. Only the pages an
     /// instance dirtied are reset (found with Linux's `PAGEMAP_SCAN`), so what a slot keeps
-    /// is what its model's requests dirty, up to this cap: the sizing is per model by
-    /// construction. Default 4 MiB (a small MLP dirties less; with 16 MiB the 25 s soak test
-    /// saw RSS grow 22-27 MB as slots accumulated pages); 0, or a kernel without
-    /// `PAGEMAP_SCAN` (before 6.7), returns the pages to the kernel after every instance.
+    /// is what its model's requests touch, up to this cap: the sizing is per model by
+    /// construction, and loading a model measures it ([`crate::LoadedModel::request_memory_bytes`]).
+    /// Default 64 MiB (a 4.8 MB image request reaches 16 MiB; the soak test's memory stays
+    /// flat); 0, or a kernel without `PAGEMAP_SCAN` (before 6.7), returns the pages to the
+    /// kernel after every instance.
     pub keep_resident_bytes: usize,
     /// Pool slots that may stay warm (keeping their resident pages) while no instance uses
     /// them; beyond this, a new instance reuses the least recently used warm slot of another
@@ -255,6 +256,71 @@ impl Drop for EpochTicker {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module that grows its memory and fills it (`fill`), or grows it and counts the bytes
+    /// past its data segment that are not zero (`leftovers`).
+    const SCRATCH: &str = r#"
+        (module
+          (memory (export "memory") 1)
+          (data (i32.const 0) "snapshot")
+          (func $grow (param $pages i32) (result i32)
+            (drop (memory.grow (local.get $pages)))
+            (i32.mul (memory.size) (i32.const 65536)))
+          (func (export "fill") (param $pages i32) (param $value i32)
+            (local $end i32)
+            (local.set $end (call $grow (local.get $pages)))
+            (memory.fill (i32.const 0) (local.get $value) (local.get $end)))
+          (func (export "leftovers") (param $pages i32) (result i32)
+            (local $end i32) (local $at i32) (local $found i32)
+            (local.set $end (call $grow (local.get $pages)))
+            (local.set $at (i32.const 8))
+            (block $done
+              (loop $scan
+                (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+                (if (i32.load8_u (local.get $at))
+                  (then (local.set $found (i32.add (local.get $found) (i32.const 1)))))
+                (local.set $at (i32.add (local.get $at) (i32.const 1)))
+                (br $scan)))
+            (local.get $found))
+          (func (export "snapshot_intact") (result i32)
+            (i64.eq (i64.load (i32.const 0)) (i64.const 0x746f687370616e73))))
+    "#;
+
+    /// Pool slots keep pages resident between instances (64 MiB by default), but a fresh
+    /// instance in a reused slot sees only its snapshot and zeros: nothing another request
+    /// wrote, in the kept range or past it.
+    #[test]
+    fn a_reused_pool_slot_shows_nothing_of_the_previous_instance() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let config = RuntimeConfig { cache_dir: cache.path().into(), max_instances: 1, ..RuntimeConfig::default() };
+        let runtime = Runtime::new(config).expect("runtime");
+        let module = Module::new(runtime.engine(), wat::parse_str(SCRATCH).expect("wat")).expect("module");
+        // 96 MiB: past the default 64 MiB kept resident.
+        let pages = 96 * 16;
+        for round in 0..3 {
+            let mut writer = wasmtime::Store::new(runtime.engine(), ());
+            writer.set_fuel(u64::MAX).expect("fuel");
+            writer.set_epoch_deadline(u64::MAX / 2);
+            let instance = wasmtime::Instance::new(&mut writer, &module, &[]).expect("instance");
+            let fill = instance.get_typed_func::<(i32, i32), ()>(&mut writer, "fill").expect("fill");
+            fill.call(&mut writer, (pages, 0xab)).expect("fill");
+            drop(writer);
+
+            let mut reader = wasmtime::Store::new(runtime.engine(), ());
+            reader.set_fuel(u64::MAX).expect("fuel");
+            reader.set_epoch_deadline(u64::MAX / 2);
+            let instance = wasmtime::Instance::new(&mut reader, &module, &[]).expect("instance");
+            let intact = instance.get_typed_func::<(), i32>(&mut reader, "snapshot_intact").expect("intact");
+            assert_eq!(intact.call(&mut reader, ()).expect("intact"), 1, "round {round}: snapshot altered");
+            let leftovers = instance.get_typed_func::<i32, i32>(&mut reader, "leftovers").expect("leftovers");
+            assert_eq!(leftovers.call(&mut reader, pages).expect("scan"), 0, "round {round}: another instance's bytes");
         }
     }
 }

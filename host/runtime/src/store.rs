@@ -61,7 +61,7 @@ impl WasiView for StoreState {
 /// remembers whether it had to refuse growth.
 pub(crate) struct MemoryLimiter {
     cap: usize,
-    total: usize,
+    pub(crate) total: usize,
     pub(crate) denied: bool,
 }
 
