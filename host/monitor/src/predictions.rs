@@ -277,7 +277,10 @@ impl PredictionLog {
         let shared = queue.clone();
         let handle = std::thread::Builder::new()
             .name("edgeinfer-predictions".into())
-            .spawn(move || writer.run(&shared))
+            .spawn(move || {
+                yield_to_requests();
+                writer.run(&shared)
+            })
             .map_err(|e| Error::io("starting the prediction log writer", e))?;
         Ok(PredictionLog {
             queue,
@@ -521,6 +524,22 @@ fn read_file(path: &Path, each: &mut dyn FnMut(PredictionRecord)) -> Result<()> 
         rest = &rest[4 + length..];
     }
     Ok(())
+}
+
+/// Puts the calling thread (the writer) at the lowest scheduling priority (Linux's
+/// `SCHED_IDLE`): digesting and writing run on CPU time requests leave unused and never take a
+/// core from them. A machine kept busy by requests fills the queue, and records are dropped and
+/// counted instead of slowing requests. Elsewhere the writer keeps the default priority.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_IDLE.
+        let status = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if status != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "prediction log writer keeps its priority");
+        }
+    }
 }
 
 #[cfg(test)]

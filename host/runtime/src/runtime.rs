@@ -38,8 +38,8 @@ pub struct RuntimeConfig {
     /// instance dirtied are reset (found with Linux's `PAGEMAP_SCAN`), so what a slot keeps
     /// is what its model's requests touch, up to this cap: the sizing is per model by
     /// construction, and loading a model measures it ([`crate::LoadedModel::request_memory_bytes`]).
-    /// Default 64 MiB (a 4.8 MB image request reaches 16 MiB; the soak test's memory stays
-    /// flat); 0, or a kernel without `PAGEMAP_SCAN` (before 6.7), returns the pages to the
+    /// Default 32 MiB (a 4.8 MB image request reaches 16 MiB; with 64 MiB, dynamic batches
+    /// under 256 connections left the demo server 190 MB larger); 0, or a kernel without `PAGEMAP_SCAN` (before 6.7), returns the pages to the
     /// kernel after every instance.
     pub keep_resident_bytes: usize,
     /// Pool slots that may stay warm (keeping their resident pages) while no instance uses
@@ -72,7 +72,7 @@ const AVX_AND_LATER: [&str; 13] = [
 ];
 
 /// Default of [`RuntimeConfig::keep_resident_bytes`].
-pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 64 << 20;
+pub const DEFAULT_KEEP_RESIDENT_BYTES: usize = 32 << 20;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -293,7 +293,7 @@ mod tests {
             (i64.eq (i64.load (i32.const 0)) (i64.const 0x746f687370616e73))))
     "#;
 
-    /// Pool slots keep pages resident between instances (64 MiB by default), but a fresh
+    /// Pool slots keep pages resident between instances (32 MiB by default), but a fresh
     /// instance in a reused slot sees only its snapshot and zeros: nothing another request
     /// wrote, in the kept range or past it.
     #[test]
@@ -302,7 +302,7 @@ mod tests {
         let config = RuntimeConfig { cache_dir: cache.path().into(), max_instances: 1, ..RuntimeConfig::default() };
         let runtime = Runtime::new(config).expect("runtime");
         let module = Module::new(runtime.engine(), wat::parse_str(SCRATCH).expect("wat")).expect("module");
-        // 96 MiB: past the default 64 MiB kept resident.
+        // 96 MiB: past the default 32 MiB kept resident.
         let pages = 96 * 16;
         for round in 0..3 {
             let mut writer = wasmtime::Store::new(runtime.engine(), ());
