@@ -17,6 +17,7 @@ mod text;
 
 use edgeinfer::inference::types::{Error, ModelMetadata, Tensor};
 use exports::edgeinfer::inference::model::Guest as ModelGuest;
+use exports::edgeinfer::inference::profiling::{Guest as ProfilingGuest, PlanNode};
 use exports::edgeinfer::inference::setup::Guest as SetupGuest;
 use exports::edgeinfer::inference::text_setup::Guest as TextSetupGuest;
 
@@ -50,6 +51,18 @@ impl SetupGuest for Runtime {
         let metadata = model.metadata.clone();
         loaded::install(model);
         Ok(metadata)
+    }
+}
+
+impl ProfilingGuest for Runtime {
+    fn start(inputs: Vec<Tensor>) -> Result<Vec<PlanNode>, Error> {
+        let nodes = loaded::with_model(|model| loaded::start_profile(model, inputs))
+            .unwrap_or_else(|| Err(Error::Model(loaded::NO_MODEL.into())))?;
+        Ok(nodes.into_iter().map(|(name, op)| PlanNode { name, op }).collect())
+    }
+
+    fn step() -> Result<bool, Error> {
+        loaded::step_profile()
     }
 }
 

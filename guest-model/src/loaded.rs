@@ -142,14 +142,7 @@ impl LoadedModel {
                 return Err(invalid(name, format!("unknown output; the model has {}", known.join(", "))));
             }
         }
-        let mut values = TVec::new();
-        for slot in &self.inputs {
-            let tensor = request
-                .iter()
-                .find(|t| t.name == slot.spec.name)
-                .ok_or_else(|| invalid(&slot.spec.name, "missing input".to_string()))?;
-            values.push(slot.check_and_convert(tensor)?.into_tvalue());
-        }
+        let values = self.input_values(&request)?;
         let results = self.plan.run(values).map_err(|e| Error::Model(format!("{e:#}")))?;
         self.network
             .outputs
@@ -159,6 +152,69 @@ impl LoadedModel {
             .map(|(spec, value)| convert::from_tract(spec.name.clone(), value).map_err(Error::Model))
             .collect()
     }
+}
+
+impl LoadedModel {
+    /// The network's inputs from `request`, checked and converted, in the network's order.
+    fn input_values(&self, request: &[WitTensor]) -> Result<TVec<TValue>, Error> {
+        let mut values = TVec::new();
+        for slot in &self.inputs {
+            let tensor = request
+                .iter()
+                .find(|t| t.name == slot.spec.name)
+                .ok_or_else(|| invalid(&slot.spec.name, "missing input".to_string()))?;
+            values.push(slot.check_and_convert(tensor)?.into_tvalue());
+        }
+        Ok(values)
+    }
+}
+
+/// A run of the model set up for profiling: its state, the nodes in evaluation order, and
+/// how many have run.
+struct ProfileRun {
+    state: TypedSimpleState,
+    order: Vec<usize>,
+    next: usize,
+}
+
+thread_local! {
+    static PROFILE: RefCell<Option<ProfileRun>> = const { RefCell::new(None) };
+}
+
+/// Sets up a node-by-node run of `model` on `request` (after the tokenizer, if any): the
+/// (name, operator) of each node [`step_profile`] will evaluate, in order.
+pub fn start_profile(model: &LoadedModel, request: Vec<WitTensor>) -> Result<Vec<(String, String)>, Error> {
+    let request = match &model.text {
+        Some(text) => text.encode(&request)?,
+        None => request,
+    };
+    let values = model.input_values(&request)?;
+    let model_error = |e: TractError| Error::Model(format!("{e:#}"));
+    let mut state = model.plan.spawn().map_err(model_error)?;
+    state.set_inputs(values).map_err(model_error)?;
+    let nodes = model.plan.model().nodes();
+    let order: Vec<usize> = model
+        .plan
+        .order_without_consts()
+        .iter()
+        .copied()
+        .filter(|&id| !model.plan.model().input_outlets().is_ok_and(|inputs| inputs.iter().any(|o| o.node == id)))
+        .collect();
+    let names = order.iter().map(|&id| (nodes[id].name.clone(), nodes[id].op.name().to_string())).collect();
+    PROFILE.with(|slot| *slot.borrow_mut() = Some(ProfileRun { state, order, next: 0 }));
+    Ok(names)
+}
+
+/// Evaluates the next node of the profiled run; false once every node has run.
+pub fn step_profile() -> Result<bool, Error> {
+    PROFILE.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let run = slot.as_mut().ok_or_else(|| Error::Model("no profiled run was started".into()))?;
+        let Some(&node) = run.order.get(run.next) else { return Ok(false) };
+        run.state.compute_one(node).map_err(|e| Error::Model(format!("{e:#}")))?;
+        run.next += 1;
+        Ok(true)
+    })
 }
 
 impl InputSlot {

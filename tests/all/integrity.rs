@@ -130,3 +130,22 @@ fn current_uid() -> u32 {
     let probe = tempfile::tempfile().expect("probe");
     std::os::unix::fs::MetadataExt::uid(&probe.metadata().expect("meta"))
 }
+
+/// The per-operator profile runs the model node by node and times every node; a bad input is
+/// the same typed error as for `infer`.
+#[test]
+fn the_profile_times_every_node_and_refuses_bad_inputs() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("digits/1");
+    copy_version(fixtures().digits.dir(), &dir);
+    let model = LoadedModel::load(&runtime(), &dir).expect("load");
+    let holdout = holdout();
+    let input = fp32(&holdout.input_name, &holdout.x[..4]);
+    let nodes = model.profile(std::slice::from_ref(&input), 3, Default::default()).expect("profile");
+    assert!(nodes.len() >= 2, "{nodes:?}");
+    assert!(nodes.iter().all(|n| !n.op.is_empty() && !n.node.is_empty() && !n.time.is_zero()), "{nodes:?}");
+    assert!(nodes.iter().any(|n| n.op.contains("MatMul")), "a dense layer shows as a matrix product: {nodes:?}");
+    let wrong = edgeinfer_oip::Tensor { shape: vec![4, 3], data: vec![0; 48].into(), ..input };
+    let error = model.profile(&[wrong], 1, Default::default()).expect_err("refused");
+    assert!(matches!(error, edgeinfer_runtime::Error::InvalidInput { .. }), "{error}");
+}

@@ -9,6 +9,10 @@
 //! between the `zoo-table` markers) with `EDGEINFER_WRITE_ZOO_TABLE=1`. The test fails unless
 //! every model compiles and matches.
 
+#[path = "../support/zoo_case.rs"]
+mod zoo_case;
+use zoo_case::tensor;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -186,27 +190,6 @@ fn numbers(tensor: &Tensor) -> Vec<f64> {
             tensor.data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
         }
         other => panic!("unexpected output datatype {other:?}"),
-    }
-}
-
-/// A case input as a tensor (FP32, INT64 or INT32 data lists).
-fn tensor(input: &Value) -> Tensor {
-    let data = input["data"].as_array().expect("data");
-    let (datatype, bytes): (Datatype, Vec<u8>) = match input["datatype"].as_str().expect("datatype") {
-        "FP32" => {
-            (Datatype::Fp32, data.iter().flat_map(|v| (v.as_f64().expect("number") as f32).to_le_bytes()).collect())
-        }
-        "INT64" => (Datatype::Int64, data.iter().flat_map(|v| v.as_i64().expect("integer").to_le_bytes()).collect()),
-        "INT32" => {
-            (Datatype::Int32, data.iter().flat_map(|v| (v.as_i64().expect("integer") as i32).to_le_bytes()).collect())
-        }
-        other => panic!("unexpected input datatype {other}"),
-    };
-    Tensor {
-        name: input["name"].as_str().expect("name").to_string(),
-        datatype,
-        shape: input["shape"].as_array().expect("shape").iter().filter_map(Value::as_u64).collect(),
-        data: bytes.into(),
     }
 }
 

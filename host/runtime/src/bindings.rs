@@ -72,6 +72,25 @@ impl<'a> From<&'a OipTensor> for TensorView<'a> {
     }
 }
 
+/// The per-node profiling interface (exported by model components built from this runtime,
+/// outside the serving world).
+pub const PROFILING_INTERFACE: &str = "edgeinfer:inference/profiling@0.1.0";
+
+/// One node of a model's plan, as `profiling.start` lists them.
+#[derive(Debug, Clone, wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct PlanNode {
+    pub name: String,
+    pub op: String,
+}
+
+/// `profiling.start` called with borrowed inputs.
+pub type ProfileStartFunc<'a, 'b> =
+    wasmtime::component::TypedFunc<(&'a [TensorView<'b>],), (Result<Vec<PlanNode>, GuestError>,)>;
+
+/// `profiling.step`.
+pub type ProfileStepFunc = wasmtime::component::TypedFunc<(), (Result<bool, GuestError>,)>;
+
 /// `infer` called with borrowed inputs (see [`TensorView`]).
 pub type InferFunc<'a, 'b> =
     wasmtime::component::TypedFunc<(&'a [TensorView<'b>], &'a [String]), (Result<Vec<Tensor>, GuestError>,)>;

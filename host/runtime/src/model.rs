@@ -9,7 +9,10 @@ use edgeinfer_oip::Tensor;
 use wasmtime::component::{Component, ComponentExportIndex, Instance};
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{GuestError, InferFunc, MODEL_INTERFACE, ModelComponentPre, TensorView};
+use crate::bindings::{
+    GuestError, InferFunc, MODEL_INTERFACE, ModelComponentPre, PROFILING_INTERFACE, ProfileStartFunc, ProfileStepFunc,
+    TensorView,
+};
 use crate::capabilities;
 use crate::digest::{digests_equal, sha256_hex};
 use crate::limits::{LimitOverrides, Limits};
@@ -163,6 +166,44 @@ impl LoadedModel {
         result.map(|outcome| InferOutcome { instantiate_time, ..outcome })
     }
 
+    /// Runs the model `runs` times on `inputs` in one fresh instance, one node at a time, and
+    /// times each node with the host's clock (the sandbox has none): the per-operator profile.
+    /// The manifest's limits apply to the whole call, with `overrides`.
+    pub fn profile(&self, inputs: &[Tensor], runs: u32, overrides: LimitOverrides) -> Result<Vec<NodeTime>> {
+        let limits = self.manifest.limits.with(overrides);
+        let (mut store, _) = self.new_store(limits)?;
+        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
+        let missing = || Error::Runtime(format!("this component does not export {PROFILING_INTERFACE}"));
+        let interface = instance.get_export_index(&mut store, None, PROFILING_INTERFACE).ok_or_else(missing)?;
+        let mut export = |name: &str| instance.get_export_index(&mut store, Some(&interface), name).ok_or_else(missing);
+        let (start, step) = (export("start")?, export("step")?);
+        let start: ProfileStartFunc = instance.get_typed_func(&mut store, start).map_err(Error::runtime)?;
+        let step: ProfileStepFunc = instance.get_typed_func(&mut store, step).map_err(Error::runtime)?;
+        let views: Vec<TensorView> = inputs.iter().map(TensorView::from).collect();
+        let guest_error = |error: GuestError| match error {
+            GuestError::InvalidInput(invalid) => Error::InvalidInput { input: invalid.input, message: invalid.message },
+            GuestError::Model(message) => Error::Model(message),
+        };
+        let mut times: Vec<NodeTime> = Vec::new();
+        for _ in 0..runs.max(1) {
+            crate::cpu::clean_vector_state_for_guest();
+            let (nodes,) = start.call(&mut store, (&views,)).map_err(|e| classify(e, &store, limits))?;
+            let nodes = nodes.map_err(guest_error)?;
+            if times.is_empty() {
+                times = nodes.into_iter().map(|n| NodeTime { node: n.name, op: n.op, time: Duration::ZERO }).collect();
+            }
+            for node in &mut times {
+                let started = Instant::now();
+                let (stepped,) = step.call(&mut store, ()).map_err(|e| classify(e, &store, limits))?;
+                node.time += started.elapsed();
+                if !stepped.map_err(guest_error)? {
+                    break;
+                }
+            }
+        }
+        Ok(times)
+    }
+
     /// A warm instance for callers that trade per-request isolation for speed: one store and
     /// instance reused across calls, each call with a fresh fuel budget and deadline.
     pub fn session(&self, overrides: LimitOverrides) -> Result<ModelSession> {
@@ -227,6 +268,18 @@ impl LoadedModel {
         store.set_hostcall_fuel(limits.memory_bytes());
         Ok((store, started))
     }
+}
+
+/// The time one node of a model's plan took (see [`LoadedModel::profile`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTime {
+    /// The node's name in the optimized plan.
+    pub node: String,
+    /// Its operator, as tract names it (`Conv`, `OptMatMul`, `Add`...).
+    pub op: String,
+    /// Its time, summed over the runs (each a call into the sandbox, so it includes about a
+    /// microsecond of call overhead).
+    pub time: Duration,
 }
 
 /// A reusable instance of one model (see [`LoadedModel::session`]).

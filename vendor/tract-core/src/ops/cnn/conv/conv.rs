@@ -671,9 +671,18 @@ impl Conv {
     ) -> TractResult<OutletId> {
         let &[x, kernel, mut bias] = wire else { bail!("Wrong number of inputs") };
         let x_fact = model.outlet_fact(x)?.clone();
-        let x_shape = x_fact.shape.as_concrete().unwrap();
+        // edgeinfer patch: a symbolic batch (axis 0) gets the geometry of one image.
+        let symbolic_batch = x_fact.shape.as_concrete().is_none().then(|| x_fact.shape[0].clone());
+        let x_shape: TVec<usize> = x_fact
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(axis, d)| if axis == 0 && symbolic_batch.is_some() { Ok(1) } else { Ok(d.to_usize()?) })
+            .collect::<TractResult<_>>()?;
+        let x_shape = &*x_shape;
+        let x_dims: TVec<TDim> = x_shape.iter().map(|d| d.to_dim()).collect();
         let ConcretePoolGeometry { input_shape, patch, output_shape } =
-            self.pool_spec.compute_geo(&x_fact.shape)?.to_concrete(x_shape)?.into_owned();
+            self.pool_spec.compute_geo(&x_dims)?.to_concrete(x_shape)?.into_owned();
         let kernel = self.wire_kernel_as_g_o_ihw(model, name, kernel)?;
         // Channel-last DepthWise reads the kernel tap-major, [G, HW, O]: one channel vector per tap.
         let kernel = if self.pool_spec.data_format.c_is_last()
@@ -692,7 +701,7 @@ impl Conv {
             c_axis,
             self.output_channels(),
         )?[0];
-        let op = DepthWise::new(patch, input_shape, output_shape);
+        let op = DepthWise::new(patch, input_shape, output_shape, symbolic_batch);
         Ok(model.wire_node(name, op, &[x, kernel[0], bias])?[0])
     }
 
@@ -1443,7 +1452,10 @@ impl TypedOp for Conv {
             } else if self.group != 1
                 && self.group == self.output_channels()
                 && self.group == self.input_channels()
-                && input_fact.shape.as_concrete().is_some()
+                && (input_fact.shape.as_concrete().is_some()
+                    // edgeinfer patch: or concrete but for a symbolic batch (see DepthWise).
+                    || (self.pool_spec.data_format.has_n()
+                        && input_fact.shape.iter().skip(1).all(|d| d.to_usize().is_ok())))
             {
                 let mut patch = TypedModelPatch::new("depth_wise");
                 let inputs = patch.taps(model, &node.inputs)?;

@@ -13,6 +13,12 @@ pub struct DepthWise {
     patch: Patch,
     input_shape: DataShape,
     output_shape: DataShape,
+    /// edgeinfer patch: the batch dimension when the model leaves it symbolic. The geometry
+    /// above is then for one image, and a batch runs one image at a time. (tract 0.23.9 only
+    /// lowered concrete shapes to DepthWise: with a symbolic batch, every depthwise convolution
+    /// of MobileNet or EfficientNet went through im2col + a grouped matrix product, 3-6x
+    /// slower.)
+    symbolic_batch: Option<TDim>,
 }
 
 impl Op for DepthWise {
@@ -34,7 +40,29 @@ impl Op for DepthWise {
 impl EvalOp for DepthWise {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        // edgeinfer patch: a symbolic batch runs one image at a time.
+        let batch = inputs[0].shape().first().copied().unwrap_or(1);
+        if self.symbolic_batch.is_none() || batch == 1 {
+            return self.eval_one(ctx, inputs);
+        }
+        if batch == 0 {
+            let mut shape: TVec<usize> = self.output_shape.shape.clone();
+            shape[0] = 0;
+            return Ok(tvec!(Tensor::zero_dt(inputs[0].datum_type(), &shape)?.into_tvalue()));
+        }
+        let mut images = Vec::with_capacity(batch);
+        for image in 0..batch {
+            let mut one = inputs.clone();
+            one[0] = inputs[0].slice(0, image, image + 1)?.into_tvalue();
+            images.push(self.eval_one(ctx, one)?.remove(0).into_tensor());
+        }
+        Ok(tvec!(Tensor::stack_tensors(0, &images)?.into_tvalue()))
+    }
+}
+
+impl DepthWise {
+    fn eval_one(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let dt = inputs[0].datum_type();
         #[cfg(target_arch = "aarch64")]
         if dt == f16::datum_type() && tract_linalg::arm64::has_fp16() {
@@ -77,6 +105,11 @@ impl TypedOp for DepthWise {
             self.input_shape.c(),
             inputs[2].shape.len()
         );
+        if let Some(batch) = &self.symbolic_batch {
+            let mut shape: TVec<TDim> = self.output_shape.shape.iter().map(|d| d.to_dim()).collect();
+            shape[0] = batch.clone();
+            return Ok(tvec!(inputs[0].datum_type.fact(&*shape)));
+        }
         Ok(tvec!(inputs[0].datum_type.fact(&self.output_shape.shape)))
     }
 
