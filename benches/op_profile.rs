@@ -69,7 +69,7 @@ fn print_table(name: &str, runs: u32, sandbox: &ByOp, native: Result<&ByOp, &Str
     for (op, (nodes, nanos)) in ops {
         let native_nanos = native.ok().and_then(|n| n.get(op)).map(|(_, ns)| *ns);
         println!(
-            "| {op} | {nodes} | {:.2} | {:.0}% | {} | {} |",
+            "| `{op}` | {nodes} | {:.2} | {:.0}% | {} | {} |",
             per_run_ms(*nanos),
             100.0 * *nanos as f64 / total.max(1) as f64,
             native_nanos.map_or("-".into(), |ns| format!("{:.2}", per_run_ms(ns))),
