@@ -47,7 +47,8 @@ pub struct LoadedModel {
     infer_export: ComponentExportIndex,
     runtime: Arc<Runtime>,
     reference: Option<Arc<crate::reference::Reference>>,
-    /// The largest linear memory the manifest's examples needed (measured at load).
+    /// The largest linear memory a request reached at load (the examples, or a request of
+    /// zeros without them).
     request_memory: Option<u64>,
 }
 
@@ -85,8 +86,9 @@ impl LoadedModel {
         Ok(model)
     }
 
-    /// The linear memory a request reached in the load-time smoke test (the largest over the
-    /// manifest's examples; `None` without examples). Pool slots keep up to
+    /// The linear memory a request reached at load: the largest over the manifest's examples
+    /// (the smoke test) or, without examples, one request of zeros (`None` when the model
+    /// takes non-numeric inputs or refuses zeros). Pool slots keep up to
     /// [`crate::RuntimeConfig::keep_resident_bytes`] of it resident between instances.
     pub fn request_memory_bytes(&self) -> Option<u64> {
         self.request_memory
@@ -180,10 +182,6 @@ impl LoadedModel {
         let start: ProfileStartFunc = instance.get_typed_func(&mut store, start).map_err(Error::runtime)?;
         let step: ProfileStepFunc = instance.get_typed_func(&mut store, step).map_err(Error::runtime)?;
         let views: Vec<TensorView> = inputs.iter().map(TensorView::from).collect();
-        let guest_error = |error: GuestError| match error {
-            GuestError::InvalidInput(invalid) => Error::InvalidInput { input: invalid.input, message: invalid.message },
-            GuestError::Model(message) => Error::Model(message),
-        };
         let mut times: Vec<NodeTime> = Vec::new();
         for _ in 0..runs.max(1) {
             crate::cpu::clean_vector_state_for_guest();
@@ -331,15 +329,20 @@ fn call_infer(
     let fuel_used = store.get_fuel().map(|left| limits.fuel.saturating_sub(left)).unwrap_or(0);
     match result {
         Err(trap) => (Err(classify(trap, store, limits)), true),
-        Ok(Err(GuestError::InvalidInput(invalid))) => {
-            (Err(Error::InvalidInput { input: invalid.input, message: invalid.message }), false)
-        }
-        Ok(Err(GuestError::Model(message))) => (Err(Error::Model(message)), false),
+        Ok(Err(error)) => (Err(guest_error(error)), false),
         Ok(Ok(tensors)) => {
             let outputs = tensors.into_iter().map(Into::into).collect();
             let memory_bytes = store.data().limiter.total as u64;
             (Ok(InferOutcome { outputs, fuel_used, instantiate_time: Duration::ZERO, inputs, memory_bytes }), false)
         }
+    }
+}
+
+/// The typed error for an error the guest returned.
+fn guest_error(error: GuestError) -> Error {
+    match error {
+        GuestError::InvalidInput(invalid) => Error::InvalidInput { input: invalid.input, message: invalid.message },
+        GuestError::Model(message) => Error::Model(message),
     }
 }
 
