@@ -39,6 +39,7 @@ pub mod digest;
 mod error;
 pub mod features;
 mod http_stubs;
+pub mod kernels;
 pub mod limits;
 pub mod manifest;
 pub mod model;

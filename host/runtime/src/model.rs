@@ -50,6 +50,8 @@ pub struct LoadedModel {
     /// The largest linear memory a request reached at load (the examples, or a request of
     /// zeros without them).
     request_memory: Option<u64>,
+    /// Whether its matrix products run on the host's native kernels.
+    native_kernels: bool,
 }
 
 impl LoadedModel {
@@ -69,6 +71,11 @@ impl LoadedModel {
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         let instance_pre = runtime.prepare(&wasm, &actual)?;
         let infer_export = infer_export(instance_pre.component())?;
+        let native_kernels = instance_pre
+            .component()
+            .component_type()
+            .imports(runtime.engine())
+            .any(|(name, _)| name == crate::kernels::COMPONENT_IMPORT);
         let pre = ModelComponentPre::new(instance_pre).map_err(|e| Error::Runtime(format!("{e:#}")))?;
         let reference = crate::reference::Reference::load(dir, &manifest)?.map(Arc::new);
         let mut model = LoadedModel {
@@ -79,11 +86,18 @@ impl LoadedModel {
             runtime: runtime.clone(),
             reference,
             request_memory: None,
+            native_kernels,
         };
         model.check_metadata()?;
         model.request_memory = model.smoke_test()?.or_else(|| model.probe_memory());
         model.check_resident_budget();
         Ok(model)
+    }
+
+    /// Whether the model's matrix products run on the host's native kernels (see
+    /// [`crate::kernels`]); otherwise on the wasm kernels its component carries.
+    pub fn native_kernels(&self) -> bool {
+        self.native_kernels
     }
 
     /// The linear memory a request reached at load: the largest over the manifest's examples
@@ -259,6 +273,7 @@ impl LoadedModel {
             store.set_fuel(limits.fuel).map_err(Error::runtime)?;
         }
         store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
+        store.data_mut().deadline = started.checked_add(std::time::Duration::from_millis(limits.timeout_ms));
         store.epoch_deadline_trap();
         // What the host copies out of one call (outputs, error messages) is bounded like the
         // guest's memory: a well-behaved model's outputs all live in its memory at once, so
@@ -301,6 +316,8 @@ impl ModelSession {
             self.store.set_fuel(limits.fuel).map_err(Error::runtime)?;
         }
         self.store.set_epoch_deadline(Runtime::deadline_ticks(limits.timeout_ms));
+        self.store.data_mut().deadline =
+            Instant::now().checked_add(std::time::Duration::from_millis(limits.timeout_ms));
         let (result, trapped) =
             call_infer(&mut self.store, &self.instance, &self.infer_export, inputs, outputs, limits);
         self.poisoned = trapped;

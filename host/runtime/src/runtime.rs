@@ -51,6 +51,11 @@ pub struct RuntimeConfig {
     /// this CPU has (SSE4.2 stays). Outputs are the same bits either way (the determinism test
     /// compares them); this exists to prove it and to pin code generation when wanted.
     pub without_avx: bool,
+    /// Run the matrix products models lower to on the host's native kernels (see
+    /// [`crate::kernels`]): same bits, fuel and deadline as the wasm kernels, several times
+    /// faster. On by default; off (or with [`Self::without_avx`]) models run the wasm
+    /// kernels they carry, as every other wasm host does.
+    pub native_kernels: bool,
 }
 
 /// Cranelift's x86-64 features beyond SSE4.2 and POPCNT, turned off by
@@ -92,11 +97,18 @@ impl Default for RuntimeConfig {
             keep_resident_bytes: DEFAULT_KEEP_RESIDENT_BYTES,
             warm_slots: (2 * cores).max(4),
             without_avx: false,
+            native_kernels: true,
         }
     }
 }
 
 impl RuntimeConfig {
+    /// Whether models run on native kernels: asked for, and the engine is not pinned to
+    /// code without AVX (that engine proves the wasm path gives the same bits).
+    pub fn native_kernels_used(&self) -> bool {
+        self.native_kernels && !self.without_avx
+    }
+
     /// Whether pool slots keep pages resident: asked for and the kernel can find the dirtied
     /// pages. Without `PAGEMAP_SCAN`, keeping memory resident means a memset of the whole kept
     /// range per instance: slower than giving the pages back for small models.
@@ -157,6 +169,7 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(Error::runtime)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(Error::runtime)?;
+        crate::kernels::add_to_linker(&mut linker).map_err(Error::runtime)?;
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(Arc::new(Runtime { engine, linker, cache, config, shared_code: Mutex::default(), _ticker: ticker }))
     }
@@ -183,7 +196,7 @@ impl Runtime {
     /// whole.
     pub(crate) fn prepare(&self, wasm: &[u8], digest: &str) -> Result<InstancePre<StoreState>> {
         let link_error = |e: wasmtime::Error| Error::Runtime(format!("{e:#}"));
-        let Some(split) = crate::shared_code::split(wasm) else {
+        let Some(split) = crate::shared_code::split(wasm, self.config.native_kernels_used()) else {
             let component = self.compile(wasm, digest)?;
             return self.linker_for(&component).map_err(link_error)?.instantiate_pre(&component).map_err(link_error);
         };

@@ -17,7 +17,8 @@
 //! Components of any other shape (hand-written test components, nested components) are not
 //! split: [`split`] returns `None` and the host compiles them whole.
 
-use wasm_encoder::reencode::{Reencode, ReencodeComponent, RoundtripReencoder};
+use crate::kernels::link;
+use wasm_encoder::reencode::{Error as ReencodeError, Reencode, ReencodeComponent, RoundtripReencoder};
 use wasm_encoder::{
     ComponentAliasSection, ComponentImportSection, ComponentSectionId, ComponentTypeRef, CoreTypeSection, EntityType,
     ExportKind, ExportSection, ImportSection, InstanceSection, MemorySection, Module, ModuleArg, ModuleType,
@@ -40,13 +41,21 @@ pub struct SplitComponent {
     pub shell: Vec<u8>,
 }
 
-/// Splits `component`, or `None` when it does not have the shape of a model component.
-pub fn split(component: &[u8]) -> Option<SplitComponent> {
+/// Splits `component`, or `None` when it does not have the shape of a model component. With
+/// `native_kernels`, a code module that has the batched tile kernel gets it linked to the host
+/// (see [`crate::kernels`]); one without keeps its wasm body.
+pub fn split(component: &[u8], native_kernels: bool) -> Option<SplitComponent> {
     let sections = top_level_sections(component)?;
     let target = snapshotted_module(component, &sections)?;
     let module = &component[sections[target.section].range.clone()];
-    let parts = split_module(module)?;
-    let shell = shell(component, &sections, &target, &parts)?;
+    let mut parts = split_module(module)?;
+    let linked = if native_kernels { link::link(&parts.code) } else { None };
+    let native = linked.is_some();
+    if let Some(linked) = linked {
+        parts.code_type = module_type(&linked)?;
+        parts.code = linked;
+    }
+    let shell = shell(component, &target, &parts, native)?;
     Some(SplitComponent { code: parts.code, shell })
 }
 
@@ -196,12 +205,6 @@ fn split_module(module: &[u8]) -> Option<ModuleParts> {
     let mut state_memory = None;
     let mut state_data = None;
     let mut saw_imports = false;
-    let mut types = Vec::new();
-    let mut imports = Vec::new();
-    let mut functions: Vec<u32> = Vec::new();
-    let mut tables = Vec::new();
-    let mut globals = Vec::new();
-    let mut exports = Vec::new();
     let mut parser = Parser::new(0);
     let mut offset = 0;
     let memory = shared_memory_type(module)?;
@@ -220,65 +223,27 @@ fn split_module(module: &[u8]) -> Option<ModuleParts> {
         if follows_imports && !saw_imports {
             saw_imports = true;
             code.section(ImportSection::new().import(STATE_MODULE, "memory", EntityType::Memory(memory)));
-            imports.push((STATE_MODULE.to_string(), "memory".to_string(), EntityType::Memory(memory)));
         }
         match payload {
             Payload::Version { .. } => {}
             Payload::End(_) => break,
-            Payload::TypeSection(reader) => {
-                for ty in reader.clone().into_iter_err_on_gc_types() {
-                    types.push(ty.ok()?);
-                }
-                code.section(&raw(reader.range(), SectionId::Type as u8));
-            }
             Payload::ImportSection(reader) => {
                 saw_imports = true;
                 let mut section = ImportSection::new();
                 for import in reader.into_imports() {
                     let import = import.ok()?;
-                    match import.ty {
-                        TypeRef::Func(ty) | TypeRef::FuncExact(ty) => functions.push(ty),
-                        TypeRef::Table(ty) => tables.push(ty),
-                        TypeRef::Global(ty) => globals.push(ty),
-                        _ => return None,
+                    if matches!(import.ty, TypeRef::Memory(_) | TypeRef::Tag(_)) {
+                        return None;
                     }
-                    let ty = RoundtripReencoder.entity_type(import.ty).ok()?;
-                    section.import(import.module, import.name, ty);
-                    imports.push((import.module.to_string(), import.name.to_string(), ty));
+                    section.import(import.module, import.name, RoundtripReencoder.entity_type(import.ty).ok()?);
                 }
                 // The memory becomes the last import; the memory section is dropped.
                 section.import(STATE_MODULE, "memory", EntityType::Memory(memory));
-                imports.push((STATE_MODULE.to_string(), "memory".to_string(), EntityType::Memory(memory)));
                 code.section(&section);
-            }
-            Payload::FunctionSection(reader) => {
-                for ty in reader.clone() {
-                    functions.push(ty.ok()?);
-                }
-                code.section(&raw(reader.range(), SectionId::Function as u8));
-            }
-            Payload::TableSection(reader) => {
-                for table in reader.clone() {
-                    tables.push(table.ok()?.ty);
-                }
-                code.section(&raw(reader.range(), SectionId::Table as u8));
             }
             Payload::MemorySection(reader) => {
                 let memory = reader.into_iter().next()?.ok()?;
                 state_memory = Some(RoundtripReencoder.memory_type(memory).ok()?);
-            }
-            Payload::GlobalSection(reader) => {
-                for global in reader.clone() {
-                    globals.push(global.ok()?.ty);
-                }
-                code.section(&raw(reader.range(), SectionId::Global as u8));
-            }
-            Payload::ExportSection(reader) => {
-                for export in reader.clone() {
-                    let export = export.ok()?;
-                    exports.push((export.name.to_string(), export.kind, export.index));
-                }
-                code.section(&raw(reader.range(), SectionId::Export as u8));
             }
             Payload::DataSection(reader) => state_data = Some(reader.range()),
             Payload::DataCountSection { .. } => {}
@@ -298,27 +263,78 @@ fn split_module(module: &[u8]) -> Option<ModuleParts> {
     state.section(MemorySection::new().memory(state_memory?));
     state.section(ExportSection::new().export("memory", ExportKind::Memory, 0));
     state.section(&RawSection { id: SectionId::Data as u8, data: &module[state_data?] });
+    let code = code.finish();
+    let code_type = module_type(&code)?;
+    Some(ModuleParts { code, state: state.finish(), code_type })
+}
 
-    let mut code_type = ModuleType::new();
-    for ty in &types {
-        let func = RoundtripReencoder.func_type(ty.clone()).ok()?;
-        code_type.ty().function(func.params().iter().copied(), func.results().iter().copied());
+/// The type of a core module: its function types, imports and exports.
+fn module_type(module: &[u8]) -> Option<ModuleType> {
+    let mut module_type = ModuleType::new();
+    let mut functions: Vec<u32> = Vec::new();
+    let mut tables = Vec::new();
+    let mut globals = Vec::new();
+    let mut memories = Vec::new();
+    for payload in Parser::new(0).parse_all(module) {
+        match payload.ok()? {
+            Payload::TypeSection(reader) => {
+                for ty in reader.into_iter_err_on_gc_types() {
+                    let func = RoundtripReencoder.func_type(ty.ok()?).ok()?;
+                    module_type.ty().function(func.params().iter().copied(), func.results().iter().copied());
+                }
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.ok()?;
+                    let ty = RoundtripReencoder.entity_type(import.ty).ok()?;
+                    match ty {
+                        EntityType::Function(f) => functions.push(f),
+                        EntityType::Table(t) => tables.push(t),
+                        EntityType::Global(g) => globals.push(g),
+                        EntityType::Memory(m) => memories.push(m),
+                        _ => return None,
+                    }
+                    module_type.import(import.module, import.name, ty);
+                }
+            }
+            Payload::FunctionSection(reader) => {
+                for ty in reader {
+                    functions.push(ty.ok()?);
+                }
+            }
+            Payload::TableSection(reader) => {
+                for table in reader {
+                    tables.push(RoundtripReencoder.table_type(table.ok()?.ty).ok()?);
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    memories.push(RoundtripReencoder.memory_type(memory.ok()?).ok()?);
+                }
+            }
+            Payload::GlobalSection(reader) => {
+                for global in reader {
+                    globals.push(RoundtripReencoder.global_type(global.ok()?.ty).ok()?);
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.ok()?;
+                    let index = export.index as usize;
+                    let ty = match export.kind {
+                        ExternalKind::Func | ExternalKind::FuncExact => EntityType::Function(*functions.get(index)?),
+                        ExternalKind::Table => EntityType::Table(*tables.get(index)?),
+                        ExternalKind::Global => EntityType::Global(*globals.get(index)?),
+                        ExternalKind::Memory => EntityType::Memory(*memories.get(index)?),
+                        _ => return None,
+                    };
+                    module_type.export(export.name, ty);
+                }
+            }
+            _ => {}
+        }
     }
-    for (module, name, ty) in &imports {
-        code_type.import(module, name, *ty);
-    }
-    for (name, kind, index) in exports {
-        let index = index as usize;
-        let ty = match kind {
-            ExternalKind::Func | ExternalKind::FuncExact => EntityType::Function(*functions.get(index)?),
-            ExternalKind::Table => EntityType::Table(RoundtripReencoder.table_type(*tables.get(index)?).ok()?),
-            ExternalKind::Global => EntityType::Global(RoundtripReencoder.global_type(*globals.get(index)?).ok()?),
-            ExternalKind::Memory if index == 0 => EntityType::Memory(memory),
-            _ => return None,
-        };
-        code_type.export(&name, ty);
-    }
-    Some(ModuleParts { code: code.finish(), state: state.finish(), code_type })
+    Some(module_type)
 }
 
 /// The memory type the code module imports: the module's own with no minimum, so every
@@ -335,86 +351,227 @@ fn shared_memory_type(module: &[u8]) -> Option<wasm_encoder::MemoryType> {
     None
 }
 
-/// Index remapping for the sections after the insertion: one more module after the code
-/// module's slot, one more core instance before the code module's instance.
-struct Remap {
-    code_module: u32,
-    code_instance: Option<u32>,
+/// How far each index space at the shell's top level moves: by what the prefix defines.
+#[derive(Clone, Copy, Default)]
+struct Shift {
+    modules: u32,
+    instances: u32,
+    memories: u32,
+    core_funcs: u32,
+    types: u32,
+    funcs: u32,
 }
 
-impl Reencode for Remap {
+/// Writes the shell: the prefix, then the component with every top-level index moved past
+/// it, the snapshotted module replaced by the import of the code module, and that module's
+/// instantiation given the state (and kernel) instances.
+struct ShellWriter<'a> {
+    parts: &'a ModuleParts,
+    shift: Shift,
+    /// Nesting below the shell's top level (nested components, type scopes, modules).
+    depth: u32,
+    target_module: u32,
+    /// Top-level core modules seen so far, in the original numbering.
+    modules_seen: u32,
+    code_instances: u32,
+    native: bool,
+}
+
+impl ShellWriter<'_> {
+    fn at_top(&self) -> bool {
+        self.depth == 0
+    }
+
+    /// Whether an outer alias `count` scopes up from here names the top level.
+    fn names_top(&self, count: u32) -> bool {
+        self.depth.checked_sub(count) == Some(0)
+    }
+
+    /// The prefix: the state module and its instance first; with native kernels, the realloc
+    /// shim, the kernel's component import lowered with the state memory, and the core
+    /// instance the code module imports it from.
+    fn prefix(&self, shell: &mut wasm_encoder::Component) {
+        shell.section(&RawSection { id: ComponentSectionId::CoreModule as u8, data: &self.parts.state });
+        if !self.native {
+            let mut instances = InstanceSection::new();
+            instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
+            shell.section(&instances);
+            return;
+        }
+        shell.section(&wasm_encoder::ModuleSection(&realloc_shim()));
+        let mut instances = InstanceSection::new();
+        instances.instantiate(0, Vec::<(&str, ModuleArg)>::new()).instantiate(1, Vec::<(&str, ModuleArg)>::new());
+        shell.section(&instances);
+        let mut aliases = ComponentAliasSection::new();
+        for (instance, kind, name) in
+            [(0, ExportKind::Memory, "memory"), (1, ExportKind::Func, "realloc"), (1, ExportKind::Func, "set-out")]
+        {
+            aliases.alias(wasm_encoder::Alias::CoreInstanceExport { instance, kind, name });
+        }
+        shell.section(&aliases);
+        let mut types = wasm_encoder::ComponentTypeSection::new();
+        types.defined_type().list(wasm_encoder::PrimitiveValType::U8);
+        types.defined_type().list(wasm_encoder::PrimitiveValType::F32);
+        let u32 = wasm_encoder::ComponentValType::Primitive(wasm_encoder::PrimitiveValType::U32);
+        types
+            .function()
+            .params([("memory", wasm_encoder::ComponentValType::Type(0)), ("specs", u32), ("tiles", u32)])
+            .result(Some(wasm_encoder::ComponentValType::Type(1)));
+        shell.section(&types);
+        let mut import = ComponentImportSection::new();
+        import.import(crate::kernels::COMPONENT_IMPORT, ComponentTypeRef::Func(2));
+        shell.section(&import);
+        let mut canon = wasm_encoder::CanonicalFunctionSection::new();
+        canon.lower(0, [wasm_encoder::CanonicalOption::Memory(0), wasm_encoder::CanonicalOption::Realloc(0)]);
+        shell.section(&canon);
+        let mut bundle = InstanceSection::new();
+        bundle.export_items([(link::MMM, ExportKind::Func, 2), (link::SET_OUT, ExportKind::Func, 1)]);
+        shell.section(&bundle);
+    }
+}
+
+impl Reencode for ShellWriter<'_> {
     type Error = std::convert::Infallible;
-}
 
-impl ReencodeComponent for Remap {
-    fn module_index(&mut self, index: u32) -> u32 {
-        if index > self.code_module { index + 1 } else { index }
+    fn function_index(&mut self, func: u32) -> Result<u32, ReencodeError<Self::Error>> {
+        Ok(if self.at_top() { func + self.shift.core_funcs } else { func })
     }
 
-    fn instance_index(&mut self, index: u32) -> u32 {
-        match self.code_instance {
-            Some(code) if index >= code => index + 1,
-            _ => index,
+    fn memory_index(&mut self, memory: u32) -> Result<u32, ReencodeError<Self::Error>> {
+        Ok(if self.at_top() { memory + self.shift.memories } else { memory })
+    }
+}
+
+impl ReencodeComponent for ShellWriter<'_> {
+    fn component_type_index(&mut self, ty: u32) -> u32 {
+        if self.at_top() { ty + self.shift.types } else { ty }
+    }
+
+    fn component_func_index(&mut self, func: u32) -> u32 {
+        if self.at_top() { func + self.shift.funcs } else { func }
+    }
+
+    fn module_index(&mut self, module: u32) -> u32 {
+        if self.at_top() { module + self.shift.modules } else { module }
+    }
+
+    fn instance_index(&mut self, instance: u32) -> u32 {
+        if self.at_top() { instance + self.shift.instances } else { instance }
+    }
+
+    fn outer_component_type_index(&mut self, count: u32, ty: u32) -> u32 {
+        if self.names_top(count) { ty + self.shift.types } else { ty }
+    }
+
+    fn push_depth(&mut self) {
+        self.depth += 1;
+    }
+
+    fn pop_depth(&mut self) {
+        self.depth -= 1;
+    }
+
+    fn parse_component_submodule(
+        &mut self,
+        component: &mut wasm_encoder::Component,
+        _parser: Parser,
+        module: &[u8],
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        let index = self.modules_seen;
+        self.modules_seen += 1;
+        if index == self.target_module {
+            let mut types = CoreTypeSection::new();
+            types.ty().module(&self.parts.code_type);
+            component.section(&types);
+            let mut import = ComponentImportSection::new();
+            import.import(CODE_IMPORT, ComponentTypeRef::Module(0));
+            component.section(&import);
+        } else {
+            // Core modules have no component indices: copied as they are.
+            component.section(&RawSection { id: ComponentSectionId::CoreModule as u8, data: module });
         }
+        Ok(())
     }
-}
 
-/// Writes the shell: the component with the code module imported, the state module added
-/// right after it and instantiated right before it.
-fn shell(bytes: &[u8], sections: &[Section], target: &Target, parts: &ModuleParts) -> Option<Vec<u8>> {
-    let mut shell = wasm_encoder::Component::new();
-    let mut remap = Remap { code_module: target.module_index, code_instance: None };
-    let mut core_instances = 0u32;
-    for (position, section) in sections.iter().enumerate() {
-        let reader = reader_at(bytes, section);
-        match section.id {
-            _ if position == target.section => {
-                let mut types = CoreTypeSection::new();
-                types.ty().module(&parts.code_type);
-                shell.section(&types);
-                let mut import = ComponentImportSection::new();
-                import.import(CODE_IMPORT, ComponentTypeRef::Module(0));
-                shell.section(&import);
-                shell.section(&RawSection { id: ComponentSectionId::CoreModule as u8, data: &parts.state });
-            }
-            id if id == ComponentSectionId::CoreInstance as u8 => {
-                let mut instances = InstanceSection::new();
-                for instance in wasmparser::InstanceSectionReader::new(reader).ok()? {
-                    let instance = instance.ok()?;
-                    if let wasmparser::Instance::Instantiate { module_index, args } = &instance
-                        && *module_index == target.module_index
-                    {
-                        if remap.code_instance.is_some() {
-                            return None;
-                        }
-                        instances.instantiate(target.module_index + 1, Vec::<(&str, ModuleArg)>::new());
-                        remap.code_instance = Some(core_instances);
-                        let mut new_args = Vec::new();
-                        for arg in args.iter() {
-                            new_args.push((arg.name, ModuleArg::Instance(remap.instance_index(arg.index))));
-                        }
-                        new_args.push((STATE_MODULE, ModuleArg::Instance(core_instances)));
-                        instances.instantiate(target.module_index, new_args);
-                    } else {
-                        remap.parse_instance(&mut instances, instance).ok()?;
+    fn parse_instance_section(
+        &mut self,
+        instances: &mut InstanceSection,
+        section: wasmparser::InstanceSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        for instance in section {
+            match instance? {
+                wasmparser::Instance::Instantiate { module_index, args }
+                    if self.at_top() && module_index == self.target_module =>
+                {
+                    self.code_instances += 1;
+                    let mut new_args: Vec<(&str, ModuleArg)> = Vec::new();
+                    for arg in args.iter() {
+                        new_args.push((arg.name, ModuleArg::Instance(self.instance_index(arg.index))));
                     }
-                    core_instances += 1;
+                    new_args.push((STATE_MODULE, ModuleArg::Instance(0)));
+                    if self.native {
+                        new_args.push((link::KERNEL_MODULE, ModuleArg::Instance(2)));
+                    }
+                    instances.instantiate(self.module_index(module_index), new_args);
                 }
-                shell.section(&instances);
-            }
-            id if id == ComponentSectionId::Alias as u8 => {
-                let mut aliases = ComponentAliasSection::new();
-                let reader = wasmparser::ComponentAliasSectionReader::new(reader).ok()?;
-                remap.parse_component_alias_section(&mut aliases, reader).ok()?;
-                shell.section(&aliases);
-            }
-            id => {
-                shell.section(&RawSection { id, data: &bytes[section.range.clone()] });
+                instance => self.parse_instance(instances, instance)?,
             }
         }
+        Ok(())
     }
-    remap.code_instance?;
-    Some(shell.finish())
+}
+
+/// A core module with a mutable global: `set-out` stores an address, `realloc` answers it.
+/// The shell gives it to the kernel's lowering as its realloc, so the tiles the host returns
+/// land where the guest asked (wasmtime checks the answer's bounds and alignment).
+fn realloc_shim() -> Module {
+    let mut module = Module::new();
+    let mut types = wasm_encoder::TypeSection::new();
+    types.ty().function([wasm_encoder::ValType::I32], []);
+    types.ty().function([wasm_encoder::ValType::I32; 4], [wasm_encoder::ValType::I32]);
+    module.section(&types);
+    let mut functions = wasm_encoder::FunctionSection::new();
+    functions.function(0).function(1);
+    module.section(&functions);
+    let mut globals = wasm_encoder::GlobalSection::new();
+    globals.global(
+        wasm_encoder::GlobalType { val_type: wasm_encoder::ValType::I32, mutable: true, shared: false },
+        &wasm_encoder::ConstExpr::i32_const(0),
+    );
+    module.section(&globals);
+    let mut exports = ExportSection::new();
+    exports.export("set-out", ExportKind::Func, 0).export("realloc", ExportKind::Func, 1);
+    module.section(&exports);
+    let mut code = wasm_encoder::CodeSection::new();
+    let mut set_out = wasm_encoder::Function::new([]);
+    set_out.instructions().local_get(0).global_set(0).end();
+    let mut realloc = wasm_encoder::Function::new([]);
+    realloc.instructions().global_get(0).end();
+    code.function(&set_out).function(&realloc);
+    module.section(&code);
+    module
+}
+
+/// Writes the shell (see [`ShellWriter`]).
+fn shell(bytes: &[u8], target: &Target, parts: &ModuleParts, native: bool) -> Option<Vec<u8>> {
+    let shift = if native {
+        Shift { modules: 2, instances: 3, memories: 1, core_funcs: 3, types: 3, funcs: 1 }
+    } else {
+        Shift { modules: 1, instances: 1, ..Shift::default() }
+    };
+    let mut writer = ShellWriter {
+        parts,
+        shift,
+        depth: 0,
+        target_module: target.module_index,
+        modules_seen: 0,
+        code_instances: 0,
+        native,
+    };
+    let mut shell = wasm_encoder::Component::new();
+    writer.prefix(&mut shell);
+    writer.parse_component(&mut shell, Parser::new(0), bytes).ok()?;
+    (writer.code_instances == 1).then(|| shell.finish())
 }
 
 #[cfg(test)]
@@ -429,8 +586,8 @@ mod tests {
                 (core instance (instantiate $m)))"#,
         )
         .expect("wat");
-        assert!(split(&component).is_none());
-        assert!(split(b"\0asm\x01\0\0\0").is_none(), "a core module is not a component");
+        assert!(split(&component, true).is_none());
+        assert!(split(b"\0asm\x01\0\0\0", true).is_none(), "a core module is not a component");
     }
 
     #[test]
@@ -446,7 +603,7 @@ mod tests {
                 (func (export "get") (result s32) (canon lift (core func $i "get"))))"#,
         )
         .expect("wat");
-        let split = split(&component).expect("split");
+        let split = split(&component, true).expect("split");
         let mut features = wasmparser::WasmFeatures::default();
         features.insert(wasmparser::WasmFeatures::COMPONENT_MODEL);
         wasmparser::Validator::new_with_features(features).validate_all(&split.code).expect("code module validates");

@@ -15,6 +15,9 @@ pub struct StoreState {
     table: ResourceTable,
     stderr: MemoryOutputPipe,
     pub(crate) limiter: MemoryLimiter,
+    /// When the request's wall-clock budget ends; host code that runs long (the native
+    /// kernels) checks it, as the epoch does for guest code.
+    pub(crate) deadline: Option<std::time::Instant>,
 }
 
 impl StoreState {
@@ -27,6 +30,7 @@ impl StoreState {
             table: ResourceTable::new(),
             stderr,
             limiter: MemoryLimiter { cap: memory_cap, total: 0, denied: false },
+            deadline: None,
         }
     }
 

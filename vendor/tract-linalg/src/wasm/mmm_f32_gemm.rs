@@ -188,7 +188,7 @@ MMMRustKernel!(wasm32; kernel_f32_4x4 => wasm_f32_4x4<f32>(4,4)@(4,4)
 /// register-pressure boundary. For DFN3 ops, all M and N are multiples of 8,
 /// so 8x8 fits cleanly with no padding waste.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-unsafe fn kernel_f32_8x8(mut pnl: *const FusedKerSpec<f32>) -> isize {
+pub(crate) unsafe fn kernel_f32_8x8(mut pnl: *const FusedKerSpec<f32>) -> isize {
     use std::arch::wasm32::*;
 
     unsafe {

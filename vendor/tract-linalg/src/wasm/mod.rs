@@ -27,6 +27,9 @@ mod mmm_f32_gemv;
 mod mmm_i32;
 mod reduce;
 mod softmax_rows;
+// edgeinfer patch: batched 8x8 tiles behind an exported entry point a host may link natively.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod tile_batch;
 
 pub use act::*;
 pub use act_f32::*;

@@ -273,7 +273,7 @@ impl<K: MatMatMulKer> MatMatMul for K {
                 .downcast_mut::<ScratchSpaceImpl<K::Acc>>()
                 .context("Wrong scratch space type")?;
             scratch.prepare(self, m, n, non_linear)?;
-            if n == 1 && self.nr() == 1 {
+            let result = if n == 1 && self.nr() == 1 {
                 run_with_scratch_space_vec(self, m, scratch, non_linear)
             } else {
                 let (mut prefer_col, mut prefer_row) = (0, 0);
@@ -297,7 +297,17 @@ impl<K: MatMatMulKer> MatMatMul for K {
                     scratch,
                     non_linear,
                 )
-            }
+            };
+            // edgeinfer patch: the product is complete only once its batched tiles have run.
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            let result = match result {
+                Ok(()) => crate::wasm::tile_batch::flush(),
+                Err(e) => {
+                    crate::wasm::tile_batch::discard();
+                    Err(e)
+                }
+            };
+            result
         }
     }
 }

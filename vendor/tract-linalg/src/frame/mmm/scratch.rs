@@ -263,7 +263,11 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         // tile. Single-threaded callers should prefer `run_in_tls_scope`+
         // `run_one_tile` to amortise the TLS borrow + sync over many tiles.
         unsafe {
-            self.run_in_tls_scope(|this, tls| this.run_one_tile(ker, specs, tls, down, right))
+            self.run_in_tls_scope(|this, tls| this.run_one_tile(ker, specs, tls, down, right))?;
+            // edgeinfer patch: a tile run on its own is complete when this returns.
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            crate::wasm::tile_batch::flush()?;
+            Ok(())
         }
     }
 
@@ -295,9 +299,24 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         unsafe {
             if down < self.valid_down_tiles && right < self.valid_right_tiles {
                 self.for_valid_tile(ker, specs, tls, down, right)?;
+                // edgeinfer patch: valid tiles of the wasm 8x8 f32 kernel go to the batch
+                // (wasm/tile_batch.rs), run later through an entry point a host may link
+                // natively; the batch is flushed before any buffer its tiles read is reused.
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                if TI::datum_type() == f32::datum_type() && ker.name() == "wasm_f32_8x8" {
+                    let own = tls.ker_specs::<TI>();
+                    // SAFETY: TI is f32 (checked above).
+                    let ker_specs = std::slice::from_raw_parts(own.as_ptr() as *const FusedKerSpec<f32>, own.len());
+                    if crate::wasm::tile_batch::push(ker_specs)? {
+                        return Ok(());
+                    }
+                }
                 let err = ker.kernel(tls.ker_specs());
                 ensure!(err == 0, "Kernel {} returned error {err}", ker.name());
             } else {
+                // edgeinfer patch: border tiles pack into the scratch buffers queued tiles read.
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                crate::wasm::tile_batch::flush()?;
                 let remnant_down =
                     if down < self.valid_down_tiles { ker.mr() } else { self.remnant_down };
                 let remnant_right =
@@ -372,6 +391,11 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                             .as_mut()
                             .unwrap();
                         if scratch.panel_a_id != down {
+                            // edgeinfer patch: queued tiles may read the panel buffer.
+                            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                            if buffer_a.is_some() {
+                                crate::wasm::tile_batch::flush()?;
+                            }
                             scratch.ptr_a = a.panel_bytes(
                                 down,
                                 buffer_a.map(|o| tls.blob.as_mut_ptr().add(o)),
@@ -379,6 +403,10 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                             scratch.panel_a_id = down;
                         }
                         if scratch.panel_b_id != right {
+                            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                            if buffer_b.is_some() {
+                                crate::wasm::tile_batch::flush()?;
+                            }
                             scratch.ptr_b = b.panel_bytes(
                                 right,
                                 buffer_b.map(|o| tls.blob.as_mut_ptr().add(o)),
