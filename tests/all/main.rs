@@ -15,6 +15,7 @@ mod hostile;
 mod http;
 mod integrity;
 mod invalid_input;
+mod kernels;
 mod layout;
 mod metrics;
 mod monitoring;

@@ -415,7 +415,7 @@ impl ShellWriter<'_> {
         let u32 = wasm_encoder::ComponentValType::Primitive(wasm_encoder::PrimitiveValType::U32);
         types
             .function()
-            .params([("memory", wasm_encoder::ComponentValType::Type(0)), ("specs", u32), ("tiles", u32)])
+            .params([("memory", wasm_encoder::ComponentValType::Type(0)), ("specs", u32), ("tiles", u32), ("out", u32)])
             .result(Some(wasm_encoder::ComponentValType::Type(1)));
         shell.section(&types);
         let mut import = ComponentImportSection::new();

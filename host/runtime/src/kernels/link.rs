@@ -7,13 +7,13 @@
 //! ```text
 //! (call $set-out (local.get out))            ;; where the canonical ABI's realloc answers
 //! (call $mmm (i32.const 0) (memory.size << 16) ;; the whole memory as list<u8>
-//!            (local.get specs) (local.get tiles) (local.get ret))
+//!            (local.get specs) (local.get tiles) (local.get out) (local.get ret))
 //! (i32.const 0)
 //! ```
 //!
 //! `$mmm` is the lowering of [`super::COMPONENT_IMPORT`]
-//! (`func(memory: list<u8>, specs: u32, tiles: u32) -> list<f32>`): the host returns the
-//! tiles, wasmtime asks the shell's realloc for room (which answers `out`, checked in bounds
+//! (`func(memory: list<u8>, specs: u32, tiles: u32, out: u32) -> list<f32>`; `out` only so
+//! the host can refuse an output overlapping what it reads): the host returns the tiles, wasmtime asks the shell's realloc for room (which answers `out`, checked in bounds
 //! and alignment by wasmtime) and copies them there, then writes `(out, 64 tiles)` at `ret`.
 
 use wasm_encoder::reencode::{Error, Reencode};
@@ -117,6 +117,7 @@ impl Rewrite {
             .i32_shl()
             .local_get(0)
             .local_get(1)
+            .local_get(2)
             .local_get(3)
             .call(self.mmm_index())
             .i32_const(0)
@@ -138,7 +139,7 @@ impl Reencode for Rewrite {
         section: wasmparser::TypeSectionReader<'_>,
     ) -> Result<(), Error<Self::Error>> {
         wasm_encoder::reencode::utils::parse_type_section(self, types, section)?;
-        types.ty().function([ValType::I32; 5], []);
+        types.ty().function([ValType::I32; 6], []);
         types.ty().function([ValType::I32], []);
         Ok(())
     }
@@ -227,8 +228,8 @@ mod tests {
             .func_wrap(
                 KERNEL_MODULE,
                 MMM,
-                |mut c: wasmtime::Caller<'_, Vec<String>>, p: i32, len: i32, s: i32, t: i32, r: i32| {
-                    c.data_mut().push(format!("mmm {p} {len} {s} {t} {r}"))
+                |mut c: wasmtime::Caller<'_, Vec<String>>, p: i32, len: i32, s: i32, t: i32, o: i32, r: i32| {
+                    c.data_mut().push(format!("mmm {p} {len} {s} {t} {o} {r}"))
                 },
             )
             .expect("mmm");
@@ -242,7 +243,7 @@ mod tests {
         let instance = linker.instantiate(&mut store, &compiled).expect("instantiates");
         let run = instance.get_typed_func::<(), i32>(&mut store, "run").expect("run");
         assert_eq!(run.call(&mut store, ()).expect("runs"), 0, "the linked body answers 0");
-        assert_eq!(store.data(), &["f", "out 0", "mmm 0 65536 0 0 0"]);
+        assert_eq!(store.data(), &["f", "out 0", "mmm 0 65536 0 0 0 0"]);
     }
 
     #[test]

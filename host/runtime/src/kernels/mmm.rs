@@ -51,6 +51,18 @@ pub enum KernelError {
     /// More tiles than one call takes.
     #[error("native kernel: {0} tiles in one call (at most {MAX_TILES})")]
     TooManyTiles(u32),
+    /// The output range overlaps something the call reads.
+    #[error("native kernel: the output at offset {out} (+{len} bytes) overlaps the {what} at offset {offset}")]
+    Overlap {
+        /// The output's start.
+        out: u64,
+        /// The output's length in bytes.
+        len: u64,
+        /// What it overlaps.
+        what: &'static str,
+        /// Where that starts.
+        offset: u64,
+    },
 }
 
 /// A binary operation between the accumulator and a scalar, row or column value.
@@ -116,12 +128,15 @@ pub struct Batch {
     pub depth: u64,
 }
 
-/// Reads `tiles` operation lists starting at `specs` from `memory`, checking every range.
-pub fn parse(memory: &[u8], specs: u32, tiles: u32) -> Result<Batch, KernelError> {
+/// Reads `tiles` operation lists starting at `specs` from `memory`, checking every range,
+/// and that the output (`64 tiles` floats at `out`) lies in memory clear of all of them.
+pub fn parse(memory: &[u8], specs: u32, tiles: u32, out: u32) -> Result<Batch, KernelError> {
     if tiles > MAX_TILES {
         return Err(KernelError::TooManyTiles(tiles));
     }
-    let mut reader = Reader { memory, at: u64::from(specs) };
+    let out_len = u64::from(tiles) * TILE as u64 * 4;
+    range(memory, "output", i64::from(out), out_len)?;
+    let mut reader = Reader { memory, at: u64::from(specs), read: Vec::new() };
     let mut batch = Batch::default();
     for _ in 0..tiles {
         let mut count = 0;
@@ -139,25 +154,32 @@ pub fn parse(memory: &[u8], specs: u32, tiles: u32) -> Result<Batch, KernelError
         }
         batch.ends.push(batch.ops.len());
     }
+    let (out, out_end) = (u64::from(out), u64::from(out) + out_len);
+    for &(what, start, end) in &reader.read {
+        if start < out_end && out < end {
+            return Err(KernelError::Overlap { out, len: out_len, what, offset: start });
+        }
+    }
     Ok(batch)
 }
 
-/// Walks the operation lists in guest memory.
+/// Walks the operation lists in guest memory, remembering every range it will read.
 struct Reader<'m> {
     memory: &'m [u8],
     at: u64,
+    read: Vec<(&'static str, u64, u64)>,
 }
 
 impl Reader<'_> {
     /// The next operation, `None` for `Done`.
     fn spec(&mut self) -> Result<Option<Op>, KernelError> {
+        let memory = self.memory;
         let base = self.at;
-        let bytes = range(self.memory, "operation list", base as i64, SPEC_SIZE)?;
+        let bytes = self.checked("operation list", base as i64, SPEC_SIZE)?;
         self.at += SPEC_SIZE;
         let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let value = f32::from_bits(word(4));
         let ptr = word(4) as usize;
-        let floats8 = |what, offset: usize| range(self.memory, what, offset as i64, 32).map(|_| offset);
         use BinOp::*;
         let tag = word(0);
         let op = match tag {
@@ -171,30 +193,53 @@ impl Reader<'_> {
             8 => Op::Scalar(SubF, value),
             9 => Op::LeakyRelu(value),
             10..=15 => {
-                Op::PerRow([Min, Max, Add, Mul, Sub, SubF][(tag - 10) as usize], floats8("per-row values", ptr)?)
+                Op::PerRow([Min, Max, Add, Mul, Sub, SubF][(tag - 10) as usize], self.floats8("per-row values", ptr)?)
             }
-            16..=21 => {
-                Op::PerCol([Min, Max, Add, Mul, Sub, SubF][(tag - 16) as usize], floats8("per-column values", ptr)?)
-            }
+            16..=21 => Op::PerCol(
+                [Min, Max, Add, Mul, Sub, SubF][(tag - 16) as usize],
+                self.floats8("per-column values", ptr)?,
+            ),
             25 => {
                 // Strides are wasm32 `isize`: signed.
                 let (ptr, row, col) = (i64::from(word(4)), i64::from(word(8) as i32), i64::from(word(12) as i32));
-                for (r, c) in [(0, 0), (0, 7), (7, 0), (7, 7)] {
-                    range(self.memory, "added tile", ptr + r * row + c * col, 4)?;
+                let corners = [(0, 0), (0, 7), (7, 0), (7, 7)].map(|(r, c)| ptr + r * row + c * col);
+                for corner in corners {
+                    range(memory, "added tile", corner, 4)?;
                 }
+                // The elements lie between the lowest and the highest corner.
+                let (low, high) =
+                    (corners.iter().min().copied().unwrap_or(ptr), corners.iter().max().copied().unwrap_or(ptr));
+                self.checked("added tile", low, (high - low + 4) as u64)?;
                 Op::AddUnicast { ptr, row, col }
             }
-            26 => Op::AddRowColProducts(floats8("row values", ptr)?, floats8("column values", word(8) as usize)?),
+            26 => {
+                let rows = self.floats8("row values", ptr)?;
+                Op::AddRowColProducts(rows, self.floats8("column values", word(8) as usize)?)
+            }
             28 => {
                 let k = word(4) as usize;
                 let len = (k as u64).checked_mul(32).unwrap_or(u64::MAX);
-                range(self.memory, "packed A panel", i64::from(word(8)), len)?;
-                range(self.memory, "packed B panel", i64::from(word(12)), len)?;
+                self.checked("packed A panel", i64::from(word(8)), len)?;
+                self.checked("packed B panel", i64::from(word(12)), len)?;
                 Op::AddMatMul { k, a: word(8) as usize, b: word(12) as usize }
             }
             other => return Err(KernelError::BadOperation(other)),
         };
         Ok(Some(op))
+    }
+}
+
+impl<'m> Reader<'m> {
+    /// `len` bytes at `offset`, checked and remembered as read.
+    fn checked(&mut self, what: &'static str, offset: i64, len: u64) -> Result<&'m [u8], KernelError> {
+        let bytes = range(self.memory, what, offset, len)?;
+        self.read.push((what, offset as u64, offset as u64 + len));
+        Ok(bytes)
+    }
+
+    /// The offset of 8 floats at `offset`, checked and remembered as read.
+    fn floats8(&mut self, what: &'static str, offset: usize) -> Result<usize, KernelError> {
+        self.checked(what, offset as i64, 32).map(|_| offset)
     }
 }
 
@@ -384,7 +429,10 @@ mod tests {
         put_spec(&mut memory, 40, 12, [3072, 0, 0, 0]);
         put_spec(&mut memory, 60, 4, [0f32.to_bits(), 0, 0, 0]);
         put_spec(&mut memory, 80, 0, [0; 4]);
-        let batch = parse(&memory, 0, 1).expect("parse");
+        let batch = parse(&memory, 0, 1, 3584).expect("parse");
+        // The output over the bias it reads, or past the end, is refused.
+        assert!(matches!(parse(&memory, 0, 1, 3000), Err(KernelError::Overlap { what: "per-row values", .. })));
+        assert!(matches!(parse(&memory, 0, 1, 4000), Err(KernelError::OutOfRange { what: "output", .. })));
         assert_eq!(batch.depth, k as u64);
         let mut out = [0f32; TILE];
         run_tile(&memory, &batch, 0, &mut out);
@@ -405,27 +453,27 @@ mod tests {
         let mut memory = vec![0u8; 4096];
         // A panel running past the end of memory.
         put_spec(&mut memory, 0, 28, [100, 4000, 0, 0]);
-        assert!(matches!(parse(&memory, 0, 1), Err(KernelError::OutOfRange { what: "packed A panel", .. })));
+        assert!(matches!(parse(&memory, 0, 1, 3584), Err(KernelError::OutOfRange { what: "packed A panel", .. })));
         // A depth whose byte length overflows.
         put_spec(&mut memory, 0, 28, [u32::MAX, 0, 0, 0]);
-        assert!(matches!(parse(&memory, 0, 1), Err(KernelError::OutOfRange { .. })));
+        assert!(matches!(parse(&memory, 0, 1, 3584), Err(KernelError::OutOfRange { .. })));
         // The list itself outside memory, and at the very end of the address space.
-        assert!(matches!(parse(&memory, 4090, 1), Err(KernelError::OutOfRange { what: "operation list", .. })));
-        assert!(matches!(parse(&memory, u32::MAX, 1), Err(KernelError::OutOfRange { .. })));
+        assert!(matches!(parse(&memory, 4090, 1, 3584), Err(KernelError::OutOfRange { what: "operation list", .. })));
+        assert!(matches!(parse(&memory, u32::MAX, 1, 3584), Err(KernelError::OutOfRange { .. })));
         // Negative strides reaching below zero.
         put_spec(&mut memory, 0, 25, [64, (-32i32) as u32, 4, 4]);
-        assert!(matches!(parse(&memory, 0, 1), Err(KernelError::OutOfRange { what: "added tile", .. })));
+        assert!(matches!(parse(&memory, 0, 1, 3584), Err(KernelError::OutOfRange { what: "added tile", .. })));
         // A store, a quantization step and an unknown tag.
         for tag in [27, 22, 99] {
             put_spec(&mut memory, 0, tag, [0; 4]);
-            assert_eq!(parse(&memory, 0, 1).unwrap_err(), KernelError::BadOperation(tag));
+            assert_eq!(parse(&memory, 0, 1, 3584).unwrap_err(), KernelError::BadOperation(tag));
         }
         // A list that never ends (all Clear).
         for i in 0..(MAX_OPS + 1) {
             put_spec(&mut memory, 20 * i, 1, [0; 4]);
         }
-        assert_eq!(parse(&memory, 0, 1).unwrap_err(), KernelError::ListTooLong);
-        assert_eq!(parse(&memory, 0, MAX_TILES + 1).unwrap_err(), KernelError::TooManyTiles(MAX_TILES + 1));
+        assert_eq!(parse(&memory, 0, 1, 3584).unwrap_err(), KernelError::ListTooLong);
+        assert_eq!(parse(&memory, 0, MAX_TILES + 1, 3584).unwrap_err(), KernelError::TooManyTiles(MAX_TILES + 1));
     }
 
     #[test]
