@@ -1,7 +1,7 @@
 //! Native kernels keep the request's limits: a budget that runs out inside the matrix
 //! products is fuel exhausted, a deadline passing inside them stops the request, and the same
 //! model keeps serving afterwards. (Bit-identity with the wasm kernels: `determinism.rs`;
-//! hostile kernel calls: the runtime crate's `kernels` tests.)
+//! hostile kernel calls: the runtime crate's `runtime::native_kernel_tests`.)
 
 use edgeinfer_oip::{Datatype, Tensor};
 use edgeinfer_runtime::{Error, LimitOverrides};

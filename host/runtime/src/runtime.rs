@@ -339,3 +339,125 @@ mod tests {
         }
     }
 }
+
+/// Hostile calls of the native kernels, end to end: a model-shaped component whose kernel
+/// export the host links natively (here, where `prepare` is reachable).
+#[cfg(test)]
+mod native_kernel_tests {
+    use crate::runtime::{Runtime, RuntimeConfig};
+    use crate::store::StoreState;
+
+    /// A model-shaped component (one module defining a memory with data) whose kernel export
+    /// a `run(specs, tiles, out)` function calls: the host links it natively, so whatever
+    /// `run` passes reaches the host's checks.
+    fn hostile_component() -> Vec<u8> {
+        // At 0: Clear, AddMatMul { k: 2, a: 1024, b: 1024 }, Done. At 64: AddMatMul reading
+        // past the end of memory. At 128: a tag the batch refuses (Store).
+        let spec = |tag: u32, words: [u32; 4]| {
+            let mut bytes = tag.to_le_bytes().to_vec();
+            words.iter().for_each(|w| bytes.extend(w.to_le_bytes()));
+            bytes
+        };
+        let mut good = spec(1, [0; 4]);
+        good.extend(spec(28, [2, 1024, 1024, 0]));
+        good.extend(spec(0, [0; 4]));
+        let escape = |bytes: &[u8]| bytes.iter().map(|b| format!("\\{b:02x}")).collect::<String>();
+        let past_end = spec(28, [100, 65_000, 1024, 0]);
+        let refused = spec(27, [0; 4]);
+        let ones = escape(&1f32.to_le_bytes().repeat(16));
+        wat::parse_str(format!(
+            r#"(component
+                (core module $m
+                  (memory (export "memory") 1)
+                  (data (i32.const 0) "{good}")
+                  (data (i32.const 64) "{past_end}")
+                  (data (i32.const 128) "{refused}")
+                  (data (i32.const 1024) "{ones}")
+                  (func $kernel (export "{export}") (param i32 i32 i32 i32) (result i32) (i32.const 1))
+                  (func (export "run") (param i32 i32 i32) (result f32)
+                    (drop (call $kernel (local.get 0) (local.get 1) (local.get 2) (i32.const 16384)))
+                    (f32.load (local.get 2)))
+                  (func (export "grow") (result i32) (memory.grow (i32.const 1))))
+                (core instance $i (instantiate $m))
+                (func (export "run") (param "specs" u32) (param "tiles" u32) (param "out" u32) (result f32)
+                  (canon lift (core func $i "run")))
+                (func (export "grow") (result s32) (canon lift (core func $i "grow"))))"#,
+            good = escape(&good),
+            past_end = escape(&past_end),
+            refused = escape(&refused),
+            export = crate::kernels::GUEST_EXPORT,
+        ))
+        .expect("wat")
+    }
+
+    #[test]
+    fn hostile_kernel_calls_trap_with_a_clear_error_and_the_host_carries_on() {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: cache.path().to_path_buf(), ..RuntimeConfig::default() })
+            .expect("runtime");
+        let wasm = hostile_component();
+        let pre = runtime.prepare(&wasm, &crate::sha256_hex(&wasm)).expect("prepared");
+        assert!(
+            pre.component()
+                .component_type()
+                .imports(runtime.engine())
+                .any(|(name, _)| name == crate::kernels::COMPONENT_IMPORT),
+            "the kernel is linked to the host"
+        );
+        let call = |args: (u32, u32, u32)| -> Result<f32, String> {
+            let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
+            store.set_epoch_deadline(1 << 40);
+            store.set_fuel(1 << 40).map_err(|e| format!("{e:#}"))?;
+            let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
+            let run =
+                instance.get_typed_func::<(u32, u32, u32), (f32,)>(&mut store, "run").map_err(|e| format!("{e:#}"))?;
+            run.call(&mut store, args).map(|(v,)| v).map_err(|e| format!("{e:#}"))
+        };
+        // A good tile: 2 steps of 1 x 1, so every element is 2.
+        assert_eq!(call((0, 1, 8192)), Ok(2.0));
+        let refusals = [
+            ((64, 1, 8192), "packed A panel at offset 65000"),
+            ((128, 1, 8192), "operation tag 27"),
+            ((65_530, 1, 8192), "operation list at offset 65530"),
+            ((0, 1, 65_500), "output at offset 65500"),
+            ((0, 1, 1000), "overlaps the packed A panel"),
+            ((0, 5000, 8192), "5000 tiles in one call"),
+            ((0, u32::MAX, 8192), "tiles in one call"),
+        ];
+        for (args, expected) in refusals {
+            let error = call(args).map(|v| format!("answered {v}")).expect_err(&format!("{args:?} traps"));
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+        // The host is unharmed: the good call still answers.
+        assert_eq!(call((0, 1, 8192)), Ok(2.0));
+    }
+
+    #[test]
+    fn the_kernel_sees_memory_grown_before_the_call_and_nothing_beyond() {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: cache.path().to_path_buf(), ..RuntimeConfig::default() })
+            .expect("runtime");
+        let wasm = hostile_component();
+        let pre = runtime.prepare(&wasm, &crate::sha256_hex(&wasm)).expect("prepared");
+        let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
+        store.set_epoch_deadline(1 << 40);
+        store.set_fuel(1 << 40).expect("fuel");
+        let instance = pre.instantiate(&mut store).expect("instance");
+        let run = instance.get_typed_func::<(u32, u32, u32), (f32,)>(&mut store, "run").expect("run");
+        let grow = instance.get_typed_func::<(), (i32,)>(&mut store, "grow").expect("grow");
+        let error =
+            run.call(&mut store, (0, 1, 70_000)).expect_err("an output in the second page traps before it exists");
+        assert!(format!("{error:#}").contains("output at offset 70000"), "{error:#}");
+        let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
+        store.set_epoch_deadline(1 << 40);
+        store.set_fuel(1 << 40).expect("fuel");
+        let instance = pre.instantiate(&mut store).expect("instance");
+        let run = instance.get_typed_func::<(u32, u32, u32), (f32,)>(&mut store, "run").expect("run");
+        let grow = {
+            let _ = grow;
+            instance.get_typed_func::<(), (i32,)>(&mut store, "grow").expect("grow")
+        };
+        assert_eq!(grow.call(&mut store, ()).expect("grows").0, 1);
+        assert_eq!(run.call(&mut store, (0, 1, 70_000)).expect("the grown page is in view").0, 2.0);
+    }
+}

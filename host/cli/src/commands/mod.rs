@@ -137,6 +137,10 @@ struct RuntimeArgs {
     /// resident memory (default 4; 0 returns the pages after every instance).
     #[arg(long, global = true, env = "EDGEINFER_KEEP_RESIDENT_MB")]
     keep_resident_mb: Option<usize>,
+    /// Run models on the wasm kernels their components carry instead of the host's native
+    /// kernels (same output bits; slower; for comparison or to rule the native kernels out).
+    #[arg(long, global = true, env = "EDGEINFER_WASM_KERNELS")]
+    wasm_kernels: bool,
 }
 
 impl RuntimeArgs {
@@ -148,6 +152,7 @@ impl RuntimeArgs {
         if let Some(mb) = self.keep_resident_mb {
             config.keep_resident_bytes = mb << 20;
         }
+        config.native_kernels = !self.wasm_kernels;
         Ok(Runtime::new(config)?)
     }
 }

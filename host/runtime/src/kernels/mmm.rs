@@ -128,6 +128,19 @@ pub struct Batch {
     pub depth: u64,
 }
 
+impl Batch {
+    /// The operations of tile `index`.
+    pub fn tile(&self, index: usize) -> &[Op] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.ops[start..self.ends[index]]
+    }
+
+    /// How many tiles the batch has.
+    pub fn tiles(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// Reads `tiles` operation lists starting at `specs` from `memory`, checking every range,
 /// and that the output (`64 tiles` floats at `out`) lies in memory clear of all of them.
 pub fn parse(memory: &[u8], specs: u32, tiles: u32, out: u32) -> Result<Batch, KernelError> {
@@ -218,7 +231,7 @@ impl Reader<'_> {
             }
             28 => {
                 let k = word(4) as usize;
-                let len = (k as u64).checked_mul(32).unwrap_or(u64::MAX);
+                let len = (k as u64).saturating_mul(32);
                 self.checked("packed A panel", i64::from(word(8)), len)?;
                 self.checked("packed B panel", i64::from(word(12)), len)?;
                 Op::AddMatMul { k, a: word(8) as usize, b: word(12) as usize }
@@ -254,19 +267,58 @@ fn range<'m>(memory: &'m [u8], what: &'static str, offset: i64, len: u64) -> Res
 /// Runs tile `index` of a parsed batch into `out` (64 floats, row-major). `memory` must be
 /// the memory `batch` was parsed from (ranges were checked there; they are re-sliced safely).
 pub fn run_tile(memory: &[u8], batch: &Batch, index: usize, out: &mut [f32; TILE]) {
-    let start = if index == 0 { 0 } else { batch.ends[index - 1] };
     let mut acc = [[0f32; 8]; 8];
-    for op in &batch.ops[start..batch.ends[index]] {
+    for op in batch.tile(index) {
         apply(memory, op, &mut acc);
     }
+    store(&acc, out);
+}
+
+fn store(acc: &[[f32; 8]; 8], out: &mut [f32]) {
     for (row, dst) in acc.iter().zip(out.chunks_exact_mut(8)) {
         dst.copy_from_slice(row);
     }
 }
 
+/// The product a tile starts with: `Clear` then `AddMatMul`, as tract's tiles do.
+fn leading_product(ops: &[Op]) -> Option<(usize, usize, usize)> {
+    match ops {
+        [Op::Clear, Op::AddMatMul { k, a, b }, ..] => Some((*k, *a, *b)),
+        _ => None,
+    }
+}
+
+/// Runs tiles `index` and `index + 1` together into `out` (128 floats) when their products
+/// share a panel and the CPU computes pairs; `false` (nothing written) otherwise. Same bits
+/// as two [`run_tile`] calls: each element is `+0` plus its products in `k` order.
+pub fn run_pair(memory: &[u8], batch: &Batch, index: usize, out: &mut [f32]) -> bool {
+    let (first, second) = (batch.tile(index), batch.tile(index + 1));
+    let (Some((k, a1, b1)), Some((k2, a2, b2))) = (leading_product(first), leading_product(second)) else {
+        return false;
+    };
+    let len = 32 * k;
+    let panel = |offset: usize| &memory[offset..offset + len];
+    let (pair, transposed) = match (k == k2, a1 == a2, b1 == b2) {
+        (true, true, _) => (pair_mat_mul(panel(a1), panel(b1), panel(b2)), false),
+        (true, false, true) => (pair_mat_mul(panel(b1), panel(a1), panel(a2)), true),
+        _ => return false,
+    };
+    let Some(pair) = pair else { return false };
+    for (half, (ops, out)) in [first, second].into_iter().zip(out.chunks_exact_mut(TILE)).enumerate() {
+        let acc: [[f32; 8]; 8] = std::array::from_fn(|r| {
+            std::array::from_fn(|c| if transposed { pair[c][r + 8 * half] } else { pair[r][c + 8 * half] })
+        });
+        let mut acc = acc;
+        for op in &ops[2..] {
+            apply(memory, op, &mut acc);
+        }
+        store(&acc, out);
+    }
+    true
+}
+
 fn floats8(memory: &[u8], offset: usize) -> [f32; 8] {
-    let bytes = &memory[offset..offset + 32];
-    std::array::from_fn(|i| f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]))
+    load8(&memory[offset..offset + 32])
 }
 
 fn float_at(memory: &[u8], offset: i64) -> f32 {
@@ -383,17 +435,70 @@ fn add_mat_mul_avx2(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
 fn add_mat_mul_portable(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
     let mut local = *acc;
     for (a_k, b_k) in a.chunks_exact(32).zip(b.chunks_exact(32)) {
-        let a_k: [f32; 8] =
-            std::array::from_fn(|i| f32::from_le_bytes([a_k[4 * i], a_k[4 * i + 1], a_k[4 * i + 2], a_k[4 * i + 3]]));
-        let b_k: [f32; 8] =
-            std::array::from_fn(|i| f32::from_le_bytes([b_k[4 * i], b_k[4 * i + 1], b_k[4 * i + 2], b_k[4 * i + 3]]));
+        let a_k = load8(a_k);
+        let b_k = load8(b_k);
         for (row, a_r) in local.iter_mut().zip(a_k) {
             for (x, b_c) in row.iter_mut().zip(b_k) {
-                *x = *x + a_r * b_c;
+                *x += a_r * b_c;
             }
         }
     }
     *acc = local;
+}
+
+/// Two tiles that share one operand's panel, computed together when this CPU has AVX-512:
+/// `out[i][j] = sum over k of shared[k][i] * others[k][j]`, `j` over the first panel's 8
+/// columns then the second's, `k` in order, unfused. Sixteen columns fill one AVX-512
+/// register per row: twice the work per instruction of an 8-wide tile. `None` without
+/// AVX-512 (the tiles then run one by one).
+fn pair_mat_mul(shared: &[u8], first: &[u8], second: &[u8]) -> Option<[[f32; 16]; 8]> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return Some(unsafe { pair_mat_mul_avx512(shared, first, second) });
+    }
+    let _ = (shared, first, second);
+    None
+}
+
+/// The AVX-512 pair: one 16-lane register per row, `k` in order, multiply then add (the
+/// same two roundings as the portable loop).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn pair_mat_mul_avx512(shared: &[u8], first: &[u8], second: &[u8]) -> [[f32; 16]; 8] {
+    use std::arch::x86_64::*;
+    let steps = shared.len() / 32;
+    assert!(first.len() >= steps * 32 && second.len() >= steps * 32, "panels cover k steps");
+    let mut acc = [_mm512_setzero_ps(); 8];
+    // edgeinfer's bit-identity rests on this: +0 plus the first product, as the wasm kernel's
+    // cleared accumulator does.
+    let (s, f, t) = (shared.as_ptr().cast::<f32>(), first.as_ptr().cast::<f32>(), second.as_ptr().cast::<f32>());
+    for step in 0..steps {
+        // SAFETY: every read is within the first `steps * 32` bytes of its slice (asserted
+        // above); unaligned loads.
+        unsafe {
+            let low = _mm512_castps256_ps512(_mm256_loadu_ps(f.add(8 * step)));
+            let others = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castps_pd(low),
+                _mm256_castps_pd(_mm256_loadu_ps(t.add(8 * step))),
+            ));
+            for (row, lane) in acc.iter_mut().enumerate() {
+                let s_i = _mm512_set1_ps(s.add(8 * step + row).read_unaligned());
+                *lane = _mm512_add_ps(*lane, _mm512_mul_ps(s_i, others));
+            }
+        }
+    }
+    let mut out = [[0f32; 16]; 8];
+    for (row, lane) in out.iter_mut().zip(acc) {
+        // SAFETY: 16 floats into a 16-float row.
+        unsafe { _mm512_storeu_ps(row.as_mut_ptr(), lane) };
+    }
+    out
+}
+
+#[inline(always)]
+fn load8(bytes: &[u8]) -> [f32; 8] {
+    std::array::from_fn(|i| f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]))
 }
 
 #[cfg(test)]
@@ -446,6 +551,47 @@ mod tests {
                 assert_eq!(out[r * 8 + c].to_bits(), expected.to_bits(), "({r}, {c})");
             }
         }
+    }
+
+    #[test]
+    fn tiles_computed_in_pairs_give_the_bits_of_tiles_computed_alone() {
+        let k = 37;
+        let mut memory = vec![0u8; 16384];
+        // Panels with both signs, zeros and negative zeros.
+        for (panel, at) in [(0usize, 1024usize), (1, 3072), (2, 5120), (3, 7168)] {
+            let values: Vec<f32> = (0..8 * k)
+                .map(|i| match (i + panel) % 9 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    n => ((i * 31 + panel * 7) as f32 * 0.173).sin() * n as f32,
+                })
+                .collect();
+            put_floats(&mut memory, at, &values);
+        }
+        put_floats(&mut memory, 9216, &[1.5, -2.0, 0.0, -0.0, 3.0, 0.25, -1.0, 8.0]);
+        // Tiles 0 and 1 share A (1024); tiles 2 and 3 share B (3072).
+        let tiles = [(1024, 3072), (1024, 5120), (5120, 3072), (7168, 3072)];
+        for (t, (a, b)) in tiles.iter().enumerate() {
+            let at = t * 80;
+            put_spec(&mut memory, at, 1, [0; 4]);
+            put_spec(&mut memory, at + 20, 28, [k as u32, *a, *b, 0]);
+            put_spec(&mut memory, at + 40, 18, [9216, 0, 0, 0]);
+            put_spec(&mut memory, at + 60, 0, [0; 4]);
+        }
+        let batch = parse(&memory, 0, 4, 12288).expect("parse");
+        let mut alone = [0f32; 4 * TILE];
+        for (index, out) in alone.chunks_exact_mut(TILE).enumerate() {
+            run_tile(&memory, &batch, index, out.try_into().expect("tile"));
+        }
+        let mut paired = [0f32; 4 * TILE];
+        let computed =
+            [0, 2].map(|index| run_pair(&memory, &batch, index, &mut paired[index * TILE..(index + 2) * TILE]));
+        if computed == [false, false] {
+            return; // no AVX-512 here: pairs are never used
+        }
+        assert_eq!(computed, [true, true]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&paired), bits(&alone));
     }
 
     #[test]

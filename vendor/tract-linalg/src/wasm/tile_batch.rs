@@ -26,6 +26,11 @@ const MAX_TILES: usize = 64;
 /// Operations per tile list, `Done` excluded.
 pub const MAX_OPS: usize = 14;
 
+/// Shallowest product worth batching: below it a tile is a few hundred multiply-adds and the
+/// batch's own costs (queueing, the call, storing each tile) outweigh what a faster kernel
+/// saves, so the kernel runs directly (same bits either way).
+const MIN_DEPTH: usize = 32;
+
 const TILE: usize = 64;
 
 #[derive(Default)]
@@ -77,6 +82,9 @@ pub fn push(specs: &[FusedKerSpec<f32>]) -> TractResult<bool> {
         return Ok(false);
     };
     if store.item_size != 4 || ops.len() > MAX_OPS || !ops.iter().all(batchable) {
+        return Ok(false);
+    }
+    if !ops.iter().any(|op| matches!(op, FusedKerSpec::AddMatMul { k, .. } if *k >= MIN_DEPTH)) {
         return Ok(false);
     }
     let full = QUEUE.with_borrow_mut(|queue| {
