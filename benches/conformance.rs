@@ -32,8 +32,9 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
 
     let started = Instant::now();
-    let sandbox =
-        conformance::run_parallel(&cases, threads, Duration::MAX, |case| run_in_sandbox(&runtime, repo.path(), case));
+    let sandbox = conformance::run_parallel(&cases, threads, Duration::MAX, |case| {
+        run_in_sandbox(&runtime, None, repo.path(), case)
+    });
     let sandbox_time = started.elapsed();
     let started = Instant::now();
     let native = conformance::run_parallel(&cases, threads, Duration::MAX, run_native);

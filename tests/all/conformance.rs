@@ -1,7 +1,8 @@
 //! ONNX conformance: every case of the onnx package's backend node test suite listed in
 //! `tests/conformance/passing.txt` (those that passed in the sandbox when the list was made)
 //! is compiled into a component and run in a fresh sandbox; its outputs must still match
-//! onnx's expected outputs. Regenerate the list (and the per-operator table of the book's
+//! onnx's expected outputs, and the cases of operators that lower to matrix products give the
+//! same bits on the host's native kernels and on the component's wasm kernels. Regenerate the list (and the per-operator table of the book's
 //! conformance page, docs/src/conformance.md) with
 //! `EDGEINFER_WRITE_PASSING=1 cargo bench --features bench-native --bench conformance`.
 
@@ -30,10 +31,19 @@ fn onnx_node_tests_that_passed_still_pass_in_the_sandbox() {
     assert!(names.len() > 500, "the passing list has only {} cases", names.len());
     let cases: Vec<_> = names.iter().map(|name| support::load_case(export.path(), name)).collect();
     let runtime = common::runtime();
+    // A cache of its own: the shared one holds one entry per component (integrity tests count).
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("edgeinfer-cache-wasm-kernels");
+    let wasm_kernels = edgeinfer_runtime::Runtime::new(edgeinfer_runtime::RuntimeConfig {
+        cache_dir: cache,
+        native_kernels: false,
+        ..edgeinfer_runtime::RuntimeConfig::default()
+    })
+    .expect("runtime on wasm kernels");
     let repo = tempfile::tempdir().expect("repo");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let results =
-        support::run_parallel(&cases, threads, BUDGET, |case| support::run_in_sandbox(&runtime, repo.path(), case));
+    let results = support::run_parallel(&cases, threads, BUDGET, |case| {
+        support::run_in_sandbox(&runtime, Some(&wasm_kernels), repo.path(), case)
+    });
     let mut regressions = Vec::new();
     for (case, result) in cases.iter().zip(&results) {
         match result {

@@ -109,8 +109,19 @@ fn tensors(list: &serde_json::Value) -> Vec<Tensor> {
         .collect()
 }
 
-/// Compiles the case into a component in `repo` and runs it in a fresh sandbox.
-pub fn run_in_sandbox(runtime: &Arc<Runtime>, repo: &Path, case: &Case) -> Result<(), String> {
+/// Operators that lower to matrix products, the work native kernels take over.
+pub const PRODUCT_OPS: &[&str] =
+    &["Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MatMulInteger"];
+
+/// Compiles the case into a component in `repo` and runs it in a fresh sandbox; with
+/// `wasm_kernels` (a runtime without native kernels), a case of [`PRODUCT_OPS`] is also run
+/// there and must give the same output bits.
+pub fn run_in_sandbox(
+    runtime: &Arc<Runtime>,
+    wasm_kernels: Option<&Arc<Runtime>>,
+    repo: &Path,
+    case: &Case,
+) -> Result<(), String> {
     let data = case.data.as_ref().map_err(Clone::clone)?;
     let onnx = std::fs::read(&case.model).map_err(|e| e.to_string())?;
     let request = CompileRequest {
@@ -127,6 +138,15 @@ pub fn run_in_sandbox(runtime: &Arc<Runtime>, repo: &Path, case: &Case) -> Resul
     let model = compile_model(runtime, &request, &|_: &str| {}).map_err(|e| format!("compile: {e}"))?;
     let outcome =
         model.infer(data.inputs.clone(), &[], LimitOverrides::default()).map_err(|e| format!("infer: {e}"))?;
+    if let Some(other) = wasm_kernels.filter(|_| PRODUCT_OPS.contains(&case.op.as_str())) {
+        let wasm = edgeinfer_runtime::LoadedModel::load(other, model.dir()).map_err(|e| format!("load: {e}"))?;
+        let again = wasm
+            .infer(data.inputs.clone(), &[], LimitOverrides::default())
+            .map_err(|e| format!("wasm kernels: {e}"))?;
+        if again.outputs.iter().zip(&outcome.outputs).any(|(a, b)| a.data != b.data) {
+            return Err("outputs differ between native and wasm kernels".into());
+        }
+    }
     let _ = std::fs::remove_dir_all(model.dir());
     compare(&data.outputs, &outcome.outputs, data.rtol, data.atol)
 }
