@@ -209,7 +209,7 @@ fn from_tract(name: String, value: &tract_onnx::prelude::Tensor) -> TractResult<
             data.extend_from_slice(&(item.len() as u32).to_le_bytes());
             data.extend_from_slice(item.as_bytes());
         }
-        return Ok(Tensor { name, datatype: Datatype::Bytes, shape, data });
+        return Ok(Tensor { name, datatype: Datatype::Bytes, shape, data: data.into() });
     }
     let (datatype, dt) = match value.datum_type() {
         DatumType::TDim => (Datatype::Int64, DatumType::I64),
@@ -222,5 +222,5 @@ fn from_tract(name: String, value: &tract_onnx::prelude::Tensor) -> TractResult<
         }
     };
     let cast = value.cast_to_dt(dt)?;
-    Ok(Tensor { name, datatype, shape, data: cast.as_bytes().to_vec() })
+    Ok(Tensor { name, datatype, shape, data: cast.as_bytes().to_vec().into() })
 }
