@@ -201,9 +201,11 @@ impl Runtime {
             return self.linker_for(&component).map_err(link_error)?.instantiate_pre(&component).map_err(link_error);
         };
         let code = self.shared_code_module(&split.code)?;
-        // Keyed by the shell's own bytes: how a shell is written changes with edgeinfer (and
-        // with native kernels on or off), the model's digest alone would find a stale one.
-        let shell = self.compile(&split.shell, &format!("{}-shell", crate::digest::sha256_hex(&split.shell)))?;
+        // Keyed by the model and the shell's own bytes: how a shell is written changes with
+        // edgeinfer (and with native kernels on or off), the model's digest alone would find a
+        // stale one.
+        let shell_digest = crate::digest::sha256_hex(&split.shell);
+        let shell = self.compile(&split.shell, &format!("{digest}-shell-{}", &shell_digest[..16]))?;
         let mut linker = self.linker_for(&shell).map_err(link_error)?;
         linker.root().module(crate::shared_code::CODE_IMPORT, &code).map_err(link_error)?;
         linker.instantiate_pre(&shell).map_err(link_error)

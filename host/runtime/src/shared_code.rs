@@ -12,7 +12,11 @@
 //! - the **shell**: the component with that module replaced by an import of it
 //!   ([`CODE_IMPORT`]) and a small **state module** added, which defines the memory with the
 //!   model's data segments (the weights and the parsed plan) and is instantiated first to give
-//!   the code module its memory. Its memory image stays copy-on-write, as before.
+//!   the code module its memory. Its memory image stays copy-on-write, as before. With native
+//!   kernels, the code module's batched tile kernel is linked to the host ([`link`]) and the
+//!   shell also lowers the host's kernel with that memory ([`crate::kernels`]). Everything the
+//!   shell adds comes first (the prefix), and the original component's top-level indices are
+//!   moved past it.
 //!
 //! Components of any other shape (hand-written test components, nested components) are not
 //! split: [`split`] returns `None` and the host compiles them whole.
