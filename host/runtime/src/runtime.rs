@@ -392,6 +392,14 @@ mod native_kernel_tests {
         .expect("wat")
     }
 
+    /// A store with room to run the test component: 64 MiB, no deadline, ample fuel.
+    fn roomy_store(runtime: &Runtime) -> wasmtime::Store<StoreState> {
+        let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
+        store.set_epoch_deadline(1 << 40);
+        store.set_fuel(1 << 40).expect("fuel");
+        store
+    }
+
     #[test]
     fn hostile_kernel_calls_trap_with_a_clear_error_and_the_host_carries_on() {
         let cache = tempfile::tempdir().expect("cache dir");
@@ -407,9 +415,7 @@ mod native_kernel_tests {
             "the kernel is linked to the host"
         );
         let call = |args: (u32, u32, u32)| -> Result<f32, String> {
-            let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
-            store.set_epoch_deadline(1 << 40);
-            store.set_fuel(1 << 40).map_err(|e| format!("{e:#}"))?;
+            let mut store = roomy_store(&runtime);
             let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
             let run =
                 instance.get_typed_func::<(u32, u32, u32), (f32,)>(&mut store, "run").map_err(|e| format!("{e:#}"))?;
@@ -441,24 +447,17 @@ mod native_kernel_tests {
             .expect("runtime");
         let wasm = hostile_component();
         let pre = runtime.prepare(&wasm, &crate::sha256_hex(&wasm)).expect("prepared");
-        let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
-        store.set_epoch_deadline(1 << 40);
-        store.set_fuel(1 << 40).expect("fuel");
+        let mut store = roomy_store(&runtime);
         let instance = pre.instantiate(&mut store).expect("instance");
         let run = instance.get_typed_func::<(u32, u32, u32), (f32,)>(&mut store, "run").expect("run");
-        let grow = instance.get_typed_func::<(), (i32,)>(&mut store, "grow").expect("grow");
         let error =
             run.call(&mut store, (0, 1, 70_000)).expect_err("an output in the second page traps before it exists");
         assert!(format!("{error:#}").contains("output at offset 70000"), "{error:#}");
-        let mut store = wasmtime::Store::new(runtime.engine(), StoreState::new(64 << 20));
-        store.set_epoch_deadline(1 << 40);
-        store.set_fuel(1 << 40).expect("fuel");
+        // A trapped instance cannot be entered again: a fresh one grows, then calls.
+        let mut store = roomy_store(&runtime);
         let instance = pre.instantiate(&mut store).expect("instance");
         let run = instance.get_typed_func::<(u32, u32, u32), (f32,)>(&mut store, "run").expect("run");
-        let grow = {
-            let _ = grow;
-            instance.get_typed_func::<(), (i32,)>(&mut store, "grow").expect("grow")
-        };
+        let grow = instance.get_typed_func::<(), (i32,)>(&mut store, "grow").expect("grow");
         assert_eq!(grow.call(&mut store, ()).expect("grows").0, 1);
         assert_eq!(run.call(&mut store, (0, 1, 70_000)).expect("the grown page is in view").0, 2.0);
     }
