@@ -134,12 +134,13 @@ struct RuntimeArgs {
     cache_dir: Option<PathBuf>,
     /// MiB of each pool slot's memory kept resident between instances and reset in place
     /// (Linux 6.7+; only the pages a request dirtied): faster fresh instances for a little
-    /// resident memory (default 4; 0 returns the pages after every instance).
+    /// resident memory (default 32; 0 returns the pages after every instance).
     #[arg(long, global = true, env = "EDGEINFER_KEEP_RESIDENT_MB")]
     keep_resident_mb: Option<usize>,
     /// Run models on the wasm kernels their components carry instead of the host's native
     /// kernels (same output bits; slower; for comparison or to rule the native kernels out).
-    #[arg(long, global = true, env = "EDGEINFER_WASM_KERNELS")]
+    /// The variable takes 1/0, true/false, yes/no or on/off.
+    #[arg(long, global = true, env = "EDGEINFER_WASM_KERNELS", value_parser = clap::builder::FalseyValueParser::new())]
     wasm_kernels: bool,
 }
 
