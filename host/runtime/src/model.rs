@@ -222,7 +222,14 @@ impl LoadedModel {
         let limits = self.manifest.limits.with(overrides);
         let (mut store, _) = self.new_store(limits)?;
         let instance = self.pre.instance_pre().instantiate(&mut store).map_err(|e| classify(e, &store, limits))?;
-        Ok(ModelSession { store, instance, infer_export: self.infer_export, limits, poisoned: false })
+        Ok(ModelSession {
+            store,
+            instance,
+            infer_export: self.infer_export,
+            base: self.manifest.limits,
+            limits,
+            poisoned: false,
+        })
     }
 
     /// Instantiates the model and reads its metadata, checking it against the manifest.
@@ -300,6 +307,8 @@ pub struct ModelSession {
     store: Store<StoreState>,
     instance: Instance,
     infer_export: ComponentExportIndex,
+    /// The manifest's limits, which per-call overrides replace.
+    base: Limits,
     limits: Limits,
     poisoned: bool,
 }
@@ -308,10 +317,31 @@ impl ModelSession {
     /// Runs one inference on the warm instance. After a trap the session refuses further
     /// calls (a trapped instance cannot be entered again): open a new one.
     pub fn infer(&mut self, inputs: Vec<Tensor>, outputs: &[String]) -> Result<InferOutcome> {
+        let limits = self.limits;
+        self.infer_limited(inputs, outputs, limits)
+    }
+
+    /// The same with this call's fuel and deadline from the manifest's limits with
+    /// `overrides` (the memory cap stays the session's).
+    pub fn infer_with(
+        &mut self,
+        inputs: Vec<Tensor>,
+        outputs: &[String],
+        overrides: LimitOverrides,
+    ) -> Result<InferOutcome> {
+        let limits = Limits { memory_mb: self.limits.memory_mb, ..self.base.with(overrides) };
+        self.infer_limited(inputs, outputs, limits)
+    }
+
+    /// Whether an earlier call trapped, so the session refuses further calls.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn infer_limited(&mut self, inputs: Vec<Tensor>, outputs: &[String], limits: Limits) -> Result<InferOutcome> {
         if self.poisoned {
             return Err(Error::Runtime("this session's instance trapped earlier; open a new session".into()));
         }
-        let limits = self.limits;
         if self.store.get_fuel().is_ok() {
             self.store.set_fuel(limits.fuel).map_err(Error::runtime)?;
         }
