@@ -252,7 +252,7 @@ class Model:
         import pandas as pd
 
         features = frame if columns is None else frame[list(columns)]
-        matrix = features.to_numpy()
+        matrix = _table_matrix(self._inputs, lambda dtype: features.to_numpy(dtype=dtype))
         scored = self._predict_rows(matrix, batch_size, outputs)
         return pd.DataFrame(_flatten_columns(scored, self.outputs), index=frame.index)
 
@@ -269,7 +269,12 @@ class Model:
         import pyarrow as pa
 
         names = list(columns) if columns is not None else list(table.schema.names)
-        matrix = np.column_stack([table.column(name).to_numpy(zero_copy_only=False) for name in names])
+        matrix = _table_matrix(
+            self._inputs,
+            lambda dtype: np.column_stack(
+                [np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype) for name in names]
+            ),
+        )
         scored = self._predict_rows(matrix, batch_size, outputs)
         return pa.table(_flatten_columns(scored, self.outputs))
 
@@ -311,6 +316,16 @@ class Model:
                 f"unknown input '{unknown[0]}'; model '{self.name}' takes {', '.join(by_name)}"
             )
         return [(by_name[name], value) for name, value in inputs.items()]
+
+
+def _table_matrix(inputs: Sequence[TensorInfo], convert) -> np.ndarray:
+    """A table's feature columns as one matrix of the single input's dtype (columns of other
+    numeric types, Arrow-backed or nullable ones included, are cast like ``astype``)."""
+    dtype = inputs[0].dtype if len(inputs) == 1 else None
+    try:
+        return convert(dtype)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"input '{inputs[0].name}': the feature columns do not convert to {inputs[0].datatype}: {error}") from None
 
 
 def _rows(named: List[Tuple[TensorInfo, Any]]) -> int:

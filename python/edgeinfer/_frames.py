@@ -25,7 +25,7 @@ def output_columns(model: Any) -> List[Tuple[str, str]]:
     return columns
 
 
-def score_frame(model: Any, frame: Any, columns: Optional[Sequence[str]], keep: Sequence[str], batch_size: int):
+def score_frame(frame: Any, model: Any, columns: Optional[Sequence[str]], keep: Sequence[str], batch_size: int):
     """``frame``'s ``keep`` columns followed by the model's output columns for its rows."""
     import pandas as pd
 

@@ -4,9 +4,12 @@
     from edgeinfer.ray import Predictor
     ds = ray.data.read_csv("rows.csv")
     scored = ds.map_batches(Predictor, fn_constructor_args=("models/digits/1",),
-                            batch_format="pandas", concurrency=2, fn_kwargs={"keep": ["id"]})
+                            fn_kwargs={"keep": ["id"]}, batch_format="pandas",
+                            concurrency=2, num_cpus=1)
 
-Each actor loads and verifies the model once; ``batch_size`` rows per sandbox call.
+Each actor loads and verifies the model once; ``batch_size`` rows per sandbox call. Leave
+the cluster CPUs for the read tasks besides the actors' (``num_cpus=0.5`` per actor on a
+machine whose every CPU is an actor), or the read waits for a CPU the actors hold.
 """
 
 from __future__ import annotations
@@ -28,4 +31,4 @@ class Predictor:
         self.batch_size = batch_size
 
     def __call__(self, batch, keep: Sequence[str] = ()):
-        return score_frame(self.model, batch, self.columns, list(keep), self.batch_size)
+        return score_frame(batch, self.model, self.columns, list(keep), self.batch_size)

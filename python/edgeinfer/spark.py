@@ -60,6 +60,6 @@ def predict(
 
     def score(batches: Iterator[Any]) -> Iterator[Any]:
         for batch in batches:
-            yield score_frame(model, batch, columns, keep, batch_size)
+            yield score_frame(batch, model, columns, keep, batch_size)
 
     return frame.mapInPandas(score, schema=output_schema(model, frame, keep))

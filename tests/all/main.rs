@@ -21,6 +21,7 @@ mod metrics;
 mod monitoring;
 mod native_interference;
 mod properties;
+mod python;
 mod reliability;
 mod security;
 mod server;
