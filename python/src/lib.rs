@@ -200,12 +200,7 @@ impl NativeModel {
         fuel: Option<u64>,
         timeout_ms: Option<u64>,
     ) -> PyResult<Vec<PyTensor>> {
-        let mut tensors = Vec::with_capacity(inputs.len());
-        for (name, datatype, shape, data) in inputs {
-            let datatype: Datatype =
-                datatype.parse().map_err(|e: String| InvalidInput::new_err(format!("input '{name}': {e}")))?;
-            tensors.push(Tensor { name, datatype, shape, data: data.as_bytes().to_vec().into() });
-        }
+        let tensors = to_tensors(inputs)?;
         let overrides = LimitOverrides { fuel, timeout_ms, memory_mb: None };
         let outcome = py.detach(|| self.run(tensors, &outputs, overrides)).map_err(to_py)?;
         Ok(outcome
@@ -214,6 +209,31 @@ impl NativeModel {
             .map(|t| (t.name, t.datatype.as_str().to_owned(), t.shape, PyByteArray::new(py, &t.data).unbind()))
             .collect())
     }
+
+    /// Runs the model `runs` times on `inputs` in one fresh sandbox, one node at a time, and
+    /// returns each node's `(name, operator, seconds)` summed over the runs.
+    #[pyo3(signature = (inputs, runs=10))]
+    fn profile(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<(String, String, Vec<u64>, Bound<'_, PyBytes>)>,
+        runs: u32,
+    ) -> PyResult<Vec<(String, String, f64)>> {
+        let tensors = to_tensors(inputs)?;
+        let times = py.detach(|| self.model.profile(&tensors, runs, LimitOverrides::default())).map_err(to_py)?;
+        Ok(times.into_iter().map(|t| (t.node, t.op, t.time.as_secs_f64())).collect())
+    }
+}
+
+/// Request tensors from `(name, datatype, shape, bytes)` tuples.
+fn to_tensors(inputs: Vec<(String, String, Vec<u64>, Bound<'_, PyBytes>)>) -> PyResult<Vec<Tensor>> {
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for (name, datatype, shape, data) in inputs {
+        let datatype: Datatype =
+            datatype.parse().map_err(|e: String| InvalidInput::new_err(format!("input '{name}': {e}")))?;
+        tensors.push(Tensor { name, datatype, shape, data: data.as_bytes().to_vec().into() });
+    }
+    Ok(tensors)
 }
 
 fn signatures(signatures: &[edgeinfer_runtime::manifest::TensorSignature]) -> Vec<Signature> {
