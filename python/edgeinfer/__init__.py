@@ -303,8 +303,12 @@ class Model:
             answer = self.predict({info.name: matrix[start : start + batch_size]}, outputs)
             for name, array in answer.items():
                 parts.setdefault(name, []).append(array)
-        if not parts:
-            return {o.name: np.empty((0,), dtype=o.dtype or object) for o in self.outputs if not outputs or o.name in outputs}
+        if not parts:  # no rows: empty outputs of the declared inner shapes
+            return {
+                o.name: np.empty((0,) + tuple(max(d, 0) for d in o.shape[1:]), dtype=o.dtype or object)
+                for o in self._outputs
+                if not outputs or o.name in outputs
+            }
         return {name: np.concatenate(arrays) for name, arrays in parts.items()}
 
     def _named(self, inputs: Union[np.ndarray, Mapping[str, Any]]) -> List[Tuple[TensorInfo, Any]]:
@@ -384,8 +388,8 @@ def _flatten_columns(scored: Mapping[str, np.ndarray], outputs: Sequence[TensorI
     for info in outputs:
         if info.name not in scored:
             continue
-        array = scored[info.name]
-        flat = array.reshape(len(array), -1) if array.ndim > 0 else array.reshape(1, 1)
+        array = scored[info.name] if scored[info.name].ndim > 0 else scored[info.name].reshape(1)
+        flat = array.reshape(len(array), int(np.prod(array.shape[1:], dtype=np.int64)))
         if len(info.shape) <= 1:
             columns[info.name] = flat[:, 0]
         else:

@@ -148,6 +148,8 @@ def test_pandas_and_arrow_give_batch_bits(model, rows_csv, batch_scored):
     scored = model.predict_pandas(frame, columns=[f"f{i}" for i in range(64)], batch_size=100)
     assert list(scored.columns) == ["label"] + [f"probabilities_{i}" for i in range(10)]
     assert_same_as_batch(pd.concat([frame[["id"]], scored], axis=1), batch_scored)
+    empty = model.predict_pandas(frame.iloc[:0], columns=[f"f{i}" for i in range(64)])
+    assert list(empty.columns) == list(scored.columns) and len(empty) == 0
     table = pa_csv.read_csv(rows_csv)
     arrow = model.predict_arrow(table, columns=[f"f{i}" for i in range(64)])
     assert arrow.num_rows == 1800
