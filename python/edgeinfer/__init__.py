@@ -102,6 +102,21 @@ _LOADED: Dict[Tuple[str, str, bool], Any] = {}
 _LOADED_LOCK = threading.Lock()
 
 
+# Models inherited through fork(): their runtime's deadline thread did not come along. Kept
+# alive (dropping them would join a thread this process does not have) but never used: each
+# Model reloads in the process that calls it (see ``Model._native_here``).
+_INHERITED: List[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    _INHERITED.extend(_LOADED.values())
+    _LOADED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _load_verified(path: str, sha256: str, reuse_instances: bool) -> Any:
     key = (path, sha256, reuse_instances)
     with _LOADED_LOCK:
@@ -150,11 +165,21 @@ class Model:
         return model
 
     def _remember(self) -> None:
+        self._pid = os.getpid()
         self._inputs = [TensorInfo(*s) for s in self._native.inputs]
         self._outputs = [TensorInfo(*s) for s in self._native.outputs]
         self._by_name = {info.name: info for info in self._inputs}
         with _LOADED_LOCK:
             _LOADED.setdefault(self._key(), self._native)
+
+    def _native_here(self) -> Any:
+        """The native model, reloaded (and verified) once in a process forked since it was
+        loaded."""
+        if self._pid != os.getpid():
+            _INHERITED.append(self._native)
+            self._native = _load_verified(*self._key())
+            self._pid = os.getpid()
+        return self._native
 
     def _key(self) -> Tuple[str, str, bool]:
         return (os.fspath(self._native.dir), self._native.sha256, self._native.reuse_instances)
@@ -234,7 +259,7 @@ class Model:
             fuel = fuel if fuel is not None else limits["fuel"] * rows
             timeout_ms = timeout_ms if timeout_ms is not None else limits["timeout_ms"] * rows
         wire = [_to_wire(info, array) for info, array in named]
-        answer = self._native.infer(wire, list(outputs) if outputs else [], fuel, timeout_ms)
+        answer = self._native_here().infer(wire, list(outputs) if outputs else [], fuel, timeout_ms)
         return {name: _from_wire(datatype, shape, data) for name, datatype, shape, data in answer}
 
     def profile(self, inputs: Union[np.ndarray, Mapping[str, Any]], runs: int = 10) -> List[Tuple[str, str, float]]:
@@ -242,7 +267,7 @@ class Model:
         sandbox, one node of the optimized plan at a time, and returns ``(node, operator,
         seconds)`` for each node, summed over the runs, in plan order."""
         wire = [_to_wire(info, array) for info, array in self._named(inputs)]
-        return [tuple(row) for row in self._native.profile(wire, runs)]
+        return [tuple(row) for row in self._native_here().profile(wire, runs)]
 
     def predict_pandas(
         self,

@@ -39,16 +39,25 @@ create_exception!(_native, ModelNotFound, EdgeInferError, "No such model or vers
 create_exception!(_native, ModelError, EdgeInferError, "The model failed while running (a trap or its own error).");
 
 /// The process's runtime: one wasmtime engine, code cache and epoch ticker shared by every
-/// model, made on first use.
-static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+/// model, made on first use, with the id of the process that made it.
+static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 
 fn runtime() -> Result<Arc<Runtime>, Error> {
     let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(runtime) = slot.as_ref() {
-        return Ok(runtime.clone());
+    let pid = std::process::id();
+    match slot.take() {
+        Some((made_by, runtime)) if made_by == pid => {
+            *slot = Some((made_by, runtime.clone()));
+            return Ok(runtime);
+        }
+        // Inherited through fork(): its epoch ticker thread did not come along, so deadlines
+        // would never fire. Never dropped either (dropping joins a thread this process does
+        // not have): the child makes its own.
+        Some(inherited) => std::mem::forget(inherited),
+        None => {}
     }
     let runtime = Runtime::new(RuntimeConfig::default())?;
-    *slot = Some(runtime.clone());
+    *slot = Some((pid, runtime.clone()));
     Ok(runtime)
 }
 

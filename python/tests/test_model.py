@@ -213,3 +213,32 @@ def test_profile_names_every_node_and_a_dynamic_batch_gets_the_specialised_kerne
     assert not ops & {"Max", "Min", "Add", "Sub", "Mul", "Div"}, ops
     with pytest.raises(edgeinfer.InvalidInput):
         model.profile(np.zeros((1, 3), np.float32))
+
+
+def test_a_forked_child_reloads_the_model_and_keeps_its_deadlines(model, holdout):
+    import multiprocessing
+
+    global _INHERITED_MODEL
+    _INHERITED_MODEL = model  # reaches the child through fork's copy of memory, not pickle
+    x = np.array(holdout["x"][:3], dtype=np.float32)
+    want = model.predict(x)["probabilities"].tobytes()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got, reloaded, timed_out = pool.apply(_in_forked_child, (x,))
+    assert got == want
+    assert reloaded, "the child loaded the model again with its own runtime"
+    assert timed_out, "a 1 ms deadline fired in the forked child"
+
+
+_INHERITED_MODEL = None
+
+
+def _in_forked_child(x):
+    model = _INHERITED_MODEL
+    inherited = model._native
+    got = model.predict(x)["probabilities"].tobytes()
+    try:
+        model.predict(np.tile(x, (20000, 1)), timeout_ms=1)
+        timed_out = False
+    except edgeinfer.LimitExceeded:
+        timed_out = True
+    return got, model._native is not inherited, timed_out
