@@ -65,7 +65,8 @@ fn canary_repo() -> tempfile::TempDir {
     dir
 }
 
-fn registry(repo: &Path) -> Arc<ModelRegistry> {
+/// A registry over `repo` with its history log, every model loaded.
+pub fn registry(repo: &Path) -> Arc<ModelRegistry> {
     let history = ModelRegistry::default_history_path(repo);
     let registry =
         ModelRegistry::with_history(runtime(), ModelRepository::open(repo).expect("repo"), &history).expect("registry");

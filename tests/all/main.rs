@@ -23,6 +23,7 @@ mod native_interference;
 mod properties;
 mod python;
 mod reliability;
+mod rollout;
 mod security;
 mod server;
 mod signing;

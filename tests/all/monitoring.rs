@@ -22,7 +22,7 @@ use crate::metrics::{scrape, value};
 use crate::server::TestServer;
 
 /// A digits look-alike with random weights (same inputs and outputs), compiled once.
-fn random_digits() -> &'static LoadedModel {
+pub fn random_digits() -> &'static LoadedModel {
     static MODEL: OnceLock<(tempfile::TempDir, LoadedModel)> = OnceLock::new();
     &MODEL
         .get_or_init(|| {
@@ -294,13 +294,13 @@ fn drift_stays_low_in_distribution_and_crosses_on_exactly_the_shifted_features()
 }
 
 /// A loopback webhook receiver recording every JSON body it is sent.
-struct Receiver {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Value>>>,
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub bodies: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -334,7 +334,7 @@ impl Receiver {
     }
 
     /// (alertname, status) of every notification so far.
-    fn seen(&self) -> Vec<(String, String)> {
+    pub fn seen(&self) -> Vec<(String, String)> {
         self.bodies
             .lock()
             .expect("lock")
@@ -348,7 +348,7 @@ impl Receiver {
             .collect()
     }
 
-    fn wait_for(&self, alert: &str, status: &str) {
+    pub fn wait_for(&self, alert: &str, status: &str) {
         let wanted = (alert.to_string(), status.to_string());
         wait_until(&format!("{alert} {status}"), Duration::from_secs(20), || self.seen().contains(&wanted));
     }

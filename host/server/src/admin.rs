@@ -6,6 +6,9 @@
 //! - `POST /v2/admin/models/{m}/rollback` with an optional `{"reason": "..."}`
 //! - `GET  /v2/admin/models/{m}/history`
 //! - `POST /v2/admin/models/{m}/versions/{v}/load` and `.../unload`
+//! - `GET  /v2/admin/models/{m}/rollout`
+//! - `POST /v2/admin/models/{m}/rollout` with `{"candidate": "2", "policy": {...}, "reason": "..."}`
+//! - `POST /v2/admin/models/{m}/rollout/{pause|resume|promote|abort}` with an optional `{"reason": "..."}`
 
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ use super::App;
 use super::body::{allow, blocking, parse_version, read_body};
 use super::deployment::TrafficChange;
 use super::response::{ApiError, Body, json_response, to_json};
+use super::rollout::{Action, RolloutPolicy, Transition};
 
 /// Answers `/v2/admin/models/{model}/{rest...}`.
 pub async fn route(
@@ -67,6 +71,44 @@ pub async fn route(
                 })
                 .await?,
             )
+        }
+        ["rollout"] if method == Method::GET => {
+            let app = app.clone();
+            blocking(move || app.rollouts.status(&app.registry, &model).map_err(ApiError::from)).await?
+        }
+        ["rollout"] => {
+            allow(&method, Method::POST)?;
+            let start = RolloutStart::parse(&read_body(&app, request).await?.bytes)?;
+            let app = app.clone();
+            blocking(move || {
+                app.registry
+                    .start_rollout(&model, start.candidate, start.policy, &start.reason)
+                    .map_err(ApiError::from)?;
+                app.rollouts.status(&app.registry, &model).map_err(ApiError::from)
+            })
+            .await?
+        }
+        ["rollout", command] => {
+            allow(&method, Method::POST)?;
+            let action = match *command {
+                "pause" => Action::Pause,
+                "resume" => Action::Resume,
+                "promote" => Action::Promote,
+                "abort" => Action::Abort,
+                other => {
+                    return Err(ApiError::not_found(format!(
+                        "unknown rollout command '{other}' (expected pause, resume, promote or abort)"
+                    )));
+                }
+            };
+            let reason = reason(&read_body(&app, request).await?.bytes)?;
+            let app = app.clone();
+            blocking(move || {
+                let transition = Transition { action, reason, checks: Vec::new(), expected: None };
+                app.registry.move_rollout(&model, transition).map_err(ApiError::from)?;
+                app.rollouts.status(&app.registry, &model).map_err(ApiError::from)
+            })
+            .await?
         }
         _ => return Err(ApiError::not_found(format!("unknown admin endpoint for model '{model}'"))),
     };
@@ -126,5 +168,45 @@ fn reason(body: &[u8]) -> Result<String, ApiError> {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) => Ok(text.clone()),
         Some(other) => Err(ApiError::bad_request(format!("`reason` must be a string, got {other}"))),
+    }
+}
+
+/// The body of `POST /v2/admin/models/{m}/rollout`.
+struct RolloutStart {
+    candidate: u64,
+    policy: Option<RolloutPolicy>,
+    reason: String,
+}
+
+impl RolloutStart {
+    fn parse(body: &[u8]) -> Result<RolloutStart, ApiError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+        let object = value.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+        if let Some(unknown) = object.keys().find(|k| !["candidate", "policy", "reason"].contains(&k.as_str())) {
+            return Err(ApiError::bad_request(format!(
+                "unknown field `{unknown}` (expected candidate, policy, reason)"
+            )));
+        }
+        let candidate = match object.get("candidate") {
+            Some(Value::String(text)) => parse_version(text)?,
+            Some(Value::Number(n)) => {
+                n.as_u64().ok_or_else(|| ApiError::bad_request(format!("`candidate`: version {n} is not valid")))?
+            }
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("`candidate` must be a version like \"2\", got {other}")));
+            }
+            None => return Err(ApiError::bad_request("missing `candidate`, e.g. {\"candidate\": \"2\"}")),
+        };
+        let policy = match object.get("policy") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(RolloutPolicy::from_json(value).map_err(ApiError::bad_request)?),
+        };
+        let reason = match object.get("reason") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => return Err(ApiError::bad_request(format!("`reason` must be a string, got {other}"))),
+        };
+        Ok(RolloutStart { candidate, policy, reason })
     }
 }

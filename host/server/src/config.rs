@@ -87,6 +87,8 @@ pub struct ServerConfig {
     /// Inferences of a version whose recent mean is under this many µs run on the thread
     /// that read the request instead of a blocking thread (0: never), e.g. `300`.
     pub inline_inference_us: u64,
+    /// How often running rollouts are evaluated, in ms, e.g. `1000`.
+    pub rollout_interval_ms: u64,
     /// Scoring threads of the running batch job (default: half the cores, at least 1), e.g. `2`.
     pub batch_workers: usize,
 }
@@ -125,6 +127,7 @@ impl Default for ServerConfig {
             alerts: Vec::new(),
             batch_dir: None,
             inline_inference_us: 300,
+            rollout_interval_ms: 1000,
             batch_workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         }
     }

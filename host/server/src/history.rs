@@ -27,6 +27,10 @@ pub enum ChangeKind {
     Split,
     /// The split went back to the one before.
     Rollback,
+    /// A rollout moved (started, stepped, promoted, rolled back, paused, resumed,
+    /// aborted); `rollout` holds its state and the checks behind the decision, `new` the
+    /// deployment when it changed.
+    Rollout,
 }
 
 /// One line of the log.
@@ -51,6 +55,9 @@ pub struct HistoryEvent {
     pub new: Option<Value>,
     /// Why: the operator's reason, or the error that refused a version.
     pub reason: String,
+    /// For rollout events: the rollout after the change, its action and checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Value>,
 }
 
 /// A change about to be recorded (the log adds `seq` and `time`).
@@ -68,6 +75,8 @@ pub struct Change {
     pub new: Option<Deployment>,
     /// Why.
     pub reason: String,
+    /// For rollout changes: the rollout after the change, its action and checks.
+    pub rollout: Option<Value>,
 }
 
 /// An append-only JSON-lines file. Each append opens the file anew, so a log replaced or
@@ -112,6 +121,7 @@ impl HistoryLog {
             old: change.old.as_ref().map(Deployment::to_json),
             new: change.new.as_ref().map(Deployment::to_json),
             reason: change.reason,
+            rollout: change.rollout,
         };
         let mut line = serde_json::to_vec(&event).map_err(Error::runtime)?;
         line.push(b'\n');
@@ -180,6 +190,8 @@ pub struct DeploymentTrail {
     pub current: Option<Deployment>,
     /// Earlier deployments, most recent last.
     pub previous: Vec<Deployment>,
+    /// The last rollout recorded (its state as of its last event).
+    pub rollout: Option<Value>,
 }
 
 impl DeploymentTrail {
@@ -194,6 +206,13 @@ impl DeploymentTrail {
                         trail.previous.push(old);
                     }
                     trail.current = parse(&event.new);
+                }
+                ChangeKind::Rollout => {
+                    if let Some(new) = parse(&event.new) {
+                        trail.previous.extend(parse(&event.old));
+                        trail.current = Some(new);
+                    }
+                    trail.rollout.clone_from(&event.rollout);
                 }
                 ChangeKind::Rollback => {
                     trail.previous.pop();
@@ -223,6 +242,7 @@ mod tests {
             old: Some(old),
             new: Some(new),
             reason: "t".into(),
+            rollout: None,
         }
     }
 
@@ -246,6 +266,7 @@ mod tests {
             old: Some(one.clone()),
             new: Some(two.clone()),
             reason: "back".into(),
+            rollout: None,
         };
         log.append(rollback).unwrap();
         let events = log.events().unwrap();
@@ -270,6 +291,7 @@ mod tests {
             old: None,
             new: None,
             reason: String::new(),
+            rollout: None,
         })
         .unwrap();
         assert_eq!(log.events().unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);

@@ -24,6 +24,7 @@ mod observer;
 mod quality;
 mod registry;
 mod response;
+pub mod rollout;
 mod routes;
 pub mod security;
 mod service;
@@ -55,7 +56,7 @@ pub use observer::MonitoringConfig;
 pub use quality::Task;
 pub use registry::{
     Agreement, AgreementView, ChangeError, DeploymentView, IndexEntry, ModelRegistry, RefusedView, Route,
-    ServedVersion, TrafficView,
+    ServedVersion, ShadowOutcome, TrafficView,
 };
 pub use registry::{ModelConfig, NewVersionPolicy};
 pub use security::AuthMode;
@@ -82,6 +83,7 @@ pub struct App {
     batch: Arc<jobs::BatchJobs>,
     inline: inline::InlineGate,
     tls: Option<Arc<security::tls::TlsReloader>>,
+    rollouts: rollout::Controller,
 }
 
 impl App {
@@ -127,6 +129,7 @@ impl App {
             config.max_concurrent_inferences,
         );
         Arc::new(App {
+            rollouts: rollout::Controller::default(),
             inline,
             tls,
             registry,
@@ -234,6 +237,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let main_role = ListenerRole::Main { admin: admin_listener.is_none() };
     let mut tasks =
         vec![tokio::spawn(serve(listener, app.clone(), main_role, tls.clone(), until_stopped(stopped.clone())))];
+    tasks.push(tokio::spawn(evaluate_rollouts(app.clone(), until_stopped(stopped.clone()))));
     if !app.alerts.is_empty() {
         tasks.push(tokio::spawn(evaluate_alerts(app.clone(), until_stopped(stopped.clone()))));
     }
@@ -263,6 +267,22 @@ async fn evaluate_alerts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
             queued: app.admission.snapshot().queued,
         };
         app.alerts.evaluate(&signals);
+    }
+}
+
+/// Evaluates running rollouts every `rollout_interval_ms` until `shutdown` resolves.
+async fn evaluate_rollouts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(app.config.rollout_interval_ms.max(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = &mut shutdown => return,
+        }
+        let app = app.clone();
+        // Reading quality windows and the history log may block: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || app.rollouts.tick(&app.registry, &app.observer)).await;
     }
 }
 

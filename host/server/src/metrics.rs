@@ -51,6 +51,14 @@ struct ChangeLabels {
     kind: &'static str,
 }
 
+/// `model` and a rollout's `decision` (start, advance, promote, rollback, pause, resume,
+/// abort).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    model: String,
+    decision: String,
+}
+
 /// A shadow pair.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabels {
@@ -154,6 +162,7 @@ pub struct Metrics {
     weight: Family<VersionLabels, Gauge>,
     agreement: Family<ShadowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     changes: Family<ChangeLabels, Counter>,
+    rollout_decisions: Family<RolloutLabels, Counter>,
     disconnects: Counter,
     accuracy: Family<VersionLabels, FloatGauge>,
     mae: Family<VersionLabels, FloatGauge>,
@@ -193,6 +202,7 @@ impl Metrics {
         let weight = Family::<VersionLabels, Gauge>::default();
         let agreement = Family::<ShadowLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let changes = Family::<ChangeLabels, Counter>::default();
+        let rollout_decisions = Family::<RolloutLabels, Counter>::default();
         let disconnects = Counter::default();
         let (accuracy, mae, rmse, drifted) =
             (Family::default(), Family::default(), Family::default(), Family::default());
@@ -252,6 +262,11 @@ impl Metrics {
         registry.register("traffic_weight_percent", "Share of a model's traffic per version", weight.clone());
         registry.register("shadow_agreement_ratio", "Share of shadow copies that agreed", agreement.clone());
         registry.register("version_changes", "Version loads, refusals, splits, rollbacks, unloads", changes.clone());
+        registry.register(
+            "rollout_decisions",
+            "Rollout moves: start, advance, promote, rollback, pause, resume, abort",
+            rollout_decisions.clone(),
+        );
         registry.register("client_disconnects", "Requests whose client left before the answer", disconnects.clone());
         registry.register(
             "build",
@@ -272,6 +287,7 @@ impl Metrics {
             weight,
             agreement,
             changes,
+            rollout_decisions,
             disconnects,
             accuracy,
             mae,
@@ -344,8 +360,13 @@ impl Metrics {
             ChangeKind::Refused => "refused",
             ChangeKind::Split => "split",
             ChangeKind::Rollback => "rollback",
+            ChangeKind::Rollout => "rollout",
         };
         self.changes.get_or_create(&ChangeLabels { model: change.model.clone(), kind }).inc();
+        if let Some(decision) = change.rollout.as_ref().and_then(|r| r["action"].as_str()) {
+            let labels = RolloutLabels { model: change.model.clone(), decision: decision.to_string() };
+            self.rollout_decisions.get_or_create(&labels).inc();
+        }
     }
 
     /// The OpenMetrics text, with the gauges read from `admission`, `registry`, the

@@ -193,6 +193,11 @@ impl InferRequest {
         let app = &self.app;
         let live = &self.live;
         live.stats.record_request(queue_time, &result);
+        if let Err(failure) = &result
+            && ApiError::status_of(&failure.error).is_server_error()
+        {
+            live.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         record_metrics(app, &self.labels, queue_time, &result);
         if let Ok(answer) = &result {
             app.metrics.record_rows(&self.labels, answer.rows);

@@ -3,13 +3,15 @@
 //! recorded per (live, shadow) version pair. A full queue drops copies, never live requests.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
 use edgeinfer_oip::Tensor;
 
 use super::observer::Observer;
-use super::registry::{ModelRegistry, ServedVersion};
+use super::quality::{LabelValue, PredictionSpec};
+use super::registry::{ModelRegistry, ServedVersion, ShadowOutcome};
 use edgeinfer_monitor::predictions::Role;
 use edgeinfer_runtime::compare::outputs_agree;
 use edgeinfer_runtime::limits::LimitOverrides;
@@ -84,19 +86,51 @@ fn work(registry: &ModelRegistry, observer: &Observer, queue: Receiver<ShadowJob
             Ok(outcome) => {
                 shadow.stats.record_success(started.elapsed());
                 shadow.stats.record_rows(rows);
-                let agreed = outputs_agree(&outcome.outputs, &job.live_outputs).is_ok();
+                shadow.stats.fuel.fetch_add(outcome.fuel_used, Ordering::Relaxed);
+                let outputs_agree = outputs_agree(&outcome.outputs, &job.live_outputs).is_ok();
+                let tolerance = registry.agreement_tolerance(&name);
+                let (rows, rows_agreed) =
+                    predictions_agreeing(&shadow.monitor.spec, &outcome.outputs, &job.live_outputs, tolerance)
+                        .unwrap_or((1, u64::from(outputs_agree)));
                 if let Some(inputs) = logged_inputs {
                     let kept = KeptTensors { inputs, requested: job.requested, outputs: outcome.outputs };
                     observer.observe(shadow, Role::Shadow, job.id.as_deref(), kept, true);
                 }
-                Some(agreed)
+                ShadowOutcome::Compared { outputs_agree, rows, rows_agreed }
             }
             Err(error) => {
                 shadow.stats.fail.record(started.elapsed());
+                shadow.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(model = %name, version = shadow.version(), %error, "shadow copy failed");
-                None
+                ShadowOutcome::Failed
             }
         };
         registry.record_agreement(&name, job.live_version, shadow.version(), agreed);
     }
+}
+
+/// Rows of the prediction output (see [`PredictionSpec`]) on which `shadow` and `live` agree:
+/// equal classes, numbers within `tolerance * max(1, |live|)`; `None` when the outputs hold
+/// no prediction to compare.
+fn predictions_agreeing(
+    spec: &PredictionSpec,
+    shadow: &[Tensor],
+    live: &[Tensor],
+    tolerance: f64,
+) -> Option<(u64, u64)> {
+    let (_, shadow) = spec.extract(shadow)?;
+    let (_, live) = spec.extract(live)?;
+    if shadow.len() != live.len() {
+        return Some((live.len().max(1) as u64, 0));
+    }
+    let agreed = shadow
+        .iter()
+        .zip(&live)
+        .filter(|(s, l)| match (s, l) {
+            (LabelValue::Class(s), LabelValue::Class(l)) => s == l,
+            (LabelValue::Number(s), LabelValue::Number(l)) => (s - l).abs() <= tolerance * l.abs().max(1.0),
+            _ => false,
+        })
+        .count();
+    Some((live.len() as u64, agreed as u64))
 }

@@ -19,6 +19,11 @@ impl Counter {
         self.ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// Events recorded so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     fn to_json(&self) -> Value {
         json!({"count": self.count.load(Ordering::Relaxed), "ns": self.ns.load(Ordering::Relaxed)})
     }
@@ -50,21 +55,31 @@ impl LatencyHistogram {
     /// The latency under which `percent` of the recorded ones fall (a bucket's upper bound),
     /// in microseconds; `None` before any was recorded.
     pub fn percentile_us(&self, percent: f64) -> Option<f64> {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let wanted = ((percent / 100.0) * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (index, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= wanted {
-                return Some((2f64.powf(index as f64 / 4.0) * 10.0).round() / 10.0);
-            }
-        }
-        None
+        percentile_us(&self.counts(), percent)
     }
+
+    /// The count of each bucket now (windows subtract two of these).
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// The latency under which `percent` of a histogram's `counts` fall (a bucket's upper
+/// bound), in microseconds; `None` when the counts are all zero.
+pub fn percentile_us(counts: &[u64], percent: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let wanted = ((percent / 100.0) * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (index, count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= wanted {
+            return Some((2f64.powf(index as f64 / 4.0) * 10.0).round() / 10.0);
+        }
+    }
+    None
 }
 
 /// The statistics of one model version.
@@ -82,6 +97,9 @@ pub struct VersionStats {
     pub compute_infer: Counter,
     /// Encoding the response.
     pub compute_output: Counter,
+    /// Failures that are the version's fault: 5xx answers (traps, limit hits, model errors)
+    /// and every failed shadow copy; what a rollout's error rate counts.
+    pub errors: AtomicU64,
     /// Fuel consumed by successful requests.
     pub fuel: AtomicU64,
     /// Latency of successful requests, from decoding to encoding (queueing excluded).

@@ -6,6 +6,7 @@ mod compile;
 mod infer;
 mod profile;
 mod replay;
+mod rollout;
 mod serve;
 mod signing;
 mod token;
@@ -67,6 +68,9 @@ enum Command {
     Traffic(traffic::TrafficArgs),
     /// Put a served model's traffic back to the split before the current one (admin API).
     Rollback(traffic::RollbackArgs),
+    /// Watch and steer a model's automated rollout: status, start, pause, resume, promote,
+    /// abort (admin API).
+    Rollout(rollout::RolloutArgs),
     /// Create, list or revoke bearer tokens for `serve` with auth = "tokens".
     Token(token::TokenArgs),
     /// Write an ed25519 key pair for signing model versions.
@@ -167,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args, &cli.runtime),
         Command::Traffic(args) => traffic::traffic(args),
         Command::Rollback(args) => traffic::rollback(args),
+        Command::Rollout(args) => rollout::rollout(args),
         Command::Token(args) => token::run(args),
         Command::Keygen(args) => signing::keygen(args),
         Command::Sign(args) => signing::sign(args),

@@ -23,10 +23,10 @@ pub struct Target {
     model: String,
     /// Why, recorded in the history log.
     #[arg(long)]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
     /// Bearer token with the admin scope (when the server has auth = "tokens").
     #[arg(long, env = "EDGEINFER_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub(super) token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -80,12 +80,23 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     call(Method::POST, &admin_url(&args.target, "rollback"), args.target.token.as_deref(), Some(body))
 }
 
-fn admin_url(target: &Target, action: &str) -> String {
+pub(super) fn admin_url(target: &Target, action: &str) -> String {
     format!("{}/v2/admin/models/{}/{action}", target.server.trim_end_matches('/'), target.model)
 }
 
 /// Sends one request; prints the JSON answer, or the server's error and exits 1.
-fn call(method: Method, url: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<ExitCode> {
+pub(super) fn call(method: Method, url: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<ExitCode> {
+    call_with(method, url, token, body, |value| Ok(serde_json::to_string_pretty(value)?))
+}
+
+/// Sends one request; prints `show` of the JSON answer, or the server's error and exits 1.
+pub(super) fn call_with(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    show: impl FnOnce(&Value) -> anyhow::Result<String>,
+) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, text) = tokio.block_on(async {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -102,7 +113,7 @@ fn call(method: Method, url: &str, token: Option<&str>, body: Option<Value>) -> 
     })?;
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status.is_success() {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", show(&value)?);
         Ok(ExitCode::SUCCESS)
     } else {
         let message = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_string);

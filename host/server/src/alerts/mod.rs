@@ -43,6 +43,7 @@ struct Active {
     since: Instant,
     started_at: String,
     value: f64,
+    detail: Option<String>,
 }
 
 /// An alert that is pending or firing.
@@ -107,23 +108,28 @@ impl Alerts {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         for (index, rule) in self.rules.iter().enumerate() {
             let values = values(rule, signals);
-            let breaching: BTreeMap<Labels, f64> = values
+            let breaching: BTreeMap<Labels, (f64, Option<String>)> = values
                 .into_iter()
-                .filter(|(_, v)| if rule.condition.fires_below() { *v < rule.threshold } else { *v > rule.threshold })
+                .filter(
+                    |(_, v, _)| if rule.condition.fires_below() { *v < rule.threshold } else { *v > rule.threshold },
+                )
+                .map(|(labels, value, detail)| (labels, (value, detail)))
                 .collect();
-            for (labels, value) in &breaching {
+            for (labels, (value, detail)) in &breaching {
                 let key = (index, labels.clone());
                 let entry = active.entry(key).or_insert_with(|| Active {
                     firing: false,
                     since: now,
                     started_at: now_rfc3339(),
                     value: *value,
+                    detail: None,
                 });
                 entry.value = *value;
+                entry.detail.clone_from(detail);
                 if !entry.firing && now.duration_since(entry.since) >= rule.hold() {
                     entry.firing = true;
                     entry.started_at = now_rfc3339();
-                    self.notify(rule, "firing", labels, *value, &entry.started_at);
+                    self.notify(rule, "firing", labels, *value, &entry.started_at, detail.as_deref());
                 }
             }
             let ended: Vec<(usize, Labels)> =
@@ -132,14 +138,22 @@ impl Alerts {
                 if let Some(gone) = active.remove(&key)
                     && gone.firing
                 {
-                    self.notify(rule, "resolved", &key.1, gone.value, &gone.started_at);
+                    self.notify(rule, "resolved", &key.1, gone.value, &gone.started_at, gone.detail.as_deref());
                 }
             }
         }
         self.evaluations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn notify(&self, rule: &AlertRule, status: &'static str, labels: &Labels, value: f64, started_at: &str) {
+    fn notify(
+        &self,
+        rule: &AlertRule,
+        status: &'static str,
+        labels: &Labels,
+        value: f64,
+        started_at: &str,
+        detail: Option<&str>,
+    ) {
         let now = now_rfc3339();
         if status == "firing" {
             tracing::warn!(alert = %rule.name, ?labels, value, threshold = rule.threshold, "alert firing");
@@ -155,7 +169,7 @@ impl Alerts {
             }
         }
         let direction = if rule.condition.fires_below() { "below" } else { "above" };
-        let annotations = BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             (
                 "summary".to_string(),
                 format!("{} {direction} {} (now {value:.4})", rule.condition.name(), rule.threshold),
@@ -163,6 +177,9 @@ impl Alerts {
             ("value".to_string(), value.to_string()),
             ("threshold".to_string(), rule.threshold.to_string()),
         ]);
+        if let Some(detail) = detail {
+            annotations.insert("description".to_string(), detail.to_string());
+        }
         let notice = webhook::Notice {
             status,
             labels: labels.clone(),
@@ -209,8 +226,49 @@ impl Alerts {
     }
 }
 
-/// The current value of a rule's figure for each thing it watches.
-fn values(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
+/// The current value of a rule's figure for each thing it watches, with what the
+/// notification should say about it beyond the number.
+fn values(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64, Option<String>)> {
+    readings(rule, signals)
+        .into_iter()
+        .map(|(labels, value)| (labels, value, None))
+        .chain(rollouts(rule, signals))
+        .collect()
+}
+
+/// `rollout_rolled_back`: 1 per model whose last rollout a failing check rolled back.
+fn rollouts(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64, Option<String>)> {
+    if rule.condition != Condition::RolloutRolledBack {
+        return Vec::new();
+    }
+    signals
+        .registry
+        .rollouts()
+        .into_iter()
+        .filter(|(model, _)| rule.model == "*" || rule.model == *model)
+        .map(|(model, rollout)| {
+            let failed = rollout.state == crate::rollout::RolloutState::RolledBack
+                && rollout.action == crate::rollout::Action::Rollback;
+            let labels = Labels::from([
+                ("alertname".to_string(), rule.name.clone()),
+                ("severity".to_string(), rule.severity.clone()),
+                ("model".to_string(), model),
+                ("version".to_string(), rollout.candidate.to_string()),
+            ]);
+            let detail = format!(
+                "rollout of version {} rolled back at step {} (\"{}\"): {}",
+                rollout.candidate,
+                rollout.step,
+                rollout.current_step(),
+                rollout.reason
+            );
+            (labels, f64::from(u8::from(failed)), Some(detail))
+        })
+        .collect()
+}
+
+/// The figures of every condition but the rollouts'.
+fn readings(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
     let labels = |extra: &[(&str, String)]| -> Labels {
         let mut labels = Labels::from([
             ("alertname".to_string(), rule.name.clone()),
@@ -219,8 +277,10 @@ fn values(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
         labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         labels
     };
-    if rule.condition == Condition::QueueDepth {
-        return vec![(labels(&[]), signals.queued as f64)];
+    match rule.condition {
+        Condition::QueueDepth => return vec![(labels(&[]), signals.queued as f64)],
+        Condition::RolloutRolledBack => return Vec::new(),
+        _ => {}
     }
     let models: Vec<String> = if rule.model == "*" {
         let mut all = signals.registry.model_names();
@@ -263,7 +323,7 @@ fn values(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
                     }
                 }
             }
-            Condition::QueueDepth => {}
+            Condition::QueueDepth | Condition::RolloutRolledBack => {}
         }
     }
     found

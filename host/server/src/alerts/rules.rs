@@ -27,6 +27,9 @@ pub enum Condition {
     ShadowAgreement,
     /// Requests waiting for an inference slot, server-wide.
     QueueDepth,
+    /// 1 while a model's last rollout was rolled back by a failing check (0 otherwise);
+    /// the alert's `description` names the checks. Use a threshold of 0.
+    RolloutRolledBack,
 }
 
 impl Condition {
@@ -41,6 +44,7 @@ impl Condition {
             Condition::Psi => "psi",
             Condition::ShadowAgreement => "shadow_agreement",
             Condition::QueueDepth => "queue_depth",
+            Condition::RolloutRolledBack => "rollout_rolled_back",
         }
     }
 

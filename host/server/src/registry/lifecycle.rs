@@ -97,6 +97,7 @@ impl ModelRegistry {
                 old: state.deployment.clone(),
                 new: None,
                 reason: "model unloaded".into(),
+                rollout: None,
             })?;
             self.publish(name, None);
             Ok(())
@@ -114,6 +115,16 @@ impl ModelRegistry {
                 return Err(
                     Error::NotFound(format!("model '{name}' has no version {version} in the repository")).into()
                 );
+            }
+            // The model's config.toml as it is now: a `[rollout]` added for this version applies.
+            match ModelConfig::load(&self.repo.root().join(name)) {
+                Ok(config) => state.config = config,
+                Err(error) => {
+                    let message = error.to_string();
+                    self.refuse(&mut state, name, version, &dir, message.clone())?;
+                    self.publish(name, Some(state));
+                    return Err(Error::Refused { model: name.to_string(), reasons: vec![(version, message)] }.into());
+                }
             }
             self.load_into(name, version, &dir, &mut state, reason)?;
             self.publish(name, Some(state));
@@ -191,7 +202,15 @@ impl ModelRegistry {
                 let newest_live = state.deployment.as_ref().and_then(|d| d.live_versions().last().copied());
                 let switch = state.config.on_new_version == NewVersionPolicy::Switch
                     && newest_live.is_none_or(|live| version > live);
-                if switch {
+                let rollout = state.config.rollout.clone().filter(|_| switch && newest_live.is_some());
+                if let Some(policy) = rollout {
+                    let why = format!("version {version} loaded; the model's [rollout] policy starts its first step");
+                    match self.begin_rollout(name, state, version, policy, &why) {
+                        Ok(()) => {}
+                        Err(super::ChangeError::Failed(error)) => return Err(error),
+                        Err(error) => tracing::warn!(model = name, version, %error, "rollout not started"),
+                    }
+                } else if switch {
                     let why = format!("blue/green: version {version} loaded, policy switches all traffic to it");
                     self.switch(name, state, ChangeKind::Split, Deployment::single(version), &why)?;
                 } else if state.deployment.is_none() {
@@ -224,6 +243,7 @@ impl ModelRegistry {
             old: None,
             new: None,
             reason: reason.into(),
+            rollout: None,
         })
     }
 

@@ -8,12 +8,13 @@
 //! first, then published.
 //!
 //! Jobs: `mod.rs` the serving table and request routing, `lifecycle` loading and unloading
-//! versions, `policy` deployments and rollback, `sync` the repository on disk, `views` what
+//! versions, `policy` deployments and rollback, `rollout` automated rollouts' transitions, `sync` the repository on disk, `views` what
 //! clients read.
 
 mod lifecycle;
 mod model_config;
 mod policy;
+mod rollout;
 mod sync;
 mod views;
 
@@ -94,6 +95,7 @@ struct ModelState {
     deployment: Option<Deployment>,
     previous: Vec<Deployment>,
     config: ModelConfig,
+    rollout: Option<crate::rollout::Rollout>,
 }
 
 impl ModelState {
@@ -119,6 +121,28 @@ pub struct Agreement {
     pub agreed: u64,
     /// Requests the live version answered and the shadow failed.
     pub shadow_failed: u64,
+    /// Rows whose predictions were compared (the prediction output; see
+    /// [`crate::quality::PredictionSpec`]).
+    pub rows: u64,
+    /// Of those, the rows whose predictions agreed: equal classes, numbers within the
+    /// tolerance.
+    pub rows_agreed: u64,
+}
+
+/// How one shadow copy compared with the live answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    /// The shadow failed.
+    Failed,
+    /// Both answered.
+    Compared {
+        /// Whether every output agreed.
+        outputs_agree: bool,
+        /// Rows whose predictions were compared.
+        rows: u64,
+        /// Rows whose predictions agreed.
+        rows_agreed: u64,
+    },
 }
 
 /// The models being served, loaded from one repository.
@@ -229,16 +253,29 @@ impl ModelRegistry {
     }
 
     /// Records one shadow comparison.
-    pub fn record_agreement(&self, name: &str, live: u64, shadow: u64, outcome: Option<bool>) {
+    pub fn record_agreement(&self, name: &str, live: u64, shadow: u64, outcome: ShadowOutcome) {
         let mut book = self.agreement.lock().unwrap_or_else(|p| p.into_inner());
         let entry = book.entry((name.to_string(), live, shadow)).or_default();
         match outcome {
-            Some(agreed) => {
+            ShadowOutcome::Compared { outputs_agree, rows, rows_agreed } => {
                 entry.compared += 1;
-                entry.agreed += u64::from(agreed);
+                entry.agreed += u64::from(outputs_agree);
+                entry.rows += rows;
+                entry.rows_agreed += rows_agreed;
             }
-            None => entry.shadow_failed += 1,
+            ShadowOutcome::Failed => entry.shadow_failed += 1,
         }
+    }
+
+    /// The shadow agreement of `shadow` against `live` so far.
+    pub fn agreement(&self, name: &str, live: u64, shadow: u64) -> Agreement {
+        let book = self.agreement.lock().unwrap_or_else(|p| p.into_inner());
+        book.get(&(name.to_string(), live, shadow)).copied().unwrap_or_default()
+    }
+
+    /// One loaded version of `name`, if loaded.
+    pub fn loaded_version(&self, name: &str, version: u64) -> Option<Arc<ServedVersion>> {
+        self.table.load().get(name).and_then(|s| s.versions.get(&version).cloned())
     }
 
     /// The models served, by name.

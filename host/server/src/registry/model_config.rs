@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::coalescer::BatchingConfig;
 use crate::quality::Task;
+use crate::rollout::RolloutPolicy;
 use crate::{Error, Result};
 use edgeinfer_runtime::limits::LimitOverrides;
 
@@ -33,6 +34,10 @@ pub struct ModelConfig {
     /// Dynamic batching (off unless present): `[batching] max_batch_size = 32`,
     /// `max_queue_delay_us = 0`.
     pub batching: Option<BatchingConfig>,
+    /// An automated rollout for new versions (`[rollout]`: steps and thresholds, see
+    /// [`RolloutPolicy`]); with `on_new_version = "switch"` a new version starts its first
+    /// step instead of taking all traffic.
+    pub rollout: Option<RolloutPolicy>,
 }
 
 /// See [`ModelConfig::on_new_version`].
@@ -56,6 +61,7 @@ impl Default for ModelConfig {
             prediction_output: None,
             task: None,
             batching: None,
+            rollout: None,
         }
     }
 }
@@ -74,6 +80,11 @@ impl ModelConfig {
             let message =
                 format!("`prediction_sample_rate` must be within 0 and 1, got {}", config.prediction_sample_rate);
             return Err(Error::Manifest { path, message });
+        }
+        if let Some(policy) = &config.rollout {
+            policy
+                .validate()
+                .map_err(|e| Error::Manifest { path: path.clone(), message: format!("[rollout]: {e}") })?;
         }
         Ok(config)
     }
