@@ -569,7 +569,7 @@ fn alert_rules_export_as_a_prometheus_rules_file() {
     assert_eq!(rules[7]["expr"], "edgeinfer_queue_depth > 0");
 }
 
-fn chromium() -> PathBuf {
+pub fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
         if let Some(path) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .map(|dir| dir.join(name))
@@ -581,7 +581,7 @@ fn chromium() -> PathBuf {
     panic!("the status page test needs Chromium: apt-get install chromium (.ci/run installs it)");
 }
 
-fn headless(browser: &Path, extra: &[&str], url: &str) -> Output {
+pub fn headless(browser: &Path, extra: &[&str], url: &str) -> Output {
     let profile = tempfile::tempdir().expect("profile");
     std::process::Command::new(browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=8000"])

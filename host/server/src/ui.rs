@@ -88,6 +88,7 @@ pub fn data(app: &App) -> Value {
                 "quality": quality(app, &model)["versions"],
                 "drift": drift(app, &model)["versions"],
                 "history": to_json(&history),
+                "rollout": app.rollouts.status(&app.registry, &model).ok(),
             })
         })
         .collect();
