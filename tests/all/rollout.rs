@@ -83,9 +83,23 @@ fn split(addr: std::net::SocketAddr) -> Value {
     get(addr, "/v2/admin/models/digits/traffic").json()["split"].clone()
 }
 
+/// Waits for the rollout to end in `state`; fails at once (with the status) if it ends in
+/// another.
 fn wait_state(addr: std::net::SocketAddr, state: &str) -> Value {
-    wait_until(&format!("the rollout to be {state}"), ROLLOUT_TIMEOUT, || status(addr)["state"] == state);
-    status(addr)
+    let mut last = Value::Null;
+    wait_until(&format!("the rollout to be {state}"), ROLLOUT_TIMEOUT, || {
+        let now = status(addr);
+        if (&now["step"], &now["state"], &now["checks"].as_array().map(Vec::len))
+            != (&last["step"], &last["state"], &last["checks"].as_array().map(Vec::len))
+        {
+            eprintln!("rollout now: {now}");
+        }
+        last = now;
+        let ended = ["promoted", "rolled_back"].contains(&last["state"].as_str().unwrap_or_default());
+        assert!(!ended || last["state"] == state, "the rollout ended {}: {last:#}", last["state"]);
+        last["state"] == state
+    });
+    last
 }
 
 /// Steady load: `clients` threads sending one holdout row each; a share `poison` of them

@@ -88,9 +88,9 @@ impl fmt::Display for Step {
 fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
     match ms {
-        _ if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
-        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ if ms.is_multiple_of(3_600_000) && ms > 0 => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) && ms > 0 => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
         _ => format!("{ms}ms"),
     }
 }
@@ -212,7 +212,7 @@ mod tests {
             (r#"steps = ["canary 150% 1m", "full"]"#, "percentage 1%-99%"),
             (r#"steps = ["canary 10%", "full"]"#, "not understood"),
             (r#"steps = ["shadow 0", "full"]"#, "above 0"),
-            (r#"steps = ["canary 10% 2 minutes", "full"]"#, "not a duration"),
+            (r#"steps = ["canary 10% 2minutes", "full"]"#, "not a duration"),
             (r#"steps = ["shadow 10"]"#, "must end with \"full\""),
             (r#"steps = ["full", "shadow 10"]"#, "must be the last step"),
             ("max_error_rate = 2.0", "`max_error_rate` must be within 0 and 1"),
