@@ -25,6 +25,7 @@ mod quality;
 mod registry;
 mod response;
 pub mod rollout;
+mod rollout_control;
 mod routes;
 pub mod security;
 mod service;
@@ -83,7 +84,7 @@ pub struct App {
     batch: Arc<jobs::BatchJobs>,
     inline: inline::InlineGate,
     tls: Option<Arc<security::tls::TlsReloader>>,
-    rollouts: rollout::Controller,
+    rollouts: rollout_control::Controller,
 }
 
 impl App {
@@ -129,7 +130,7 @@ impl App {
             config.max_concurrent_inferences,
         );
         Arc::new(App {
-            rollouts: rollout::Controller::default(),
+            rollouts: rollout_control::Controller::default(),
             inline,
             tls,
             registry,
@@ -280,8 +281,11 @@ async fn evaluate_rollouts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
             _ = ticks.tick() => {}
             () = &mut shutdown => return,
         }
+        if !app.registry.rollouts().iter().any(|(_, r)| r.state == rollout::RolloutState::Running) {
+            continue; // nothing to evaluate: no blocking thread is started for nothing
+        }
         let app = app.clone();
-        // Reading quality windows and the history log may block: off the async threads.
+        // A decision appends to the history log (fsync): off the async threads.
         let _ = tokio::task::spawn_blocking(move || app.rollouts.tick(&app.registry, &app.observer)).await;
     }
 }

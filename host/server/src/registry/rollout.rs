@@ -127,7 +127,7 @@ impl ModelRegistry {
         name: &str,
         state: &mut ModelState,
         rollout: Rollout,
-        checks: Vec<crate::rollout::checks::Check>,
+        checks: Vec<crate::rollout::Check>,
         reason: &str,
     ) -> Result<(), ChangeError> {
         let deployment = match rollout.state {
