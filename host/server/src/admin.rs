@@ -164,6 +164,11 @@ fn reason(body: &[u8]) -> Result<String, ApiError> {
     if let Some(unknown) = object.keys().find(|k| *k != "reason") {
         return Err(ApiError::bad_request(format!("unknown field `{unknown}` (expected reason)")));
     }
+    reason_field(object)
+}
+
+/// The optional `reason` string of a JSON body.
+fn reason_field(object: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
     match object.get("reason") {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) => Ok(text.clone()),
@@ -202,11 +207,6 @@ impl RolloutStart {
             None | Some(Value::Null) => None,
             Some(value) => Some(RolloutPolicy::from_json(value).map_err(ApiError::bad_request)?),
         };
-        let reason = match object.get("reason") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(text)) => text.clone(),
-            Some(other) => return Err(ApiError::bad_request(format!("`reason` must be a string, got {other}"))),
-        };
-        Ok(RolloutStart { candidate, policy, reason })
+        Ok(RolloutStart { candidate, policy, reason: reason_field(object)? })
     }
 }

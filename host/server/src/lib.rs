@@ -253,14 +253,8 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
 
 /// Evaluates the alert rules every `alert_interval_ms` until `shutdown` resolves.
 async fn evaluate_alerts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let mut ticks = tokio::time::interval(Duration::from_millis(app.config.monitoring.alert_interval_ms));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = &mut shutdown => return,
-        }
+    let period = Duration::from_millis(app.config.monitoring.alert_interval_ms);
+    every(period, shutdown, || {
         let signals = alerts::Signals {
             series: &app.series,
             registry: &app.registry,
@@ -268,12 +262,34 @@ async fn evaluate_alerts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
             queued: app.admission.snapshot().queued,
         };
         app.alerts.evaluate(&signals);
-    }
+        async {}
+    })
+    .await;
 }
 
 /// Evaluates running rollouts every `rollout_interval_ms` until `shutdown` resolves.
 async fn evaluate_rollouts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let mut ticks = tokio::time::interval(Duration::from_millis(app.config.rollout_interval_ms.max(1)));
+    let period = Duration::from_millis(app.config.rollout_interval_ms.max(1));
+    every(period, shutdown, || {
+        let app = app.clone();
+        async move {
+            if !app.registry.rollouts().iter().any(|(_, r)| r.state == rollout::RolloutState::Running) {
+                return; // nothing to evaluate: no blocking thread is started for nothing
+            }
+            // A decision appends to the history log (fsync): off the async threads.
+            let _ = tokio::task::spawn_blocking(move || app.rollouts.tick(&app.registry, &app.observer)).await;
+        }
+    })
+    .await;
+}
+
+/// Runs `work` every `period` (a late tick delays the next) until `shutdown` resolves.
+async fn every<W: Future<Output = ()>>(
+    period: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut work: impl FnMut() -> W,
+) {
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -281,12 +297,7 @@ async fn evaluate_rollouts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
             _ = ticks.tick() => {}
             () = &mut shutdown => return,
         }
-        if !app.registry.rollouts().iter().any(|(_, r)| r.state == rollout::RolloutState::Running) {
-            continue; // nothing to evaluate: no blocking thread is started for nothing
-        }
-        let app = app.clone();
-        // A decision appends to the history log (fsync): off the async threads.
-        let _ = tokio::task::spawn_blocking(move || app.rollouts.tick(&app.registry, &app.observer)).await;
+        work().await;
     }
 }
 

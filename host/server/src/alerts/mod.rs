@@ -249,12 +249,7 @@ fn rollouts(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64, Option
         .map(|(model, rollout)| {
             let failed = rollout.state == crate::rollout::RolloutState::RolledBack
                 && rollout.action == crate::rollout::Action::Rollback;
-            let labels = Labels::from([
-                ("alertname".to_string(), rule.name.clone()),
-                ("severity".to_string(), rule.severity.clone()),
-                ("model".to_string(), model),
-                ("version".to_string(), rollout.candidate.to_string()),
-            ]);
+            let labels = rule_labels(rule, &[("model", model), ("version", rollout.candidate.to_string())]);
             let detail = format!(
                 "rollout of version {} rolled back at step {} (\"{}\"): {}",
                 rollout.candidate,
@@ -267,16 +262,17 @@ fn rollouts(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64, Option
         .collect()
 }
 
+/// A rule's alert labels: alertname, severity and `extra`.
+fn rule_labels(rule: &AlertRule, extra: &[(&str, String)]) -> Labels {
+    let mut labels =
+        Labels::from([("alertname".to_string(), rule.name.clone()), ("severity".to_string(), rule.severity.clone())]);
+    labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    labels
+}
+
 /// The figures of every condition but the rollouts'.
 fn readings(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
-    let labels = |extra: &[(&str, String)]| -> Labels {
-        let mut labels = Labels::from([
-            ("alertname".to_string(), rule.name.clone()),
-            ("severity".to_string(), rule.severity.clone()),
-        ]);
-        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        labels
-    };
+    let labels = |extra: &[(&str, String)]| rule_labels(rule, extra);
     match rule.condition {
         Condition::QueueDepth => return vec![(labels(&[]), signals.queued as f64)],
         Condition::RolloutRolledBack => return Vec::new(),
