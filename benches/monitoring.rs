@@ -92,7 +92,7 @@ fn main() {
 
     std::thread::sleep(std::time::Duration::from_millis(300));
     let started = Instant::now();
-    let report = replay(&runtime, watched.path(), log_dir.path(), &ReplayFilter::default()).expect("replay");
+    let report = replay(&runtime, watched.path(), log_dir.path(), &ReplayFilter::default(), None).expect("replay");
     let elapsed = started.elapsed();
     assert_eq!(report.identical, report.replayed, "every replay bit-identical");
     assert!(report.missing.is_empty());

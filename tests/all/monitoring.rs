@@ -160,7 +160,7 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     // Replay: every logged prediction (31 live, 31 shadow) on its exact component.
     let repo_arg = repo.path().to_str().expect("utf8");
     let log = edgeinfer_runtime::repository::state_dir(repo.path()).join("predictions");
-    wait_until("the log on disk", Duration::from_secs(10), || read_log(&log).is_ok_and(|r| r.len() == 62));
+    wait_until("the log on disk", Duration::from_secs(10), || read_log(&log, None).is_ok_and(|r| r.records.len() == 62));
     let replayed = edgeinfer(&["replay", "--repo", repo_arg]);
     assert!(replayed.status.success(), "{}{}", stdout(&replayed), String::from_utf8_lossy(&replayed.stderr));
     assert!(
@@ -177,7 +177,7 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("not an RFC 3339 time"));
 
     // A record whose output was altered is reported by id, and so is a missing component.
-    let mut records = read_log(&log).expect("log");
+    let mut records = read_log(&log, None).expect("log").records;
     let tampered_id = records[4].id.clone();
     let mut altered = records[4].outputs[0].data.to_vec();
     altered[0] ^= 1;
@@ -186,14 +186,15 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     let writer = PredictionLog::open(
         tampered.path(),
         LogBounds { max_file_bytes: 1 << 20, max_total_bytes: 1 << 30, ..LogBounds::default() },
+        Default::default(),
     )
     .expect("log");
     for record in records {
-        writer.append(record);
+        writer.append(record, None);
     }
     drop(writer);
     let tampered_arg = tampered.path().to_str().expect("utf8");
-    wait_until("the tampered log", Duration::from_secs(10), || read_log(tampered.path()).is_ok_and(|r| r.len() == 62));
+    wait_until("the tampered log", Duration::from_secs(10), || read_log(tampered.path(), None).is_ok_and(|r| r.records.len() == 62));
     let report = edgeinfer(&["replay", "--repo", repo_arg, "--log", tampered_arg]);
     assert!(!report.status.success());
     let text = stdout(&report);
@@ -688,9 +689,9 @@ fn image_sized_tensors_are_logged_as_digests_and_a_spent_budget_drops_instead_of
     let reply = post(server.addr, 1.0);
     let answered = &reply.body[reply.body.len() - 96 * 112 * 112 * 4..];
     wait_until("the record is written", Duration::from_secs(30), || {
-        read_log(&logs.path().join("default")).is_ok_and(|records| records.len() == 1)
+        read_log(&logs.path().join("default"), None).is_ok_and(|read| read.records.len() == 1)
     });
-    let records = read_log(&logs.path().join("default")).expect("read the log");
+    let records = read_log(&logs.path().join("default"), None).expect("read the log").records;
     let record = &records[0];
     assert!(record.inputs[0].data.is_empty() && record.outputs[0].data.is_empty(), "no data for digested tensors");
     assert_eq!(record.inputs[0].shape, vec![1, 96, 112, 112]);
@@ -700,6 +701,7 @@ fn image_sized_tensors_are_logged_as_digests_and_a_spent_budget_drops_instead_of
         repo.path(),
         &logs.path().join("default"),
         &edgeinfer_monitor::replay::ReplayFilter::default(),
+        None,
     )
     .expect("replay");
     assert_eq!((report.replayed, report.digest_only), (0, 1), "an input logged as a digest is not re-run");

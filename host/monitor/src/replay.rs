@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::predictions::{PredictionRecord, read_log};
+use super::keys::Keyring;
+use super::predictions::{PredictionRecord, ReadProblem, read_log};
+use super::redaction::{HashKey, Rule};
 use crate::Result;
 use edgeinfer_runtime::limits::LimitOverrides;
 use edgeinfer_runtime::manifest::Manifest;
@@ -60,18 +62,34 @@ pub struct ReplayReport {
     /// Predictions not re-run because an input was logged as its digest only (over the
     /// log's `max_full_tensor_bytes`).
     pub digest_only: usize,
+    /// Predictions not re-run because an input was redacted (dropped or hashed).
+    pub redacted: usize,
+    /// Parts of the log that could not be read (unknown key, altered, cut short); the rest
+    /// was replayed.
+    pub unreadable: Vec<ReadProblem>,
     /// Wall-clock time of the replay.
     #[serde(skip)]
     pub elapsed: Duration,
 }
 
-/// Re-runs the predictions of `log_dir` that `filter` keeps on the components of `repo`.
-pub fn replay(runtime: &Arc<Runtime>, repo: &Path, log_dir: &Path, filter: &ReplayFilter) -> Result<ReplayReport> {
+/// Re-runs the predictions of `log_dir` that `filter` keeps on the components of `repo`;
+/// `keys` opens sealed log files. Outputs redacted by hashing are compared by hash (with the
+/// repository's redaction key), dropped ones not at all.
+pub fn replay(
+    runtime: &Arc<Runtime>,
+    repo: &Path,
+    log_dir: &Path,
+    filter: &ReplayFilter,
+    keys: Option<&Keyring>,
+) -> Result<ReplayReport> {
     let started = Instant::now();
     let components = components_by_digest(repo)?;
+    let hash_key_path = edgeinfer_runtime::repository::state_dir(repo).join("redaction.key");
+    let hash_key = HashKey::load(&hash_key_path).map_err(|e| e.to_string());
     let mut loaded: HashMap<String, std::result::Result<LoadedModel, String>> = HashMap::new();
-    let mut report = ReplayReport::default();
-    for record in read_log(log_dir)?.into_iter().filter(|r| filter.keeps(r)) {
+    let read = read_log(log_dir, keys)?;
+    let mut report = ReplayReport { unreadable: read.problems, ..ReplayReport::default() };
+    for record in read.records.into_iter().filter(|r| filter.keeps(r)) {
         let problem = |reason: String| ReplayProblem {
             id: record.id.clone(),
             model: record.model.clone(),
@@ -81,6 +99,10 @@ pub fn replay(runtime: &Arc<Runtime>, repo: &Path, log_dir: &Path, filter: &Repl
         };
         if record.inputs.iter().any(|t| record.digests.contains_key(&t.name)) {
             report.digest_only += 1;
+            continue;
+        }
+        if record.inputs.iter().any(|t| record.redacted.contains_key(&t.name)) {
+            report.redacted += 1;
             continue;
         }
         let Some(dir) = components.get(&record.sha256) else {
@@ -99,7 +121,7 @@ pub fn replay(runtime: &Arc<Runtime>, repo: &Path, log_dir: &Path, filter: &Repl
             }
         };
         match model.infer(record.inputs.clone(), &record.requested, LimitOverrides::default()) {
-            Ok(outcome) => match first_difference(&record, &outcome.outputs) {
+            Ok(outcome) => match first_difference(&record, &outcome.outputs, hash_key.as_ref()) {
                 None => report.identical += 1,
                 Some(reason) => report.mismatched.push(problem(reason)),
             },
@@ -122,10 +144,25 @@ fn components_by_digest(repo: &Path) -> Result<HashMap<String, PathBuf>> {
 }
 
 /// Names the first output that differs from the logged one, bit for bit.
-fn first_difference(record: &PredictionRecord, outputs: &[edgeinfer_oip::Tensor]) -> Option<String> {
+fn first_difference(
+    record: &PredictionRecord,
+    outputs: &[edgeinfer_oip::Tensor],
+    hash_key: std::result::Result<&HashKey, &String>,
+) -> Option<String> {
     if outputs.len() != record.outputs.len() {
         return Some(format!("{} outputs now, {} logged", outputs.len(), record.outputs.len()));
     }
+    for (logged, now) in record.outputs.iter().zip(outputs) {
+        match record.redacted.get(&logged.name) {
+            Some(Rule::Hash) => match hash_key {
+                Ok(key) if key.hash_tensor(now) == *logged => {}
+                Ok(_) => return Some(format!("output '{}' differs (compared by its redaction hash)", logged.name)),
+                Err(error) => return Some(format!("cannot check hashed output '{}': {error}", logged.name)),
+            },
+            Some(Rule::Drop) | Some(Rule::Keep) | None => {}
+        }
+    }
+    let redacted = |name: &str| record.redacted.get(name).is_some_and(|r| *r != Rule::Keep);
     // An output logged as a digest compares by digest (its logged data is empty).
     let same = |logged: &edgeinfer_oip::Tensor, now: &edgeinfer_oip::Tensor| match record.digests.get(&logged.name) {
         Some(digest) => {
@@ -136,7 +173,8 @@ fn first_difference(record: &PredictionRecord, outputs: &[edgeinfer_oip::Tensor]
         }
         None => logged == now,
     };
-    record.outputs.iter().zip(outputs).find(|(logged, now)| !same(logged, now)).map(|(logged, now)| {
+    let outputs = record.outputs.iter().zip(outputs).filter(|(logged, _)| !redacted(&logged.name));
+    outputs.into_iter().find(|(logged, now)| !same(logged, now)).map(|(logged, now)| {
         let byte = logged.data.iter().zip(&now.data).position(|(a, b)| a != b);
         format!(
             "output '{}' differs (logged {} {:?}, now {} {:?}{})",

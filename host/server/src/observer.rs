@@ -12,7 +12,8 @@ use super::quality::{FeedbackIndex, QualityView, QualityWindow, Unjoined};
 use super::registry::{ModelRegistry, ServedVersion};
 use crate::Result;
 use edgeinfer_monitor::drift::DriftWindow;
-use edgeinfer_monitor::predictions::{LogBounds, PredictionLog, PredictionRecord, Role};
+use edgeinfer_monitor::keys::{KeySource, Keyring};
+use edgeinfer_monitor::predictions::{Erasure, ErasureReport, LogBounds, LogProtection, PredictionLog, PredictionRecord, Role};
 use edgeinfer_runtime::clock::now_ms;
 use edgeinfer_runtime::features::feature_rows;
 use edgeinfer_runtime::pipeline::KeptTensors;
@@ -67,6 +68,9 @@ pub struct MonitoringConfig {
     /// Tensor bytes that may wait for the log's writer; beyond, records are dropped and
     /// counted, e.g. `67108864` (64 MiB).
     pub predictions_queue_bytes: u64,
+    /// Log files last written longer ago than this many days are removed (0: kept until
+    /// `predictions_max_bytes` removes them), e.g. `30`.
+    pub predictions_retention_days: u64,
     /// Logged predictions remembered for joining feedback by id (about 300 bytes each), e.g.
     /// `100000`.
     pub feedback_index: usize,
@@ -96,6 +100,7 @@ impl Default for MonitoringConfig {
             predictions_full_tensor_bytes: 1 << 20,
             predictions_bytes_per_second: 0,
             predictions_queue_bytes: 64 << 20,
+            predictions_retention_days: 0,
             feedback_index: 100_000,
             quality_window: 1000,
             quality_window_s: 0,
@@ -111,10 +116,23 @@ impl Default for MonitoringConfig {
 /// The server's observer of answered requests.
 pub struct Observer {
     log: Option<PredictionLog>,
+    /// The keys that open the log (sealed when set).
+    keys: Option<std::sync::Arc<Keyring>>,
     feedback: FeedbackIndex,
     settings: MonitoringConfig,
     labels_joined: AtomicU64,
     labels_unknown: AtomicU64,
+}
+
+/// Who asked for an answered request, for the observer.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'r> {
+    /// The request id (none: not logged).
+    pub id: Option<&'r str>,
+    /// The caller's token name.
+    pub caller: Option<&'r str>,
+    /// Whether the request is logged (its model's sample rate).
+    pub sampled: bool,
 }
 
 /// How one feedback request went.
@@ -131,8 +149,16 @@ pub struct FeedbackReport {
 }
 
 impl Observer {
-    /// Opens the prediction log (when enabled) under `repo`'s state directory.
-    pub fn open(settings: &MonitoringConfig, repo: &Path) -> Result<Observer> {
+    /// Opens the prediction log (when enabled) under `repo`'s state directory, sealed with
+    /// the keys of `data_key_file` (else `$EDGEINFER_DATA_KEY`) when there are any.
+    pub fn open(settings: &MonitoringConfig, repo: &Path, data_key_file: Option<&Path>) -> Result<Observer> {
+        let key_error = |e: edgeinfer_monitor::keys::KeyError| crate::Error::Config(format!("data key: {e}"));
+        let mut keys = match data_key_file {
+            Some(path) => Some(KeySource::file(path).map_err(key_error)?),
+            None => Keyring::from_env().map_err(key_error)?.map(KeySource::fixed),
+        };
+        let opening_keys = keys.as_mut().map(|k| k.keyring());
+        let state = edgeinfer_runtime::repository::state_dir(repo);
         let log = if settings.predictions {
             let dir = settings
                 .predictions_dir
@@ -144,13 +170,19 @@ impl Observer {
                 max_queued_bytes: settings.predictions_queue_bytes,
                 max_full_tensor_bytes: settings.predictions_full_tensor_bytes,
                 bytes_per_second: settings.predictions_bytes_per_second,
+                max_age_ms: settings.predictions_retention_days.saturating_mul(86_400_000),
             };
-            Some(PredictionLog::open(&dir, bounds)?)
+            let protection = LogProtection { keys, hash_key: Some(state.join("redaction.key")) };
+            if let Some(keys) = &opening_keys {
+                tracing::info!(key = keys.current_id(), "prediction log sealed with AES-256-GCM");
+            }
+            Some(PredictionLog::open(&dir, bounds, protection)?)
         } else {
             None
         };
         Ok(Observer {
             log,
+            keys: opening_keys,
             feedback: FeedbackIndex::new(settings.feedback_index),
             settings: settings.clone(),
             labels_joined: AtomicU64::new(0),
@@ -163,9 +195,10 @@ impl Observer {
     pub fn reload_feedback_index(self: &std::sync::Arc<Self>, registry: std::sync::Arc<ModelRegistry>) {
         let Some(dir) = self.log.as_ref().map(|log| log.dir().to_path_buf()) else { return };
         let observer = self.clone();
+        let keys = self.keys.clone();
         let spawned = std::thread::Builder::new().name("edgeinfer-feedback-index".into()).spawn(move || {
             let mut remembered = 0u64;
-            let read = edgeinfer_monitor::predictions::for_each_record(&dir, &mut |record| {
+            let read = edgeinfer_monitor::predictions::for_each_record(&dir, keys.as_deref(), &mut |record| {
                 let Ok(version) = registry.resolve(&record.model, Some(record.version)) else { return };
                 if version.model.manifest().component.sha256 != record.sha256 {
                     return;
@@ -176,7 +209,12 @@ impl Observer {
                 }
             });
             match read {
-                Ok(()) => tracing::info!(remembered, "logged predictions are joinable by id again"),
+                Ok(problems) => {
+                    for problem in &problems {
+                        tracing::warn!(%problem, "part of the prediction log cannot be read");
+                    }
+                    tracing::info!(remembered, unreadable = problems.len(), "logged predictions are joinable by id again")
+                }
                 Err(error) => tracing::warn!(%error, "cannot read the prediction log back"),
             }
         });
@@ -198,7 +236,8 @@ impl Observer {
 
     /// Records an answered request: drift (live only), then the log and feedback index when
     /// `sampled`.
-    pub fn observe(&self, version: &ServedVersion, role: Role, id: Option<&str>, kept: KeptTensors, sampled: bool) {
+    pub fn observe(&self, version: &ServedVersion, role: Role, request: Observed<'_>, kept: KeptTensors) {
+        let Observed { id, caller, sampled } = request;
         let manifest = version.model.manifest();
         if role == Role::Live
             && let Some(reference) = version.model.reference()
@@ -211,8 +250,9 @@ impl Observer {
         if let Some((task, answers)) = version.monitor.spec.extract(&kept.outputs) {
             self.feedback.remember(&manifest.name, id, manifest.version, role, task, answers);
         }
-        log.append(PredictionRecord {
+        let record = PredictionRecord {
             id: id.to_string(),
+            caller: caller.map(str::to_string),
             time_ms: now_ms(),
             model: manifest.name.clone(),
             version: manifest.version,
@@ -222,7 +262,20 @@ impl Observer {
             inputs: kept.inputs,
             outputs: kept.outputs,
             digests: Default::default(),
-        });
+            redacted: Default::default(),
+        };
+        log.append(record, Some(version.monitor.redaction.clone()));
+    }
+
+    /// Erases the records `which` selects from the prediction log (the file being written
+    /// included) and forgets their predictions in the feedback index.
+    pub fn erase(&self, which: Erasure) -> std::result::Result<ErasureReport, String> {
+        let log = self.log.as_ref().ok_or("the prediction log is off (`[monitoring] predictions = false`)")?;
+        let report = log.erase(which).map_err(|e| e.to_string())?;
+        for id in &report.request_ids {
+            self.feedback.forget(id);
+        }
+        Ok(report)
     }
 
     /// Joins feedback (`{"id", "label"}` or `{"feedback": [...]}`) to logged predictions of

@@ -204,6 +204,13 @@ impl FeedbackIndex {
     }
 
     /// Joins a label to the predictions of request `id` (live and shadow) and forgets them.
+    /// Forgets the predictions of request `id` (every model): they were erased.
+    pub fn forget(&self, id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.entries.retain(|(_, logged), _| logged != id);
+        inner.order.retain(|(_, logged)| logged != id);
+    }
+
     pub fn join(&self, model: &str, id: &str, label: &Value) -> Result<Vec<Joined>, Unjoined> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = (model.to_string(), id.to_string());

@@ -17,6 +17,7 @@ use super::security::{AuditEvent, AuditKind, Caller};
 use super::shadow::ShadowJob;
 use super::timeseries::Ending;
 use crate::Error;
+use crate::observer::Observed;
 use edgeinfer_monitor::predictions::Role;
 use edgeinfer_oip::HttpBody;
 use edgeinfer_runtime::coalesce::{BatchKey, Member};
@@ -207,7 +208,9 @@ impl InferRequest {
         if let Some(kept) = answer.tensors {
             let sampled = self.sampled;
             let copy = self.shadow.clone().map(|shadow| (shadow, kept.clone()));
-            app.observer.observe(live, Role::Live, answer.id.as_deref(), kept, sampled);
+            let caller = self.caller.token.as_ref().map(|t| t.name.as_str());
+            let request = Observed { id: answer.id.as_deref(), caller, sampled };
+            app.observer.observe(live, Role::Live, request, kept);
             if let Some((shadow, kept)) = copy {
                 app.shadow.submit(ShadowJob {
                     live_version: live.version(),
@@ -217,6 +220,7 @@ impl InferRequest {
                     requested: kept.requested,
                     limits: self.options.limits,
                     id: answer.id,
+                    caller: caller.map(str::to_string),
                     sampled,
                 });
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use edgeinfer_oip::Tensor;
 
-use super::observer::Observer;
+use super::observer::{Observed, Observer};
 use super::quality::{LabelValue, PredictionSpec};
 use super::registry::{ModelRegistry, ServedVersion, ShadowOutcome};
 use edgeinfer_monitor::predictions::Role;
@@ -34,6 +34,8 @@ pub struct ShadowJob {
     pub requested: Vec<String>,
     /// The limits the live request ran under.
     pub limits: LimitOverrides,
+    /// The caller's token name.
+    pub caller: Option<String>,
     /// The request id, and whether the live prediction was logged (the shadow's is too).
     pub id: Option<String>,
     /// Whether the live prediction was logged.
@@ -94,7 +96,8 @@ fn work(registry: &ModelRegistry, observer: &Observer, queue: Receiver<ShadowJob
                         .unwrap_or((1, u64::from(outputs_agree)));
                 if let Some(inputs) = logged_inputs {
                     let kept = KeptTensors { inputs, requested: job.requested, outputs: outcome.outputs };
-                    observer.observe(shadow, Role::Shadow, job.id.as_deref(), kept, true);
+                    let request = Observed { id: job.id.as_deref(), caller: job.caller.as_deref(), sampled: true };
+                    observer.observe(shadow, Role::Shadow, request, kept);
                 }
                 ShadowOutcome::Compared { outputs_agree, rows, rows_agreed }
             }

@@ -1,5 +1,6 @@
 //! `edgeinfer replay --log DIR --repo REPO [--id ID] [--since T]`: re-runs logged
-//! predictions on the exact components that made them; exit 1 unless all are bit-identical.
+//! predictions on the exact components that made them; exit 1 unless all are bit-identical
+//! and the whole log could be read. `--data-key PATH` opens a sealed log.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ pub struct ReplayArgs {
     /// Only predictions made at or after this RFC 3339 time, e.g. 2026-11-24T00:00:00Z.
     #[arg(long)]
     since: Option<String>,
+    /// The data key file of a sealed log (default: `$EDGEINFER_DATA_KEY`).
+    #[arg(long)]
+    data_key: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -41,8 +45,13 @@ pub fn run(args: ReplayArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> 
         .transpose()?;
     let log = args.log.unwrap_or_else(|| edgeinfer_runtime::repository::state_dir(&args.repo).join("predictions"));
     let filter = ReplayFilter { id: args.id.clone(), since_ms };
+    let keys = super::predictions::data_keys(args.data_key.as_deref())?;
     let runtime = runtime.runtime()?;
-    let report = replay(&runtime, &args.repo, &log, &filter).with_context(|| format!("replaying {}", log.display()))?;
+    let report = replay(&runtime, &args.repo, &log, &filter, keys.as_ref())
+        .with_context(|| format!("replaying {}", log.display()))?;
+    for problem in &report.unreadable {
+        eprintln!("UNREADABLE {problem}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -52,18 +61,21 @@ pub fn run(args: ReplayArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> 
         let seconds = report.elapsed.as_secs_f64();
         println!(
             "{} replayed, {} bit-identical, {} mismatched, {} missing components, {} not replayable \
-             (an input logged as its digest only) ({:.0} predictions/s)",
+             (an input logged as its digest only), {} not replayable (an input redacted), {} unreadable \
+             parts of the log ({:.0} predictions/s)",
             report.replayed,
             report.identical,
             report.mismatched.len(),
             report.missing.len(),
             report.digest_only,
+            report.redacted,
+            report.unreadable.len(),
             report.replayed as f64 / seconds.max(1e-9)
         );
     }
-    if args.id.is_some() && report.replayed + report.missing.len() + report.digest_only == 0 {
+    if args.id.is_some() && report.replayed + report.missing.len() + report.digest_only + report.redacted == 0 {
         anyhow::bail!("no prediction with id {:?} in {}", args.id.unwrap_or_default(), log.display());
     }
-    let clean = report.mismatched.is_empty() && report.missing.is_empty();
+    let clean = report.mismatched.is_empty() && report.missing.is_empty() && report.unreadable.is_empty();
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -185,9 +185,14 @@ impl ModelRegistry {
             }
             None => None,
         };
+        let manifest = model.manifest();
+        let inputs: Vec<&str> = manifest.inputs.iter().map(|t| t.name.as_str()).collect();
+        let outputs: Vec<&str> = manifest.outputs.iter().map(|t| t.name.as_str()).collect();
+        config.redaction.check(&inputs, &outputs).map_err(Error::Config)?;
         let monitor = crate::version_monitor::VersionMonitor::new(
             config.prediction_sample_rate,
             PredictionSpec { output: config.prediction_output.clone(), task: config.task },
+            config.redaction.clone(),
         );
         Ok(Arc::new(ServedVersion { model, stats: VersionStats::default(), limits: config.limits, monitor, batching }))
     }

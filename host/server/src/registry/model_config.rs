@@ -38,6 +38,9 @@ pub struct ModelConfig {
     /// [`RolloutPolicy`]); with `on_new_version = "switch"` a new version starts its first
     /// step instead of taking all traffic.
     pub rollout: Option<RolloutPolicy>,
+    /// What the prediction log keeps of each tensor (`[redaction]`: `inputs = { ssn = "drop",
+    /// email = "hash" }`, `outputs = { ... }`; tensors not named are kept).
+    pub redaction: edgeinfer_monitor::redaction::Redaction,
 }
 
 /// See [`ModelConfig::on_new_version`].
@@ -62,6 +65,7 @@ impl Default for ModelConfig {
             task: None,
             batching: None,
             rollout: None,
+            redaction: Default::default(),
         }
     }
 }
