@@ -1,12 +1,14 @@
 //! End-to-end tests: real components compiled from real ONNX models, run by real wasmtime.
 //! One test binary so every fixture component is compiled once per run.
 
+mod audit_chain;
 mod batch;
 mod batching;
 mod cli;
 mod common;
 mod compile;
 mod conformance;
+mod data_protection;
 mod deploy;
 mod determinism;
 mod docs;

@@ -160,7 +160,9 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     // Replay: every logged prediction (31 live, 31 shadow) on its exact component.
     let repo_arg = repo.path().to_str().expect("utf8");
     let log = edgeinfer_runtime::repository::state_dir(repo.path()).join("predictions");
-    wait_until("the log on disk", Duration::from_secs(10), || read_log(&log, None).is_ok_and(|r| r.records.len() == 62));
+    wait_until("the log on disk", Duration::from_secs(10), || {
+        read_log(&log, None).is_ok_and(|r| r.records.len() == 62)
+    });
     let replayed = edgeinfer(&["replay", "--repo", repo_arg]);
     assert!(replayed.status.success(), "{}{}", stdout(&replayed), String::from_utf8_lossy(&replayed.stderr));
     assert!(
@@ -194,7 +196,9 @@ fn predictions_replay_bit_identical_and_feedback_scores_live_and_shadow() {
     }
     drop(writer);
     let tampered_arg = tampered.path().to_str().expect("utf8");
-    wait_until("the tampered log", Duration::from_secs(10), || read_log(tampered.path(), None).is_ok_and(|r| r.records.len() == 62));
+    wait_until("the tampered log", Duration::from_secs(10), || {
+        read_log(tampered.path(), None).is_ok_and(|r| r.records.len() == 62)
+    });
     let report = edgeinfer(&["replay", "--repo", repo_arg, "--log", tampered_arg]);
     assert!(!report.status.success());
     let text = stdout(&report);

@@ -177,7 +177,8 @@ mod tests {
             tensor("email", Datatype::Bytes, email, 3),
             tensor("age", Datatype::Fp32, floats.clone(), 2),
         ];
-        let mut outputs = vec![tensor("score", Datatype::Fp32, floats.clone(), 2), tensor("label", Datatype::Int64, vec![7; 16], 2)];
+        let mut outputs =
+            vec![tensor("score", Datatype::Fp32, floats.clone(), 2), tensor("label", Datatype::Int64, vec![7; 16], 2)];
         let done = rules.apply(&key, &mut inputs, &mut outputs);
         assert_eq!(done.len(), 3);
         assert!(inputs[0].data.is_empty() && inputs[0].shape == vec![2], "dropped: shape only");
@@ -186,7 +187,12 @@ mod tests {
         assert_eq!(hashed[0], hashed[2], "equal values hash equal: joins work");
         assert_ne!(hashed[0], hashed[1]);
         assert!(!hashed[0].contains('@'));
-        assert_eq!(again.hash_tensor(&tensor("email", Datatype::Bytes, [&7u32.to_le_bytes()[..], b"a@x.org"].concat(), 1)).data[4..], *hashed[0].as_bytes());
+        assert_eq!(
+            again
+                .hash_tensor(&tensor("email", Datatype::Bytes, [&7u32.to_le_bytes()[..], b"a@x.org"].concat(), 1))
+                .data[4..],
+            *hashed[0].as_bytes()
+        );
         assert_eq!(inputs[2].data, floats, "not named: kept");
         assert_eq!(outputs[0].datatype, Datatype::Bytes);
         assert_eq!(outputs[1].data, vec![7; 16]);

@@ -9,6 +9,8 @@
 //! - `GET  /v2/admin/models/{m}/rollout`
 //! - `POST /v2/admin/models/{m}/rollout` with `{"candidate": "2", "policy": {...}, "reason": "..."}`
 //! - `POST /v2/admin/models/{m}/rollout/{pause|resume|promote|abort}` with an optional `{"reason": "..."}`
+//! - `POST /v2/admin/predictions/erase` with `{"request_id": "..."}` or `{"caller": "TOKEN"}` and
+//!   an optional `"reason"`
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use super::body::{allow, blocking, parse_version, read_body};
 use super::deployment::TrafficChange;
 use super::response::{ApiError, Body, json_response, to_json};
 use super::rollout::{Action, RolloutPolicy, Transition};
+use edgeinfer_monitor::predictions::Erasure;
 
 /// Answers `/v2/admin/models/{model}/{rest...}`.
 pub async fn route(
@@ -151,6 +154,60 @@ pub fn tokens(app: &App) -> Value {
         .filter_map(|(key, use_)| key.strip_prefix("addr:").map(|addr| (addr.to_string(), to_json(use_))))
         .collect();
     json!({"auth": app.security.tokens.is_some(), "tokens": tokens, "addresses": addresses})
+}
+
+/// `POST /v2/admin/predictions/erase`: removes one request's or one caller's records from the
+/// prediction log (the file being written included) and audits what was erased.
+pub async fn erase_predictions(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    caller: &crate::security::Caller,
+    request_line: &str,
+) -> Result<Value, ApiError> {
+    allow(request.method(), Method::POST)?;
+    let body = read_body(&app, request).await?;
+    let value: Value =
+        serde_json::from_slice(&body.bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let object = value.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    if let Some(unknown) = object.keys().find(|k| !["request_id", "caller", "reason"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown field `{unknown}` (expected request_id or caller, reason)"
+        )));
+    }
+    let text = |key: &str| match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if !text.is_empty() => Ok(Some(text.clone())),
+        Some(other) => Err(ApiError::bad_request(format!("`{key}` must be a non-empty string, got {other}"))),
+    };
+    let which = match (text("request_id")?, text("caller")?) {
+        (Some(id), None) => Erasure::RequestId(id),
+        (None, Some(caller)) => Erasure::Caller(caller),
+        _ => return Err(ApiError::bad_request("give exactly one of `request_id` and `caller`")),
+    };
+    let reason = reason_field(object)?;
+    let observer = app.clone();
+    let whose = which.to_string();
+    let report =
+        blocking(move || observer.observer.erase(which).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))).await;
+    let (outcome, summary) = match &report {
+        Ok(report) if report.complete() => ("200".to_string(), format!("erased {} records of {whose}", report.erased)),
+        Ok(report) => (
+            "200".to_string(),
+            format!(
+                "erased {} records of {whose}; not searched: {} files of other servers, {} unreadable files",
+                report.erased,
+                report.files_being_written.len(),
+                report.files_unreadable.len()
+            ),
+        ),
+        Err(error) => (error.status.as_u16().to_string(), error.message.clone()),
+    };
+    let summary = if reason.is_empty() { summary } else { format!("{summary}: {reason}") };
+    app.security.audit(crate::security::AuditKind::AdminChange, caller, request_line, &outcome, &summary);
+    let report = report?;
+    let mut value = to_json(&report);
+    value["complete"] = json!(report.complete());
+    Ok(value)
 }
 
 /// The optional `{"reason": "..."}` body of rollback, load and unload.

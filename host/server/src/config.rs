@@ -61,10 +61,19 @@ pub struct ServerConfig {
     pub tokens_file: Option<PathBuf>,
     /// The audit log (default `<repo>/.edgeinfer/audit.jsonl`), e.g. `"/var/log/edgeinfer/audit.jsonl"`.
     pub audit_file: Option<PathBuf>,
+    /// The data key file (`edgeinfer key create --out PATH`, mode 0600): with it, the
+    /// prediction log is sealed with AES-256-GCM (unset: `$EDGEINFER_DATA_KEY` if set, else
+    /// plain), e.g. `"/etc/edgeinfer/data.key"`.
+    pub data_key_file: Option<PathBuf>,
     /// Size at which the audit log is rotated, e.g. `67108864` (64 MiB).
     pub audit_max_bytes: u64,
     /// Rotated audit files kept, e.g. `5`.
     pub audit_keep: usize,
+    /// Set by `edgeinfer serve --accept-broken-audit` only, not a key of this file: a broken
+    /// audit chain is set aside (its files renamed `*.broken-<unix ms>`) and a new one begun,
+    /// instead of a refusal to start.
+    #[serde(skip)]
+    pub accept_broken_audit: bool,
     /// Default rate and fuel quota of callers whose token sets none (per address when auth is
     /// off), e.g. `{ rate_per_s = 100, burst = 200, fuel_per_minute = 100000000000 }`.
     pub quotas: crate::security::TokenLimits,
@@ -115,9 +124,11 @@ impl Default for ServerConfig {
             auth: None,
             insecure_no_auth: false,
             tokens_file: None,
+            data_key_file: None,
             audit_file: None,
-            audit_max_bytes: 64 << 20,
-            audit_keep: 5,
+            audit_max_bytes: crate::security::audit::DEFAULT_MAX_BYTES,
+            audit_keep: crate::security::audit::DEFAULT_KEEP,
+            accept_broken_audit: false,
             quotas: crate::security::TokenLimits::default(),
             trusted_keys: Vec::new(),
             lockout_failures: 20,
@@ -200,6 +211,7 @@ impl ServerConfig {
             audit_file: self.audit_file.clone(),
             audit_max_bytes: self.audit_max_bytes,
             audit_keep: self.audit_keep,
+            accept_broken_audit: self.accept_broken_audit,
             quotas: self.quotas,
             lockout_failures: self.lockout_failures,
             lockout_window: std::time::Duration::from_secs(self.lockout_window_s),

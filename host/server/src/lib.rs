@@ -208,7 +208,8 @@ pub(crate) enum ListenerRole {
 /// removed versions meanwhile. Every setting is checked before anything is bound.
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
     let security = security::Security::from_settings(&config.security_settings(), registry.repository().root())?;
-    let observer = observer::Observer::open(&config.monitoring, registry.repository().root())?;
+    let observer =
+        observer::Observer::open(&config.monitoring, registry.repository().root(), config.data_key_file.as_deref())?;
     let state_dir = edgeinfer_runtime::repository::state_dir(registry.repository().root());
     let batch = jobs::BatchJobs::open(config.batch_dir.as_deref(), &state_dir, config.batch_workers)?;
     let tls = config.tls.clone().map(security::tls::TlsReloader::load).transpose()?.map(Arc::new);

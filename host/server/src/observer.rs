@@ -13,7 +13,9 @@ use super::registry::{ModelRegistry, ServedVersion};
 use crate::Result;
 use edgeinfer_monitor::drift::DriftWindow;
 use edgeinfer_monitor::keys::{KeySource, Keyring};
-use edgeinfer_monitor::predictions::{Erasure, ErasureReport, LogBounds, LogProtection, PredictionLog, PredictionRecord, Role};
+use edgeinfer_monitor::predictions::{
+    Erasure, ErasureReport, LogBounds, LogProtection, PredictionLog, PredictionRecord, Role,
+};
 use edgeinfer_runtime::clock::now_ms;
 use edgeinfer_runtime::features::feature_rows;
 use edgeinfer_runtime::pipeline::KeptTensors;
@@ -213,7 +215,11 @@ impl Observer {
                     for problem in &problems {
                         tracing::warn!(%problem, "part of the prediction log cannot be read");
                     }
-                    tracing::info!(remembered, unreadable = problems.len(), "logged predictions are joinable by id again")
+                    tracing::info!(
+                        remembered,
+                        unreadable = problems.len(),
+                        "logged predictions are joinable by id again"
+                    )
                 }
                 Err(error) => tracing::warn!(%error, "cannot read the prediction log back"),
             }

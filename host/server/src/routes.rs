@@ -151,6 +151,9 @@ async fn route(
             allow(&method, Method::GET)?;
             ok(super::admin::tokens(&app))
         }
+        ["v2", "admin", "predictions", "erase"] => {
+            ok(super::admin::erase_predictions(app.clone(), request, &caller, &request_line).await?)
+        }
         ["v2", "admin", "models", model, rest @ ..] => {
             let answer = super::admin::route(app.clone(), request, model.to_string(), rest).await;
             if method != Method::GET {

@@ -1,9 +1,12 @@
 //! Subcommands of the `edgeinfer` CLI.
 
 mod alerts;
+mod audit;
 mod batch;
 mod compile;
 mod infer;
+mod key;
+mod predictions;
 mod profile;
 mod replay;
 mod rollout;
@@ -86,6 +89,12 @@ enum Command {
     Alerts(alerts::AlertsArgs),
     /// Score a file (CSV, NDJSON, Parquet) on every core; resumable, every row exactly once.
     Batch(batch::BatchArgs),
+    /// Check the audit log's hash chain: any record edited, removed or reordered is named.
+    Audit(audit::AuditArgs),
+    /// Create, rotate or list data keys (they seal the prediction log at rest).
+    Key(key::KeyArgs),
+    /// Work with a prediction log on disk: erase one request's or one caller's records.
+    Predictions(predictions::PredictionsArgs),
 }
 
 /// Per-request limits given on the command line.
@@ -179,5 +188,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(args) => profile::profile(args),
         Command::Alerts(args) => alerts::run(args),
         Command::Batch(args) => batch::run(args, &cli.runtime),
+        Command::Audit(args) => audit::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Predictions(args) => predictions::run(args),
     }
 }

@@ -26,10 +26,9 @@ enum PredictionsAction {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "whose", required = true, multiple = false, args = ["request_id", "caller"])]
 struct EraseArgs {
     /// The records of this request id.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "caller", required_unless_present = "caller")]
     request_id: Option<String>,
     /// Every record of this caller (a token name).
     #[arg(long)]

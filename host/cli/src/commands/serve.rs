@@ -32,6 +32,15 @@ pub struct ServeArgs {
     /// Serve a non-loopback address without authentication (knowingly insecure).
     #[arg(long)]
     insecure_no_auth: bool,
+    /// When the audit log's hash chain is broken, move its files aside (renamed
+    /// `*.broken-<unix ms>`, never deleted) and begin a new chain whose first record names the
+    /// break, instead of refusing to start. Inspect first with `edgeinfer audit verify`.
+    #[arg(long)]
+    accept_broken_audit: bool,
+    /// The data key file (`edgeinfer key create`): the prediction log is sealed with it
+    /// (overrides `data_key_file`).
+    #[arg(long)]
+    data_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -63,6 +72,10 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         config.grpc_listen = Some(SocketAddr::new(config.listen.ip(), port));
     }
     config.insecure_no_auth |= args.insecure_no_auth;
+    config.accept_broken_audit = args.accept_broken_audit;
+    if let Some(key) = args.data_key {
+        config.data_key_file = Some(key);
+    }
     let runtime = runtime.runtime()?;
     let repo_dir = match &config.repo {
         Some(dir) => dir.clone(),

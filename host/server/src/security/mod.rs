@@ -46,6 +46,9 @@ pub struct SecuritySettings {
     pub audit_max_bytes: u64,
     /// `audit_keep`.
     pub audit_keep: usize,
+    /// `serve --accept-broken-audit`: set a broken audit chain aside and begin a new one
+    /// instead of refusing to start.
+    pub accept_broken_audit: bool,
     /// `quotas`.
     pub quotas: TokenLimits,
     /// `lockout_failures`.
@@ -56,7 +59,7 @@ pub struct SecuritySettings {
     pub lockout: Duration,
 }
 
-pub use audit::{AuditEvent, AuditKind, AuditLog};
+pub use audit::{AuditError, AuditEvent, AuditKind, AuditLog, ChainBreak, ChainReport};
 pub use quotas::{CallerUsage, Lockout, Quotas, Throttle};
 pub use tokens::{AuthFailure, Scope, TokenEntry, TokenLimits, TokenStore, TokensFile};
 
@@ -150,15 +153,12 @@ impl Security {
             AuthMode::Tokens => Some(TokenStore::open(&tokens_path)?),
             AuthMode::None => None,
         };
-        let audit_path = config
-            .audit_file
-            .clone()
-            .unwrap_or_else(|| edgeinfer_runtime::repository::state_dir(repo).join("audit.jsonl"));
+        let audit = open_audit(config, &config.audit_file.clone().unwrap_or_else(|| AuditLog::default_path(repo)))?;
         Ok(Security {
             tokens,
             quotas: Quotas::new(config.quotas),
             lockout: Lockout::new(config.lockout_failures, config.lockout_window, config.lockout),
-            audit: Some(AuditLog::new(&audit_path, config.audit_max_bytes, config.audit_keep)),
+            audit: Some(audit),
         })
     }
 
@@ -210,6 +210,32 @@ impl Security {
             log.record(event);
         }
     }
+}
+
+/// The audit log, its chain checked: a broken one is refused (appending would bury the break)
+/// unless `accept_broken_audit` says to set it aside.
+fn open_audit(config: &SecuritySettings, path: &Path) -> Result<AuditLog> {
+    let (max_bytes, keep) = (config.audit_max_bytes, config.audit_keep);
+    let opened = if config.accept_broken_audit {
+        AuditLog::open_or_restart(path, max_bytes, keep).map(|(log, restart)| {
+            if let Some(restart) = restart {
+                let moved: Vec<String> = restart.moved.iter().map(|p| p.display().to_string()).collect();
+                tracing::warn!(broken = %restart.broken, moved = %moved.join(", "), "audit chain broken: its files were set aside and a new chain begun");
+            }
+            log
+        })
+    } else {
+        AuditLog::open(path, max_bytes, keep)
+    };
+    opened.map_err(|error| match error {
+        AuditError::Broken(broken) => Error::Config(format!(
+            "the audit log's hash chain is broken at {broken}; the server will not append to it. Inspect it with `edgeinfer audit verify --file {}`; \
+             to keep its files aside (renamed *.broken-<unix ms>, never deleted) and begin a new chain, start with \
+             `edgeinfer serve --accept-broken-audit`",
+            path.display()
+        )),
+        AuditError::Io { context, source } => Error::io(context, source),
+    })
 }
 
 /// The scope a request needs (`None`: open, the health checks).
