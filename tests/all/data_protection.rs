@@ -257,4 +257,15 @@ fn redaction_rules_and_erasure_of_one_caller_or_one_request() {
     assert!(audit.contains("1 records of request id 'bob-1'"), "{audit}");
     let verified = edgeinfer(&["audit", "verify", "--repo", protected.repo_arg()]);
     assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
+
+    // A restarted server reads its sealed log back: the records left join feedback again,
+    // the erased ones do not.
+    let server = protected.serve();
+    let label = |id: &str| json!({"id": id, "label": [3]});
+    wait_until("the sealed log read back", Duration::from_secs(20), || {
+        let reply = protected.admin(server.addr, "/v2/models/digits/feedback", &json!({"feedback": [label("bob-2")]}));
+        reply.json()["joined"] == 1
+    });
+    let reply = protected.admin(server.addr, "/v2/models/digits/feedback", &json!({"feedback": [label("bob-1")]}));
+    assert_eq!(reply.json()["unknown_ids"], json!(["bob-1"]), "{}", reply.text());
 }
