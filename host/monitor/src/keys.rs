@@ -29,6 +29,8 @@ pub const TAG_BYTES: usize = 16;
 /// Bytes of a nonce.
 pub const NONCE_BYTES: usize = NONCE_LEN;
 const SECRET_BYTES: usize = 32;
+/// The longest key id (it is written in every sealed segment).
+const MAX_ID: usize = 64;
 
 /// What can go wrong with data keys and sealed data.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,9 @@ pub enum KeyError {
     /// The system's random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// Encryption itself failed (the data is too large for one sealed piece).
+    #[error("cannot seal {0} bytes in one piece")]
+    Seal(usize),
 }
 
 /// One data key.
@@ -104,13 +109,7 @@ impl fmt::Debug for Keyring {
 impl Keyring {
     /// The keys of the file at `path`, refused when group or others may read it.
     pub fn load(path: &Path) -> Result<Keyring, KeyError> {
-        check_private(path)?;
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            what: "reading key file",
-            path: path.into(),
-            source,
-        })?;
-        Keyring::parse(&text, &path.display().to_string())
+        Keyring::parse(&read_private(path)?, &path.display().to_string())
     }
 
     /// The keys of `$EDGEINFER_DATA_KEY`, if set.
@@ -141,6 +140,9 @@ impl Keyring {
             let secret = STANDARD.decode(secret).map_err(|e| malformed(format!("secret is not base64: {e}")))?;
             if secret.len() != SECRET_BYTES {
                 return Err(malformed(format!("secret has {} bytes, keys have {SECRET_BYTES}", secret.len())));
+            }
+            if id.len() > MAX_ID {
+                return Err(malformed(format!("id has {} bytes, at most {MAX_ID}", id.len())));
             }
             if !id.ends_with(&fingerprint(&secret)) {
                 return Err(malformed(format!("id '{id}' does not end with its secret's fingerprint")));
@@ -174,9 +176,10 @@ impl Keyring {
         let mut nonce = [0u8; NONCE_BYTES];
         SystemRandom::new().fill(&mut nonce).map_err(|_| KeyError::Random)?;
         let key = self.current();
+        let length = data.len();
         key.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), data)
-            .map_err(|_| KeyError::Random)?;
+            .map_err(|_| KeyError::Seal(length))?;
         Ok((&key.id, nonce))
     }
 
@@ -244,12 +247,8 @@ pub fn create_key_file(path: &Path) -> Result<String, KeyError> {
 /// Appends a new key to the key file at `path` (atomically: a 0600 temporary file renamed
 /// over it); the new key seals from now on, the old ones still open. Returns the new id.
 pub fn rotate_key_file(path: &Path) -> Result<String, KeyError> {
-    Keyring::load(path)?; // only a valid, private key file is extended
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-        what: "reading key file",
-        path: path.into(),
-        source,
-    })?;
+    let text = read_private(path)?;
+    Keyring::parse(&text, &path.display().to_string())?; // only a valid key file is extended
     let line = new_key_line()?;
     let temporary = path.with_extension("rotating");
     let io = |what, source| KeyError::Io { what, path: temporary.clone(), source };
@@ -273,6 +272,12 @@ pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)
+}
+
+/// The text of a key file that only its owner may read.
+fn read_private(path: &Path) -> Result<String, KeyError> {
+    check_private(path)?;
+    std::fs::read_to_string(path).map_err(|source| KeyError::Io { what: "reading key file", path: path.into(), source })
 }
 
 /// Refuses a key file that group or others may read or write.
@@ -320,6 +325,15 @@ impl KeySource {
     /// Fixed keys.
     pub fn fixed(keyring: Keyring) -> KeySource {
         KeySource { path: None, keyring: keyring.into(), modified: None, checked: Instant::now() }
+    }
+
+    /// The keys of the key file at `path` when given, else of `$EDGEINFER_DATA_KEY` when
+    /// set, else none (data stays plain).
+    pub fn from_file_or_env(path: Option<&Path>) -> Result<Option<KeySource>, KeyError> {
+        match path {
+            Some(path) => KeySource::file(path).map(Some),
+            None => Ok(Keyring::from_env()?.map(KeySource::fixed)),
+        }
     }
 
     /// The keys now: the file re-read if it changed (a file that no longer loads keeps the

@@ -16,6 +16,7 @@ use edgeinfer_monitor::keys::{KeySource, Keyring};
 use edgeinfer_monitor::predictions::{
     Erasure, ErasureReport, LogBounds, LogProtection, PredictionLog, PredictionRecord, Role,
 };
+use edgeinfer_monitor::redaction::Rule;
 use edgeinfer_runtime::clock::now_ms;
 use edgeinfer_runtime::features::feature_rows;
 use edgeinfer_runtime::pipeline::KeptTensors;
@@ -155,10 +156,7 @@ impl Observer {
     /// the keys of `data_key_file` (else `$EDGEINFER_DATA_KEY`) when there are any.
     pub fn open(settings: &MonitoringConfig, repo: &Path, data_key_file: Option<&Path>) -> Result<Observer> {
         let key_error = |e: edgeinfer_monitor::keys::KeyError| crate::Error::Config(format!("data key: {e}"));
-        let mut keys = match data_key_file {
-            Some(path) => Some(KeySource::file(path).map_err(key_error)?),
-            None => Keyring::from_env().map_err(key_error)?.map(KeySource::fixed),
-        };
+        let mut keys = KeySource::from_file_or_env(data_key_file).map_err(key_error)?;
         let opening_keys = keys.as_mut().map(|k| k.keyring());
         let state = edgeinfer_runtime::repository::state_dir(repo);
         let log = if settings.predictions {
@@ -203,6 +201,14 @@ impl Observer {
             let read = edgeinfer_monitor::predictions::for_each_record(&dir, keys.as_deref(), &mut |record| {
                 let Ok(version) = registry.resolve(&record.model, Some(record.version)) else { return };
                 if version.model.manifest().component.sha256 != record.sha256 {
+                    return;
+                }
+                // A redacted or digested prediction holds no answers to join labels to.
+                let spec = &version.monitor.spec;
+                if spec.chosen(&record.outputs).is_some_and(|t| {
+                    record.redacted.get(&t.name).is_some_and(|r| *r != Rule::Keep)
+                        || record.digests.contains_key(&t.name)
+                }) {
                     return;
                 }
                 if let Some((task, answers)) = version.monitor.spec.extract(&record.outputs) {
@@ -278,9 +284,7 @@ impl Observer {
     pub fn erase(&self, which: Erasure) -> std::result::Result<ErasureReport, String> {
         let log = self.log.as_ref().ok_or("the prediction log is off (`[monitoring] predictions = false`)")?;
         let report = log.erase(which).map_err(|e| e.to_string())?;
-        for id in &report.request_ids {
-            self.feedback.forget(id);
-        }
+        self.feedback.forget(&report.request_ids);
         Ok(report)
     }
 

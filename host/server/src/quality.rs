@@ -68,12 +68,17 @@ impl PredictionSpec {
         })
     }
 
+    /// The output that holds the prediction: the configured one, else `label`, else the first.
+    pub fn chosen<'t>(&self, outputs: &'t [Tensor]) -> Option<&'t Tensor> {
+        match &self.output {
+            Some(name) => outputs.iter().find(|t| t.name == *name),
+            None => outputs.iter().find(|t| t.name == "label").or_else(|| outputs.first()),
+        }
+    }
+
     /// The prediction per row in `outputs`, and the task.
     pub fn extract(&self, outputs: &[Tensor]) -> Option<(Task, Vec<LabelValue>)> {
-        let tensor = match &self.output {
-            Some(name) => outputs.iter().find(|t| t.name == *name)?,
-            None => outputs.iter().find(|t| t.name == "label").or_else(|| outputs.first())?,
-        };
+        let tensor = self.chosen(outputs)?;
         // Feedback joins a label (or a few scores) per row; an image-sized output (a
         // segmentation map, an embedding batch) is not something a label is compared with,
         // and turning its million values into answers cost 100+ ms and as much memory per
@@ -203,14 +208,15 @@ impl FeedbackIndex {
         }
     }
 
-    /// Joins a label to the predictions of request `id` (live and shadow) and forgets them.
-    /// Forgets the predictions of request `id` (every model): they were erased.
-    pub fn forget(&self, id: &str) {
+    /// Forgets the predictions of these request ids (every model): they were erased.
+    pub fn forget(&self, ids: &[String]) {
+        let ids: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.entries.retain(|(_, logged), _| logged != id);
-        inner.order.retain(|(_, logged)| logged != id);
+        inner.entries.retain(|(_, logged), _| !ids.contains(logged.as_str()));
+        inner.order.retain(|(_, logged)| !ids.contains(logged.as_str()));
     }
 
+    /// Joins a label to the predictions of request `id` (live and shadow) and forgets them.
     pub fn join(&self, model: &str, id: &str, label: &Value) -> Result<Vec<Joined>, Unjoined> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = (model.to_string(), id.to_string());

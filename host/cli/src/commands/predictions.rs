@@ -9,8 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use edgeinfer_monitor::keys::Keyring;
+use std::sync::Arc;
+
+use edgeinfer_monitor::keys::{KeySource, Keyring};
 use edgeinfer_monitor::predictions::{Erasure, erase};
+use edgeinfer_server::ServerConfig;
 use edgeinfer_server::security::audit::{AuditEvent, AuditKind, AuditLog, DEFAULT_KEEP, DEFAULT_MAX_BYTES};
 
 #[derive(Debug, Args)]
@@ -42,6 +45,10 @@ struct EraseArgs {
     /// The data key file of a sealed log (default: `$EDGEINFER_DATA_KEY`).
     #[arg(long)]
     data_key: Option<PathBuf>,
+    /// The server's edgeinfer.toml, for its `audit_file`, `audit_max_bytes` and `audit_keep`
+    /// (default: `<repo>/.edgeinfer/audit.jsonl` with the default sizes).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Why, for the audit log.
     #[arg(long, default_value = "erasure request")]
     reason: String,
@@ -56,11 +63,24 @@ pub fn run(args: PredictionsArgs) -> anyhow::Result<ExitCode> {
     };
     let log = args.log.unwrap_or_else(|| edgeinfer_runtime::repository::state_dir(&args.repo).join("predictions"));
     let keys = data_keys(args.data_key.as_deref())?;
-    let report = erase(&log, keys.as_ref(), &which).with_context(|| format!("erasing from {}", log.display()))?;
-    let audit = AuditLog::open(&AuditLog::default_path(&args.repo), DEFAULT_MAX_BYTES, DEFAULT_KEEP)
-        .context("opening the audit log")?;
+    // The audit log first: no erasure goes unrecorded.
+    let (audit_file, max_bytes, keep) = match &args.config {
+        Some(path) => {
+            let config = ServerConfig::load(path)?;
+            let file = config.audit_file.unwrap_or_else(|| AuditLog::default_path(&args.repo));
+            (file, config.audit_max_bytes, config.audit_keep)
+        }
+        None => (AuditLog::default_path(&args.repo), DEFAULT_MAX_BYTES, DEFAULT_KEEP),
+    };
+    let audit = AuditLog::open(&audit_file, max_bytes, keep)
+        .with_context(|| format!("opening the audit log {}", audit_file.display()))?;
+    let report = erase(&log, keys.as_deref(), &which).with_context(|| format!("erasing from {}", log.display()))?;
     let outcome = if report.complete() { "erased" } else { "incomplete" };
-    let summary = format!("{} records of {which} in {} files: {}", report.erased, report.files_rewritten, args.reason);
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
+    let summary = format!(
+        "{} records of {which} in {} files, by {who} on the command line: {}",
+        report.erased, report.files_rewritten, args.reason
+    );
     audit
         .append(&AuditEvent::new(AuditKind::AdminChange, "edgeinfer predictions erase", outcome, &summary))
         .context("recording the erasure in the audit log")?;
@@ -75,9 +95,6 @@ pub fn run(args: PredictionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The data keys of `--data-key`, else `$EDGEINFER_DATA_KEY`, else none.
-pub(super) fn data_keys(path: Option<&Path>) -> anyhow::Result<Option<Keyring>> {
-    Ok(match path {
-        Some(path) => Some(Keyring::load(path)?),
-        None => Keyring::from_env()?,
-    })
+pub(super) fn data_keys(path: Option<&Path>) -> anyhow::Result<Option<Arc<Keyring>>> {
+    Ok(KeySource::from_file_or_env(path)?.map(|mut source| source.keyring()))
 }

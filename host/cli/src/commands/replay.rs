@@ -47,7 +47,7 @@ pub fn run(args: ReplayArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> 
     let filter = ReplayFilter { id: args.id.clone(), since_ms };
     let keys = super::predictions::data_keys(args.data_key.as_deref())?;
     let runtime = runtime.runtime()?;
-    let report = replay(&runtime, &args.repo, &log, &filter, keys.as_ref())
+    let report = replay(&runtime, &args.repo, &log, &filter, keys.as_deref())
         .with_context(|| format!("replaying {}", log.display()))?;
     for problem in &report.unreadable {
         eprintln!("UNREADABLE {problem}");

@@ -1,17 +1,19 @@
 //! Erasure: removing one request's or one caller's records from the log, rewriting each file
 //! that holds any atomically (a temporary file in the same directory, fsync'd, renamed over
-//! the old one, its modification time kept so retention is unchanged). A file a writer is
+//! the old one, its modification time kept so retention is unchanged; sealed with the current
+//! data key when keys are given). A file a writer is
 //! appending to (another server's) is left alone and named in the report; a file holding
 //! records the keys cannot open is not rewritten (that would lose them) and named too.
 
+use std::collections::HashSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::PredictionRecord;
-use super::files::{self, LogRead, PLAIN_MAGIC, SEALED_MAGIC, log_files};
+use super::files::{self, LogRead, MAX_SEGMENT, PLAIN_MAGIC, SEALED_MAGIC, log_files};
 use crate::keys::Keyring;
 use crate::{Error, Result};
 
@@ -64,33 +66,42 @@ impl ErasureReport {
     }
 }
 
-/// Erases the records `which` selects from the log in `dir`; `keys` opens and re-seals sealed
-/// files (with the current key).
+/// Erases the records `which` selects from the log in `dir`; `keys` opens sealed files, and
+/// every file rewritten is sealed with their current key when given (plain ones too).
 pub fn erase(dir: &Path, keys: Option<&Keyring>, which: &Erasure) -> Result<ErasureReport> {
     let mut report = ErasureReport::default();
+    let mut seen = HashSet::new();
     for (_, path) in log_files(dir)? {
-        let Ok(file) = File::open(&path) else { continue }; // removed meanwhile
-        if !files::try_lock(&file) {
+        let Ok(mut file) = File::open(&path) else { continue }; // removed meanwhile
+        if !files::try_lock(&file) || !same_file(&file, &path) {
             report.files_being_written.push(path);
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let Some(sealed) = files::is_sealed(&path, &bytes)? else { continue };
+        let temporary = path.with_extension("erasing");
+        let _ = std::fs::remove_file(&temporary); // left by an erasure that stopped midway
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if files::is_sealed(&path, &bytes)?.is_none() {
+            continue; // just created, empty
+        }
         let mut read = LogRead::default();
-        files::read_file(&path, keys, &mut |record| read.records.push(record), &mut read.problems)?;
-        let (erased, kept): (Vec<_>, Vec<_>) = read.records.into_iter().partition(|r| which.selects(r));
+        files::read_contents(&path, &bytes, keys, false, &mut |record| read.records.push(record), &mut read.problems)?;
         if let Some(problem) = read.problems.first() {
-            report.files_unreadable.push(format!("{problem} (and {} more)", read.problems.len() - 1));
+            let more = read.problems.len() - 1;
+            report
+                .files_unreadable
+                .push(format!("{problem}{}", if more > 0 { format!(" (and {more} more)") } else { String::new() }));
             continue;
         }
+        let (erased, kept): (Vec<_>, Vec<_>) = read.records.into_iter().partition(|r| which.selects(r));
         if erased.is_empty() {
             continue;
         }
-        rewrite(&path, &kept, sealed.then_some(keys).flatten())?;
+        rewrite(&path, &temporary, &kept, keys)?;
         report.erased += erased.len();
         report.files_rewritten += 1;
         for record in erased {
-            if !report.request_ids.contains(&record.id) {
+            if seen.insert(record.id.clone()) {
                 report.request_ids.push(record.id);
             }
         }
@@ -99,29 +110,45 @@ pub fn erase(dir: &Path, keys: Option<&Keyring>, which: &Erasure) -> Result<Eras
     Ok(report)
 }
 
-/// Replaces the file at `path` with `records`, sealed with `keys`' current key when given.
-fn rewrite(path: &Path, records: &[PredictionRecord], keys: Option<&Keyring>) -> Result<()> {
-    let mut plain = Vec::new();
-    for record in records {
-        record.write_to(&mut plain, 0)?;
+/// Whether the open `file` is still the file at `path` (not replaced by another erasure).
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(open), Ok(named)) = (file.metadata(), std::fs::metadata(path)) else { return false };
+        open.ino() == named.ino() && open.dev() == named.dev()
     }
-    let bytes = match keys {
-        Some(keys) => {
-            let segment = files::seal_segment(keys, plain).map_err(|e| Error::Config(e.to_string()))?;
-            [SEALED_MAGIC, &segment].concat()
+    #[cfg(not(unix))]
+    true
+}
+
+/// Segments of a rewritten file hold about this much.
+const REWRITE_SEGMENT: usize = 1 << 20;
+
+/// Replaces the file at `path` with `records` (through `temporary`), sealed with `keys`'
+/// current key when given, in segments of about 1 MiB.
+fn rewrite(path: &Path, temporary: &Path, records: &[PredictionRecord], keys: Option<&Keyring>) -> Result<()> {
+    let mut bytes = if keys.is_some() { SEALED_MAGIC.to_vec() } else { PLAIN_MAGIC.to_vec() };
+    let mut plain = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        record.write_to(&mut plain, 0)?;
+        let last = index + 1 == records.len();
+        if let Some(keys) = keys
+            && (plain.len() >= REWRITE_SEGMENT.min(MAX_SEGMENT) || last)
+        {
+            bytes.extend(files::seal_segment(keys, std::mem::take(&mut plain))?);
         }
-        None => [PLAIN_MAGIC, &plain].concat(),
-    };
+    }
+    bytes.extend(plain); // plain records (nothing left when sealed)
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let temporary = path.with_extension("erasing");
     let io = |e| Error::io(format!("rewriting {}", path.display()), e);
-    let mut file = File::create(&temporary).map_err(io)?;
+    let mut file = File::create(temporary).map_err(io)?;
     file.write_all(&bytes).map_err(io)?;
     if let Some(modified) = modified {
         file.set_modified(modified).map_err(io)?;
     }
     file.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)?;
+    std::fs::rename(temporary, path).map_err(io)?;
     if let Some(dir) = path.parent() {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }

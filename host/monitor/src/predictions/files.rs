@@ -84,7 +84,10 @@ pub fn for_each_record(
 ) -> Result<Vec<ReadProblem>> {
     let mut problems = Vec::new();
     for (_, path) in log_files(dir)? {
-        read_file(&path, keys, each, &mut problems)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        // A writer appending to a file right now may have written part of its last piece.
+        let appending = is_locked(&path);
+        read_contents(&path, &bytes, keys, appending, each, &mut problems)?;
     }
     Ok(problems)
 }
@@ -120,22 +123,23 @@ pub(super) fn is_sealed(path: &Path, bytes: &[u8]) -> Result<Option<bool>> {
     }
 }
 
-/// Reads one file: `each` gets its records, `problems` what could not be read.
-pub(super) fn read_file(
+/// Reads the `bytes` of the file at `path`: `each` gets its records, `problems` what could not
+/// be read; a cut-short end is not a problem when a writer is `appending` to the file.
+pub(super) fn read_contents(
     path: &Path,
+    bytes: &[u8],
     keys: Option<&Keyring>,
+    appending: bool,
     each: &mut dyn FnMut(PredictionRecord),
     problems: &mut Vec<ReadProblem>,
 ) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let mut problem = |offset: usize, kind: ProblemKind, message: String| {
-        // A writer appending to the file right now may have written part of its last piece.
-        if kind == ProblemKind::Truncated && is_locked(path) {
+        if kind == ProblemKind::Truncated && appending {
             return;
         }
         problems.push(ReadProblem { file: path.to_path_buf(), offset: offset as u64, kind, message });
     };
-    match is_sealed(path, &bytes)? {
+    match is_sealed(path, bytes)? {
         None => {}
         Some(false) => {
             let start = PLAIN_MAGIC.len();
@@ -255,32 +259,32 @@ fn aad(id: &str) -> Vec<u8> {
     [AAD_PREFIX, id.as_bytes()].concat()
 }
 
-/// Seals `plain` (concatenated records, consumed) into one segment with the current key.
-pub(super) fn seal_segment(keys: &Keyring, mut plain: Vec<u8>) -> std::result::Result<Vec<u8>, KeyError> {
+/// The most plaintext one segment holds (its length field is 32 bits).
+pub(super) const MAX_SEGMENT: usize = 1 << 30;
+
+/// Seals `plain` (concatenated records, consumed; at most [`MAX_SEGMENT`] bytes) into one
+/// segment with the current key.
+pub(super) fn seal_segment(keys: &Keyring, mut plain: Vec<u8>) -> Result<Vec<u8>> {
+    if plain.len() > MAX_SEGMENT {
+        return Err(Error::Runtime(format!("{} bytes of records in one segment (at most {MAX_SEGMENT})", plain.len())));
+    }
     let aad = aad(keys.current_id());
-    let (id, nonce) = keys.seal(&aad, &mut plain)?;
+    let (id, nonce) =
+        keys.seal(&aad, &mut plain).map_err(|e| Error::Config(format!("sealing the prediction log: {e}")))?;
+    let id_length = u8::try_from(id.len()).map_err(|_| Error::Config(format!("key id '{id}' over 255 bytes")))?;
     let rest = 1 + id.len() + NONCE_BYTES + plain.len();
     let mut segment = Vec::with_capacity(MARK.len() + 4 + rest);
     segment.extend_from_slice(MARK);
     segment.extend_from_slice(&(rest as u32).to_le_bytes());
-    segment.push(id.len() as u8);
+    segment.push(id_length);
     segment.extend_from_slice(id.as_bytes());
     segment.extend_from_slice(&nonce);
     segment.extend_from_slice(&plain);
     Ok(segment)
 }
 
-/// Takes the writer's lock on a file it appends to (released when the file is closed).
-pub(super) fn lock(file: &File) {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on an open file descriptor we own.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    }
-}
-
-/// Takes the lock on `file` if no writer holds it; `false` when one does.
+/// Takes the lock on `file` (released when it is closed) if no writer or eraser holds it;
+/// `false` when one does.
 pub(super) fn try_lock(file: &File) -> bool {
     #[cfg(unix)]
     {
@@ -293,6 +297,6 @@ pub(super) fn try_lock(file: &File) -> bool {
 }
 
 /// Whether a writer is appending to the file at `path` now.
-fn is_locked(path: &Path) -> bool {
+pub(super) fn is_locked(path: &Path) -> bool {
     File::open(path).is_ok_and(|file| !try_lock(&file))
 }

@@ -312,3 +312,47 @@ fn files_past_the_age_bound_are_removed() {
     let ids: Vec<String> = read_log(dir.path(), None).expect("read").records.into_iter().map(|r| r.id).collect();
     assert_eq!(ids, vec!["new"]);
 }
+
+#[test]
+fn with_an_age_bound_a_quiet_log_still_moves_on_and_drops_old_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), LogBounds { max_age_ms: 400, ..LogBounds::default() });
+    log.append(record("first", 4), None);
+    let first_file = || files::log_files(dir.path()).expect("files").first().map(|(_, p)| p.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first_file().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first = first_file().expect("a first file");
+    let mut sent = 0;
+    // One record every 50 ms: the file is closed after 200 ms (half the bound) and removed
+    // once older than 400 ms, though it is nowhere near full.
+    while first.exists() && Instant::now() < deadline {
+        log.append(record(&format!("later-{sent}"), 4), None);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!first.exists(), "the first file outlived the age bound");
+    drop(log);
+    let ids: Vec<String> = read_log(dir.path(), None).expect("read").records.into_iter().map(|r| r.id).collect();
+    assert!(!ids.contains(&"first".to_string()) && ids.last() == Some(&format!("later-{}", sent - 1)), "{ids:?}");
+}
+
+#[test]
+fn erasure_never_rewrites_a_file_it_cannot_read_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("predictions-0000000000001-000001-00000000.eipl");
+    let mut bytes = files::PLAIN_MAGIC.to_vec();
+    bytes.extend(encode(&personal("1", "erin")));
+    let mut damaged = encode(&personal("2", "frank"));
+    damaged[0] = 0xff; // a length running past the end of the file
+    bytes.extend(damaged);
+    bytes.extend(encode(&personal("3", "erin")));
+    std::fs::write(&path, &bytes).expect("write");
+    let report = erase(dir.path(), None, &Erasure::Caller("erin".into())).expect("erase");
+    assert_eq!(report.erased, 0);
+    assert_eq!(report.files_unreadable.len(), 1, "{report:?}");
+    assert!(report.files_unreadable[0].contains("cut short"), "{report:?}");
+    assert!(!report.complete());
+    assert_eq!(std::fs::read(&path).expect("read"), bytes, "left as it was");
+}

@@ -209,6 +209,16 @@ struct OpenFile {
     path: PathBuf,
     bytes: u64,
     sealed: bool,
+    opened: Instant,
+}
+
+impl OpenFile {
+    /// Whether the next write goes to a new file: this one is full, or (with an age bound)
+    /// older than half of it, so no record outlives the bound by more than half.
+    fn is_done(&self, bounds: &LogBounds) -> bool {
+        self.bytes >= bounds.max_file_bytes
+            || (bounds.max_age_ms > 0 && self.opened.elapsed() >= Duration::from_millis(bounds.max_age_ms / 2))
+    }
 }
 
 struct Writer {
@@ -292,13 +302,12 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: Vec<u8>) -> Result<()> {
-        if self.file.as_ref().is_none_or(|f| f.bytes >= self.bounds.max_file_bytes) {
+        if self.file.as_ref().is_none_or(|f| f.is_done(&self.bounds)) {
             self.rotate()?;
         }
         let Some(open) = &mut self.file else { return Ok(()) };
         let bytes = match (&mut self.protection.keys, open.sealed) {
-            (Some(keys), true) => files::seal_segment(&keys.keyring(), batch)
-                .map_err(|e| Error::Config(format!("sealing the prediction log: {e}")))?,
+            (Some(keys), true) => files::seal_segment(&keys.keyring(), batch)?,
             _ => batch,
         };
         open.file.write_all(&bytes).map_err(|e| Error::io(format!("writing {}", open.path.display()), e))?;
@@ -314,12 +323,20 @@ impl Writer {
         self.files += 1;
         let name = format!("predictions-{:013}-{:06}-{:08x}.{EXTENSION}", now_ms(), self.files % 1_000_000, self.tag);
         let path = self.dir.join(name);
-        let mut file = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        files::lock(&file);
+        // Created under a name no reader or eraser lists, locked, then named: an eraser never
+        // sees the file before the writer holds its lock.
+        let partial = path.with_extension("partial");
+        let io = |e| Error::io(format!("creating {}", path.display()), e);
+        let mut file = File::create(&partial).map_err(io)?;
+        if !files::try_lock(&file) {
+            return Err(Error::Runtime(format!("cannot lock {}", partial.display())));
+        }
+        std::fs::rename(&partial, &path).map_err(io)?;
         let sealed = self.protection.keys.is_some();
         let magic = if sealed { SEALED_MAGIC } else { PLAIN_MAGIC };
         file.write_all(magic).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-        self.file = Some(OpenFile { file, path: path.clone(), bytes: magic.len() as u64, sealed });
+        self.file =
+            Some(OpenFile { file, path: path.clone(), bytes: magic.len() as u64, sealed, opened: Instant::now() });
         let files = log_files(&self.dir)?;
         let sizes: Vec<u64> = files.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
         let mut total: u64 = sizes.iter().sum();
