@@ -147,3 +147,44 @@ fn tokens_scopes_and_deadlines_map_to_grpc_codes() {
         }
     });
 }
+
+/// The client's `grpc-timeout` becomes the request's deadline inside the sandbox: a model that
+/// spins for its 5 s limit is stopped at the client's 200 ms, not left running.
+#[test]
+fn the_clients_grpc_timeout_stops_the_sandbox() {
+    use crate::hostile::{INFINITE_LOOP, componentize, hostile_core, install};
+    let repo = tempfile::tempdir().expect("repo");
+    let wasm = componentize(&hostile_core(INFINITE_LOOP, ""));
+    let limits = edgeinfer_runtime::Limits { fuel: u64::MAX / 2, timeout_ms: 5_000, memory_mb: 64 };
+    install(&repo.path().join("slow/1"), &wasm, limits);
+    let server = TestServer::start(repo.path(), grpc_config(1 << 20));
+    let url = format!("http://{}", server.grpc_addr.expect("gRPC listens"));
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let started = std::time::Instant::now();
+    let status = tokio.block_on(async {
+        let mut client = GrpcInferenceServiceClient::connect(url).await.expect("connect");
+        let mut request = tonic::Request::new(ModelInferRequest {
+            model_name: "slow".into(),
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1],
+                parameters: Default::default(),
+                contents: Some(InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
+            }],
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_millis(200));
+        client.model_infer(request).await.expect_err("the model never answers")
+    });
+    // The client gives up at its timeout as the server does: whichever speaks first.
+    assert!(matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{status:?}");
+    // The sandbox itself stopped at the client's deadline: the failure is counted long before
+    // the model's own 5 s limit.
+    let failures = || {
+        let stats = crate::http::get(server.addr, "/v2/models/slow/stats").json();
+        stats["model_stats"][0]["inference_stats"]["fail"]["count"].as_u64().unwrap_or(0)
+    };
+    wait_until("the stopped request counted", Duration::from_millis(2_500), || failures() == 1);
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+}

@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 /// One inference whatever the transport (HTTP, gRPC): the caller's quota, then `body` (a
 /// v2 request body, JSON or with a binary part of `header_length`), then the pipeline alone
 /// or through the version's batch queue, counted and settled. Answers the v2 response body.
+/// A client's `deadline_ms` (gRPC's `grpc-timeout`) shortens the request's deadline, never
+/// lengthens it.
 pub async fn run(
     app: Arc<App>,
     route: Route,
@@ -35,6 +37,7 @@ pub async fn run(
     action: String,
     body: impl std::future::Future<Output = Result<ReceivedBody, ApiError>>,
     header_length: Option<String>,
+    deadline_ms: Option<u64>,
 ) -> Result<HttpBody, ApiError> {
     let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
     let quota_key = caller.quota_key();
@@ -46,7 +49,11 @@ pub async fn run(
         .await
         .map_err(|e| if e.status == hyper::StatusCode::SERVICE_UNAVAILABLE { rejected(&app, &labels, e) } else { e })?;
     let Route { live, shadow } = route;
-    let limits = app.config.limits.over(live.limits);
+    let mut limits = app.config.limits.over(live.limits);
+    if let Some(client) = deadline_ms {
+        let configured = limits.timeout_ms.unwrap_or(live.model.manifest().limits.timeout_ms);
+        limits.timeout_ms = Some(configured.min(client.max(1)));
+    }
     let sampled = app.observer.sampled(&live);
     let keep_tensors = shadow.is_some() || app.observer.wants_tensors(&live, sampled);
     let options = Options { limits, keep_tensors, assign_id: true };

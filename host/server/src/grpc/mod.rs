@@ -63,6 +63,7 @@ pub async fn serve(
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
         .add_service(inference)
         .add_service(health_service)
         .add_service(reflection.0)
@@ -70,7 +71,8 @@ pub async fn serve(
     let served = match tls {
         Some(tls) => router.serve_with_incoming_shutdown(tls::incoming(listener, tls), shutdown).await,
         None => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // Small answers go out at once (h2 writes a response as several frames).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             router.serve_with_incoming_shutdown(incoming, shutdown).await
         }
     };
@@ -88,13 +90,92 @@ impl Inference {
     /// Authenticates the caller (bearer token in the `authorization` metadata) for what the
     /// equivalent REST request needs.
     fn admit<T>(&self, request: &Request<T>, method: Method, path: &str) -> Result<Caller, Status> {
-        let peer = request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a: SocketAddr| a.ip());
-        let authorization = request.metadata().get("authorization").map(|v| v.as_bytes());
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
-        let needed = required_scope(&method, &segments);
-        let line = format!("gRPC {method} {path}");
-        self.app.security.admit(peer, authorization, needed.as_ref(), &line).map_err(|d| status_of(d.into()))
+        let sender = Sender::of(request)?;
+        admit(&self.app, sender.peer, sender.authorization.as_deref(), method, path)
     }
+}
+
+/// A message over the size limit is answered RESOURCE_EXHAUSTED (as other gRPC servers do),
+/// not tonic's OUT_OF_RANGE.
+fn too_large_is_resource_exhausted<B>(mut response: hyper::Response<B>) -> hyper::Response<B> {
+    let headers = response.headers_mut();
+    let over_size = headers.get("grpc-status").is_some_and(|code| code == "11")
+        && headers.get("grpc-message").is_some_and(|m| m.to_str().is_ok_and(|m| m.contains("too%20large")));
+    if over_size {
+        headers.insert("grpc-status", hyper::header::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Requests of one `ModelStreamInfer` stream running at once.
+const STREAM_IN_FLIGHT: usize = 16;
+
+/// Who sent a request, as its authentication needs: the peer, the `authorization` metadata
+/// and the client's deadline (`grpc-timeout`).
+struct Sender {
+    peer: IpAddr,
+    authorization: Option<Vec<u8>>,
+    deadline_ms: Option<u64>,
+}
+
+impl Sender {
+    fn of<T>(request: &Request<T>) -> Result<Sender, Status> {
+        let metadata = request.metadata();
+        Ok(Sender {
+            peer: request.remote_addr().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a: SocketAddr| a.ip()),
+            authorization: metadata.get("authorization").map(|v| v.as_bytes().to_vec()),
+            deadline_ms: metadata.get("grpc-timeout").map(|v| grpc_timeout_ms(v.as_bytes())).transpose()?,
+        })
+    }
+}
+
+/// A `grpc-timeout` value (up to 8 digits and a unit: H, M, S, m, u, n) in ms, rounded up.
+fn grpc_timeout_ms(value: &[u8]) -> Result<u64, Status> {
+    let bad =
+        || Status::invalid_argument(format!("grpc-timeout {:?} is not a gRPC timeout", String::from_utf8_lossy(value)));
+    let (&unit, digits) = value.split_last().ok_or_else(bad)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()).ok_or_else(bad)?;
+    let nanos_per_unit: u64 = match unit {
+        b'H' => 3_600_000_000_000,
+        b'M' => 60_000_000_000,
+        b'S' => 1_000_000_000,
+        b'm' => 1_000_000,
+        b'u' => 1_000,
+        b'n' => 1,
+        _ => return Err(bad()),
+    };
+    Ok(amount.saturating_mul(nanos_per_unit).div_ceil(1_000_000))
+}
+
+/// One `ModelInfer`: authenticated and run as the REST endpoint is, with the client's deadline.
+async fn infer(app: Arc<App>, sender: &Sender, message: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    let path = match message.model_version.as_str() {
+        "" => format!("/v2/models/{}/infer", message.model_name),
+        v => format!("/v2/models/{}/versions/{v}/infer", message.model_name),
+    };
+    let caller = admit(&app, sender.peer, sender.authorization.as_deref(), Method::POST, &path)?;
+    let route = app.registry.route(&message.model_name, version(&message.model_version)?).map_err(api)?;
+    let framed = tensors::request_body(&message).map_err(|e| api(crate::Error::Protocol(e)))?;
+    drop(message);
+    let held = app.clone();
+    let body = async move { ReceivedBody::held(&held, Bytes::from(framed.bytes)) };
+    let action = format!("gRPC ModelInfer {path}");
+    let header_length = Some(framed.header_length.to_string());
+    let answer = super::service::run(app, route, caller, action, body, header_length, sender.deadline_ms)
+        .await
+        .map_err(status_of)?;
+    tensors::response(answer).map_err(Status::internal)
+}
+
+/// Authenticates a caller for what the equivalent REST request (`method`, `path`) needs.
+fn admit(app: &App, peer: IpAddr, authorization: Option<&[u8]>, method: Method, path: &str) -> Result<Caller, Status> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let needed = required_scope(&method, &segments);
+    let line = format!("gRPC {method} {path}");
+    app.security.admit(peer, authorization, needed.as_ref(), &line).map_err(|d| status_of(d.into()))
 }
 
 /// A version in a request: empty means the deployment's choice.
@@ -177,31 +258,63 @@ impl GrpcInferenceService for Inference {
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let message = request.get_ref();
-        let path = match message.model_version.as_str() {
-            "" => format!("/v2/models/{}/infer", message.model_name),
-            v => format!("/v2/models/{}/versions/{v}/infer", message.model_name),
-        };
-        let caller = self.admit(&request, Method::POST, &path)?;
-        let route = self.app.registry.route(&message.model_name, version(&message.model_version)?).map_err(api)?;
-        let framed = tensors::request_body(message).map_err(|e| api(crate::Error::Protocol(e)))?;
-        let app = self.app.clone();
-        let body = async move { ReceivedBody::held(&app, Bytes::from(framed.bytes)) };
-        let action = format!("gRPC ModelInfer {path}");
-        let answer =
-            super::service::run(self.app.clone(), route, caller, action, body, Some(framed.header_length.to_string()))
-                .await
-                .map_err(status_of)?;
-        tensors::response(answer).map(Response::new).map_err(Status::internal)
+        let sender = Sender::of(&request)?;
+        infer(self.app.clone(), &sender, request.into_inner()).await.map(Response::new)
     }
 
     type ModelStreamInferStream = tonic::codegen::BoxStream<ModelStreamInferResponse>;
 
+    /// Bidirectional streaming: one response per request, in request order, up to
+    /// [`STREAM_IN_FLIGHT`] requests running at once; a failed request is answered in-stream
+    /// (`error_message`) and the stream goes on.
     async fn model_stream_infer(
         &self,
-        _: Request<tonic::Streaming<ModelInferRequest>>,
+        request: Request<tonic::Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        Err(Status::unimplemented("ModelStreamInfer is not served by edgeinfer; send each request with ModelInfer"))
+        let sender = Arc::new(Sender::of(&request)?);
+        let mut inbound = request.into_inner();
+        let (running, mut finished) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
+        let (answers, outbound) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = match inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return,
+                    Err(status) => {
+                        let failed = tokio::spawn(std::future::ready(Err(status)));
+                        // (in-stream, only the message travels)
+                        let _ = running.send(failed).await;
+                        return;
+                    }
+                };
+                let (app, sender) = (app.clone(), sender.clone());
+                let call = tokio::spawn(async move { infer(app, &sender, message).await });
+                if running.send(call).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(call) = finished.recv().await {
+                let answer = match call.await {
+                    Ok(Ok(response)) => {
+                        ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
+                    }
+                    Ok(Err(status)) => {
+                        ModelStreamInferResponse { error_message: status.message().to_string(), infer_response: None }
+                    }
+                    Err(_) => ModelStreamInferResponse {
+                        error_message: "the request's task failed".into(),
+                        infer_response: None,
+                    },
+                };
+                if answers.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(outbound))))
     }
 
     async fn model_statistics(
