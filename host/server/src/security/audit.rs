@@ -7,13 +7,17 @@
 //! it (64 zeros for the very first), then `"hash"`, the sha256 of the line's bytes up to the
 //! `,"hash":"` that precedes it. Rotation carries the chain: the first line of a file links to
 //! the last line of the file rotated before it. [`verify`] walks the files oldest first and
-//! names the first broken link. A removed tail cannot be seen from inside the files: only an
-//! outside copy of the last hash (a remote log) can tell.
+//! names the first broken link, or a missing rotated file (rotation removes only the oldest,
+//! so the numbers present always run from 1 up). A removed tail cannot be seen from inside the
+//! files: only an outside copy of the last hash (a remote log) can tell.
 //!
 //! Writers in one process or several (the server, CLI commands) take an exclusive lock on
 //! `<file>.lock` for each record and re-read the last hash when another writer appended since,
-//! so the chain never forks.
+//! so the chain never forks. [`verify`] reads without the lock, so a live server's writers
+//! never wait for it; [`AuditLog::open`] reads without it too and, under it, only what was
+//! appended meanwhile.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
@@ -132,7 +136,7 @@ impl AuditError {
 pub struct ChainBreak {
     /// The file.
     pub file: PathBuf,
-    /// The line, from 1.
+    /// The line, from 1 (0 for [`ChainProblem::Missing`]: the whole file).
     pub line: usize,
     /// What is wrong.
     pub problem: ChainProblem,
@@ -140,7 +144,10 @@ pub struct ChainBreak {
 
 impl std::fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.problem)
+        match self.problem {
+            ChainProblem::Missing => write!(f, "{}: {}", self.file.display(), self.problem),
+            _ => write!(f, "{}:{}: {}", self.file.display(), self.line, self.problem),
+        }
     }
 }
 
@@ -156,6 +163,9 @@ pub enum ChainProblem {
     Unparseable(String),
     /// A line without `prev` and `hash` after chained ones.
     Unchained,
+    /// A rotated file missing while older ones remain (`audit.jsonl.1` gone, `.2` there):
+    /// rotation only ever removes the oldest, so one was deleted.
+    Missing,
 }
 
 impl std::fmt::Display for ChainProblem {
@@ -174,6 +184,11 @@ impl std::fmt::Display for ChainProblem {
                     "a record without prev and hash after chained records (only lines from before chaining may lack them)"
                 )
             }
+            ChainProblem::Missing => write!(
+                f,
+                "the file is missing while older rotated files remain: a rotated file was removed \
+                 (rotation only removes the oldest)"
+            ),
         }
     }
 }
@@ -201,6 +216,9 @@ pub struct ChainReport {
     /// The hash of the newest record (`None`: no chained record): kept elsewhere, it shows a
     /// removed tail, which the chain alone cannot.
     pub last_hash: Option<[u8; 32]>,
+    /// Bytes after the current file's last end of line, left out by [`verify`]: an append in
+    /// progress (or a write cut short, which [`AuditLog::open`] refuses).
+    pub unfinished: usize,
 }
 
 impl ChainReport {
@@ -225,6 +243,14 @@ impl std::fmt::Display for ChainReport {
         if self.legacy > 0 {
             write!(f, ", after {} unchained line{} from before chaining", self.legacy, plural(self.legacy))?;
         }
+        if self.unfinished > 0 {
+            let n = self.unfinished;
+            write!(
+                f,
+                "; {n} byte{} after the last end of line left out (an append in progress, or a write cut short)",
+                plural(n)
+            )?;
+        }
         Ok(())
     }
 }
@@ -238,14 +264,48 @@ pub struct ChainRestart {
     pub moved: Vec<PathBuf>,
 }
 
+/// Times [`verify`] reads the files before giving up on a log rotated under it each time.
+const READS: usize = 4;
+
 /// Checks the chain of the audit log at `path` and its rotated files (`path.N` ... `path.1`,
 /// then `path`), oldest first. A missing log is an intact, empty chain.
+///
+/// Reads without the writers' lock, so a live server never waits for it: a last line of
+/// `path` without end of line is taken for an append in progress and left out
+/// ([`ChainReport::unfinished`]); a walk during which a writer rotated the files is done again
+/// once the writer is done (the lock taken shared for an instant to wait, never while reading),
+/// up to 4 times.
 pub fn verify(path: &Path) -> Result<ChainReport, AuditError> {
-    // Read under a shared lock, when there is one, so a writer's half-written line is not
-    // taken for a break.
     let lock = File::open(lock_path(path)).ok();
-    let _locked = lock.as_ref().and_then(|file| file.lock_shared().ok().map(|()| Unlock(file)));
-    walk(path)
+    // Waits for the writer holding the lock, if any, to be done (without holding it after).
+    let wait_for_writers = || {
+        if let Some(lock) = &lock
+            && lock.lock_shared().is_ok()
+        {
+            let _ = lock.unlock();
+        }
+    };
+    for _ in 0..READS {
+        let numbered = numbered_files(path)?;
+        let walked = walk(path, &numbered, Tail::Live);
+        // The same rotated files, to their last lines, after the walk: no rotation ran during it
+        // (every rotation gives `.1` newer records).
+        let mut settled = numbered_files(path)? == numbered;
+        if settled && matches!(walked, Err(AuditError::Broken(_))) {
+            // Rotation renames one file at a time: a writer caught midway (and paused) leaves a
+            // number missing. A break stands when the files are the same once it is done.
+            wait_for_writers();
+            settled = numbered_files(path)? == numbered;
+        }
+        if settled {
+            return walked.map(|walker| walker.report);
+        }
+        wait_for_writers();
+    }
+    Err(AuditError::Io {
+        context: format!("reading {}", path.display()),
+        source: std::io::Error::other(format!("the files were rotated during each of {READS} reads; try again")),
+    })
 }
 
 /// An append-only, size-rotated, hash-chained JSON-lines file.
@@ -263,6 +323,10 @@ struct Chain {
     last: [u8; 32],
     /// The current file when `last` was read or written; another one means another writer.
     seen: Option<FileStamp>,
+    /// The line hashed `last`, as written (length without end of line, sha256): the same
+    /// stamp may be another file once a rotation removed one (file ids are reused), so the
+    /// file must also still end with it (`None`: unknown, read the last hash again).
+    line: Option<(u64, [u8; 32])>,
 }
 
 impl AuditLog {
@@ -296,13 +360,23 @@ impl AuditLog {
         keep: usize,
         restart_broken: bool,
     ) -> Result<(AuditLog, Option<ChainRestart>), AuditError> {
-        let chain = Mutex::new(Chain { last: GENESIS, seen: None });
+        let chain = Mutex::new(Chain { last: GENESIS, seen: None, line: None });
         let log = AuditLog { path: path.to_path_buf(), max_bytes, keep, lock: open_lock(path)?, chain };
+        // The long part, reading every file, runs without the lock, so other writers (a live
+        // server) go on appending meanwhile.
+        let numbered = numbered_files(path)?;
+        let early = walk(path, &numbered, Tail::Live).ok();
         // Checked, and restarted, under the lock: no other writer slips a record in between.
+        // Only what was appended since the walk above is read here, unless the files were
+        // rotated meanwhile or the walk found a break (perhaps a writer's, mid-rotation).
         let restart = {
             let _locked = Unlock::exclusive(&log.lock, path)?;
             let mut chain = log.chain.lock().unwrap_or_else(|p| p.into_inner());
-            match walk(path) {
+            let checked = match early {
+                Some(walker) => walker.finish(path, &numbered),
+                None => walk(path, &numbered_files(path)?, Tail::Strict).map(|walker| walker.report),
+            };
+            match checked {
                 Ok(report) => {
                     chain.last = report.last_hash.unwrap_or(GENESIS);
                     chain.seen = FileStamp::of_path(path);
@@ -349,9 +423,13 @@ impl AuditLog {
             std::fs::create_dir_all(dir).map_err(AuditError::io(format!("creating {}", dir.display())))?;
         }
         let current = std::fs::metadata(&self.path).ok();
-        if current.as_ref().map(FileStamp::of) != chain.seen
-            && let Some(last) = last_on_disk(&self.path)?
-        {
+        let stamp = current.as_ref().map(FileStamp::of);
+        let ours = match (stamp, chain.line) {
+            (Some(stamp), Some(line)) if Some(stamp) == chain.seen => ends_with_line(&self.path, stamp.len, Some(line))
+                .map_err(AuditError::io(format!("reading {}", self.path.display())))?,
+            _ => stamp.is_none() && chain.seen.is_none(),
+        };
+        if !ours && let Some(last) = last_on_disk(&self.path)? {
             chain.last = last;
         }
         if current.is_some_and(|m| m.len() >= self.max_bytes) {
@@ -364,17 +442,19 @@ impl AuditLog {
         file.write_all(&line).and_then(|()| file.flush()).map_err(|e| AuditError::io(context())(e))?;
         chain.last = hash;
         chain.seen = file.metadata().ok().as_ref().map(FileStamp::of);
+        let written = &line[..line.len() - 1];
+        chain.line = Some((written.len() as u64, Sha256::digest(written).into()));
         Ok(())
     }
 
     /// `audit.jsonl` -> `.1` -> `.2` ...; the oldest beyond `keep` is removed, and so is any
-    /// left beyond it by a larger `keep` before, so the numbered files stay one chain.
+    /// left beyond it by a larger `keep` before, so the numbered files stay one chain. A gap
+    /// (a removed file) moves up with the files, for `verify` to name, until rotated away.
     fn rotate(&self) -> std::io::Result<()> {
         let numbered = |n: usize| rotated(&self.path, n);
-        let mut stale = self.keep.max(1);
-        while numbered(stale).exists() {
+        // The highest first: no number goes missing below one still there.
+        for stale in rotation_numbers(&self.path)?.into_iter().rev().filter(|&n| n >= self.keep.max(1)) {
             std::fs::remove_file(numbered(stale))?;
-            stale += 1;
         }
         for n in (1..self.keep).rev() {
             if numbered(n).exists() {
@@ -454,63 +534,169 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|window| window == needle)
 }
 
-/// Walks the files oldest first; the first broken link is the error.
-fn walk(path: &Path) -> Result<ChainReport, AuditError> {
-    let mut report = ChainReport { records: 0, legacy: 0, files: Vec::new(), anchor: None, last_hash: None };
-    let mut line = Vec::new();
-    for file in chain_files(path) {
-        let opened = match File::open(&file) {
+/// How a walk takes a last line without end of line in the current file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// As a record cut short: a break (read under the lock, no append is in progress).
+    Strict,
+    /// As an append in progress: left out (read without the lock).
+    Live,
+}
+
+/// A rotated file, `<name>.N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Numbered {
+    /// N, from 1.
+    n: usize,
+    path: PathBuf,
+    /// The sha256 of its last complete line (`None`: none): a rotation gives `.1` a file with
+    /// newer records, so another one, where file ids (inode numbers) may be reused.
+    last: Option<[u8; 32]>,
+}
+
+/// Where a walk left a file: which file, after how many bytes and lines (complete ones), the
+/// last of them `last` (its length, without end of line, and sha256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    id: (u64, u64),
+    offset: u64,
+    lines: usize,
+    last: Option<(u64, [u8; 32])>,
+}
+
+/// A walk through the chain, oldest record first.
+struct Walker {
+    report: ChainReport,
+    /// Where the walk left the current file (`None`: there was none).
+    current: Option<Resume>,
+}
+
+/// Walks the files oldest first: the rotated ones in `numbered` (as listed by
+/// [`numbered_files`]), then `path`; the first broken link, or missing file, is the error.
+fn walk(path: &Path, numbered: &[Numbered], tail: Tail) -> Result<Walker, AuditError> {
+    let report = ChainReport { records: 0, legacy: 0, files: Vec::new(), anchor: None, last_hash: None, unfinished: 0 };
+    let mut walker = Walker { report, current: None };
+    for (i, file) in numbered.iter().enumerate().rev() {
+        // Rotated files are complete: their writers were done before they were renamed.
+        walker.file(&file.path, Tail::Strict, None)?;
+        // The next newer one is N-1 (none after `.1`): anything else is a gap.
+        let newer = i.checked_sub(1).map_or(0, |newer| numbered[newer].n);
+        if newer + 1 != file.n {
+            let missing = rotated(path, file.n - 1);
+            return Err(AuditError::Broken(ChainBreak { file: missing, line: 0, problem: ChainProblem::Missing }));
+        }
+    }
+    walker.current = walker.file(path, tail, None)?;
+    Ok(walker)
+}
+
+impl Walker {
+    /// Walks `file`, from its start or from where an earlier walk left it; `None`: no such file.
+    fn file(&mut self, file: &Path, tail: Tail, from: Option<Resume>) -> Result<Option<Resume>, AuditError> {
+        let context = || format!("reading {}", file.display());
+        let mut opened = match File::open(file) {
             Ok(opened) => opened,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(AuditError::io(format!("reading {}", file.display()))(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AuditError::io(context())(e)),
         };
+        let id = opened.metadata().map_err(|e| AuditError::io(context())(e))?;
+        let id = FileStamp::of(&id).id;
+        let (mut offset, mut number) = from.map_or((0, 0), |from| (from.offset, from.lines));
+        let mut last = from.and_then(|from| from.last);
+        opened.seek(SeekFrom::Start(offset)).map_err(|e| AuditError::io(context())(e))?;
         let mut reader = BufReader::with_capacity(64 << 10, opened);
-        let mut number = 0;
+        let mut line = Vec::new();
         loop {
             line.clear();
             let read = reader
                 .by_ref()
                 .take(MAX_LINE as u64 + 1)
                 .read_until(b'\n', &mut line)
-                .map_err(AuditError::io(format!("reading {}", file.display())))?;
+                .map_err(|e| AuditError::io(context())(e))?;
             if read == 0 {
                 break;
             }
-            number += 1;
-            let broken = |problem| AuditError::Broken(ChainBreak { file: file.clone(), line: number, problem });
+            let broken =
+                |problem| AuditError::Broken(ChainBreak { file: file.to_path_buf(), line: number + 1, problem });
             if line.pop() != Some(b'\n') {
-                let why = if line.len() >= MAX_LINE { "longer than 1 MiB" } else { "cut short (no end of line)" };
-                return Err(broken(ChainProblem::Unparseable(why.into())));
-            }
-            match parse_line(&line).map_err(broken)? {
-                Link::Unchained if report.last_hash.is_some() => return Err(broken(ChainProblem::Unchained)),
-                Link::Unchained => report.legacy += 1,
-                Link::Chained { prev, hash } => {
-                    match report.last_hash {
-                        Some(last) if prev != last => return Err(broken(ChainProblem::Unlinked)),
-                        Some(_) => {}
-                        // After lines from before chaining, the chain starts from zeros.
-                        None if report.legacy > 0 && prev != GENESIS => {
-                            return Err(broken(ChainProblem::Unlinked));
-                        }
-                        None if prev == GENESIS => report.anchor = Some(ChainAnchor::Start),
-                        None => report.anchor = Some(ChainAnchor::RotatedAway(prev)),
-                    }
-                    report.last_hash = Some(hash);
-                    report.records += 1;
+                if read > MAX_LINE {
+                    return Err(broken(ChainProblem::Unparseable("longer than 1 MiB".into())));
                 }
+                // At the end of the file (`take` did not stop it).
+                if tail == Tail::Live {
+                    self.report.unfinished = read;
+                    break;
+                }
+                return Err(broken(ChainProblem::Unparseable("cut short (no end of line)".into())));
+            }
+            self.link(&line).map_err(broken)?;
+            number += 1;
+            offset += read as u64;
+            last = Some((line.len() as u64, Sha256::digest(&line).into()));
+        }
+        if from.is_none() {
+            self.report.files.push(file.to_path_buf());
+        }
+        Ok(Some(Resume { id, offset, lines: number, last }))
+    }
+
+    /// Takes one complete line into the chain.
+    fn link(&mut self, line: &[u8]) -> Result<(), ChainProblem> {
+        let report = &mut self.report;
+        match parse_line(line)? {
+            Link::Unchained if report.last_hash.is_some() => return Err(ChainProblem::Unchained),
+            Link::Unchained => report.legacy += 1,
+            Link::Chained { prev, hash } => {
+                match report.last_hash {
+                    Some(last) if prev != last => return Err(ChainProblem::Unlinked),
+                    Some(_) => {}
+                    // After lines from before chaining, the chain starts from zeros.
+                    None if report.legacy > 0 && prev != GENESIS => return Err(ChainProblem::Unlinked),
+                    None if prev == GENESIS => report.anchor = Some(ChainAnchor::Start),
+                    None => report.anchor = Some(ChainAnchor::RotatedAway(prev)),
+                }
+                report.last_hash = Some(hash);
+                report.records += 1;
             }
         }
-        report.files.push(file);
+        Ok(())
     }
-    Ok(report)
+
+    /// Ends, under the lock, a walk done without it over the files `numbered` listed: reads
+    /// what was appended to the current file since (an unfinished line now a break), or walks
+    /// everything again when the files were rotated or replaced meanwhile.
+    fn finish(mut self, path: &Path, numbered: &[Numbered]) -> Result<ChainReport, AuditError> {
+        let now = FileStamp::of_path(path);
+        let listed = numbered_files(path)?;
+        let unchanged = listed == numbered
+            && match (self.current, now) {
+                (Some(walked), Some(now)) => {
+                    walked.id == now.id
+                        && now.len >= walked.offset
+                        && ends_with_line(path, walked.offset, walked.last)
+                            .map_err(AuditError::io(format!("reading {}", path.display())))?
+                }
+                (None, None) => true,
+                _ => false,
+            };
+        if !unchanged {
+            return walk(path, &listed, Tail::Strict).map(|walker| walker.report);
+        }
+        if let Some(walked) = self.current {
+            self.report.unfinished = 0;
+            self.file(path, Tail::Strict, Some(walked))?;
+        }
+        Ok(self.report)
+    }
 }
 
 /// Renames the log's files `<name>.broken-<unix ms>`; returns where they went.
 fn set_aside(path: &Path) -> Result<Vec<PathBuf>, AuditError> {
     let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     let mut moved = Vec::new();
-    for file in chain_files(path) {
+    let mut files: Vec<PathBuf> = numbered_files(path)?.into_iter().rev().map(|file| file.path).collect();
+    files.extend(path.exists().then(|| path.to_path_buf()));
+    for file in files {
         let aside = with_suffix(&file, &format!(".broken-{millis}"));
         let context = format!("moving {} aside to {}", file.display(), aside.display());
         std::fs::rename(&file, &aside).map_err(AuditError::io(context))?;
@@ -519,14 +705,69 @@ fn set_aside(path: &Path) -> Result<Vec<PathBuf>, AuditError> {
     Ok(moved)
 }
 
-/// The existing files of the log at `path`, oldest first: `path.N` ... `path.1`, `path`.
-fn chain_files(path: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = (1..).map(|n| rotated(path, n)).take_while(|p| p.exists()).collect();
-    files.reverse();
-    if path.exists() {
-        files.push(path.to_path_buf());
+/// The rotated files of the log at `path` that exist, `<name>.N` for every N from 1, by
+/// number, whether or not the numbers follow on.
+fn numbered_files(path: &Path) -> Result<Vec<Numbered>, AuditError> {
+    let dir = log_dir(path);
+    list_numbered(path).map_err(AuditError::io(format!("listing {}", dir.display())))
+}
+
+fn list_numbered(path: &Path) -> std::io::Result<Vec<Numbered>> {
+    let mut files = Vec::new();
+    for n in rotation_numbers(path)? {
+        let file = rotated(path, n);
+        // Gone since listed (a writer rotating): left out, as a walk would.
+        if !file.exists() {
+            continue;
+        }
+        let last = last_line(&file)?.map(|line| Sha256::digest(line).into());
+        files.push(Numbered { n, path: file, last });
     }
-    files
+    Ok(files)
+}
+
+/// The N of every `<name>.N` beside the log at `path`, in order.
+fn rotation_numbers(path: &Path) -> std::io::Result<Vec<usize>> {
+    let Some(name) = path.file_name() else { return Ok(Vec::new()) };
+    let entries = match std::fs::read_dir(log_dir(path)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut numbers = Vec::new();
+    for entry in entries {
+        numbers.extend(rotation_number(name, &entry?.file_name()));
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Whether `file`'s bytes up to `offset` end with the line `last` (length without end of line,
+/// sha256) and an end of line; `None`: nothing to check.
+fn ends_with_line(file: &Path, offset: u64, last: Option<(u64, [u8; 32])>) -> std::io::Result<bool> {
+    let Some((len, digest)) = last else { return Ok(true) };
+    let Some(start) = offset.checked_sub(len + 1) else { return Ok(false) };
+    let mut opened = File::open(file)?;
+    opened.seek(SeekFrom::Start(start))?;
+    let mut line = Vec::new();
+    opened.take(len + 1).read_to_end(&mut line)?;
+    Ok(line.pop() == Some(b'\n') && line.len() as u64 == len && <[u8; 32]>::from(Sha256::digest(&line)) == digest)
+}
+
+/// N when `entry` is `<name>.N`, N a positive integer as [`rotated`] writes it.
+fn rotation_number(name: &OsStr, entry: &OsStr) -> Option<usize> {
+    let digits = entry.as_encoded_bytes().strip_prefix(name.as_encoded_bytes())?.strip_prefix(b".")?;
+    if digits.first().is_none_or(|first| !(b'1'..=b'9').contains(first)) || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn log_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// The hash the next record must link to, from the last line of the current file (or of
@@ -791,16 +1032,28 @@ mod tests {
         let (_temp, path) = log_of(3);
         let good = std::fs::read(&path).expect("read");
         let mut rng = fastrand::Rng::with_seed(29);
-        for _ in 0..300 {
+        let last_line = good.len() - good[..good.len() - 1].iter().rposition(|&b| b == b'\n').expect("3 lines") - 1;
+        for trial in 0..=300 {
+            // The last trial changes the final end of line.
+            let at = if trial == 300 { good.len() - 1 } else { rng.usize(..good.len()) };
             let mut bytes = good.clone();
-            let at = rng.usize(..bytes.len());
             bytes[at] ^= 1 << rng.u8(..8);
             std::fs::write(&path, &bytes).expect("write");
+            if at == good.len() - 1 {
+                // The last end of line changed: to `verify`, reading without the lock, the last
+                // record may be an append in progress; under the lock it is cut short.
+                let report = verify(&path).expect("the records before it");
+                assert_eq!((report.records, report.unfinished), (2, last_line), "{report}");
+                let refused = AuditLog::open(&path, 1000, 1).err().expect("refused");
+                assert!(refused.to_string().contains("audit.jsonl:3: not an audit record: cut short"), "{refused}");
+                continue;
+            }
             assert!(matches!(verify(&path), Err(AuditError::Broken(_))), "byte {at} changed unnoticed");
         }
         for garbage in [
             b"\xff\xfe\x00garbage\n".to_vec(),
-            b"{\"a\":1".to_vec(),
+            b"{\"a\":1\n".to_vec(),
+            b"{\"a\":1\n{\"b\":2".to_vec(),
             b"\n\n".to_vec(),
             b",\"hash\":\"\"}\n".to_vec(),
             format!("{{,\"prev\":\"{}\",\"hash\":\"{}\"}}\n", "0".repeat(64), "0".repeat(64)).into_bytes(),
@@ -812,6 +1065,217 @@ mod tests {
             let verified = verify(&path);
             assert!(matches!(verified, Err(AuditError::Broken(_))), "{verified:?}");
             assert!(AuditLog::open(&path, 1000, 1).is_err(), "a broken log is not appended to");
+        }
+    }
+
+    #[test]
+    fn an_unfinished_last_line_is_an_append_in_progress_to_verify_only() {
+        let (_temp, path) = log_of(3);
+        let last = verify(&path).expect("intact").last_hash.expect("a record");
+        let (line, _) = chained_line(&event(3), &last).expect("line");
+        let (half, rest) = line.split_at(line.len() / 2);
+        OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(half)).expect("append");
+        let report = verify(&path).expect("an append in progress");
+        assert_eq!((report.records, report.unfinished), (3, half.len()));
+        assert!(report.to_string().contains(&format!("; {} bytes after the last end of line left out", half.len())));
+        // Under the lock no append is in progress: the line was cut short, and is refused.
+        let refused = AuditLog::open(&path, DEFAULT_MAX_BYTES, DEFAULT_KEEP).err().expect("refused");
+        assert!(refused.to_string().contains("audit.jsonl:4: not an audit record: cut short"), "{refused}");
+        // Finished, it counts.
+        OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(rest)).expect("append");
+        let report = verify(&path).expect("intact");
+        assert_eq!((report.records, report.unfinished), (4, 0));
+        assert!(!report.to_string().contains("left out"), "{report}");
+        // A complete line that is no record is a break, last or not.
+        OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(b"garbage\n")).expect("append");
+        assert!(matches!(broken_at(&path), (_, 5, ChainProblem::Unparseable(_))));
+    }
+
+    #[test]
+    fn an_unfinished_line_in_a_rotated_file_is_a_break() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path = temp.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, 600, 10).expect("open");
+        for n in 0..8 {
+            log.record(event(n));
+        }
+        let newest_rotated = temp.path().join("audit.jsonl.1");
+        let mut bytes = std::fs::read(&newest_rotated).expect("read");
+        bytes.pop();
+        std::fs::write(&newest_rotated, &bytes).expect("write");
+        let (file, _, problem) = broken_at(&path);
+        assert_eq!((file, problem), (newest_rotated, ChainProblem::Unparseable("cut short (no end of line)".into())));
+    }
+
+    #[test]
+    fn verify_does_not_wait_for_the_writers_lock() {
+        let (_temp, path) = log_of(3);
+        let writer = OpenOptions::new().write(true).open(lock_path(&path)).expect("lock file");
+        writer.lock().expect("lock");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let verified = path.clone();
+        std::thread::spawn(move || sender.send(verify(&verified).map(|report| report.records).ok()));
+        let records = receiver.recv_timeout(std::time::Duration::from_secs(30)).expect("verify waited for the lock");
+        assert_eq!(records, Some(3));
+        writer.unlock().expect("unlock");
+    }
+
+    #[test]
+    fn open_reads_under_the_lock_only_what_was_appended_since() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path = temp.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, 600, 10).expect("open");
+        for n in 0..5 {
+            log.record(event(n));
+        }
+        // Appended between the walk without the lock and the lock: read from where it stopped.
+        let numbered = numbered_files(&path).expect("list");
+        let early = walk(&path, &numbered, Tail::Live).expect("intact");
+        log.record(event(5));
+        let (walked, current) = (early.report.records, early.current.expect("a current file"));
+        let report = early.finish(&path, &numbered).expect("intact");
+        assert_eq!((walked, report.records), (5, 6));
+        assert_eq!(report, verify(&path).expect("intact"));
+        assert_eq!(current.id, FileStamp::of_path(&path).expect("current").id, "resumed, not walked again");
+        assert!(ends_with_line(&path, current.offset, current.last).expect("read"));
+
+        // Rotated meanwhile: walked again.
+        let numbered = numbered_files(&path).expect("list");
+        let early = walk(&path, &numbered, Tail::Live).expect("intact");
+        for n in 6..12 {
+            log.record(event(n));
+        }
+        assert_ne!(numbered_files(&path).expect("list"), numbered, "rotated");
+        let report = early.finish(&path, &numbered).expect("intact");
+        assert_eq!((report.records, &report), (12, &verify(&path).expect("intact")));
+    }
+
+    #[test]
+    fn reading_while_writers_append_and_rotate_finds_no_break() {
+        // keep 0: the one file removed and made again; 6: old files removed, their inode
+        // numbers reused; 50: rotations renaming many files.
+        for keep in [0, 6, 50] {
+            let temp = tempfile::tempdir().expect("tempdir");
+            let path = temp.path().join("audit.jsonl");
+            let writers: Vec<AuditLog> = (0..2).map(|_| AuditLog::open(&path, 1500, keep).expect("open")).collect();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let (mut verified, mut opened) = (0, 0);
+            std::thread::scope(|scope| {
+                for (w, log) in writers.iter().enumerate() {
+                    let done = &done;
+                    scope.spawn(move || {
+                        for n in 0..1000 {
+                            log.append(&event(w * 1000 + n)).expect("append");
+                        }
+                        done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match verify(&path) {
+                        Ok(_) => verified += 1,
+                        // Rotated under every read: no verdict, but no false one.
+                        Err(AuditError::Io { source, .. }) if source.to_string().contains("rotated during each") => {}
+                        Err(error) => panic!("keep {keep}: verify: {error}"),
+                    }
+                    let log = AuditLog::open(&path, 1500, keep)
+                        .unwrap_or_else(|error| panic!("keep {keep}: open while others write: {error}"));
+                    log.append(&event(9999)).expect("append");
+                    opened += 1;
+                }
+            });
+            let report = verify(&path).expect("intact");
+            assert_eq!(report.unfinished, 0);
+            assert!(verified > 0 && opened > 0, "keep {keep}: {verified} {opened}");
+        }
+    }
+
+    /// A log of 20 records over `audit.jsonl` and `.1` ... `.N`, N at least 4; returns N.
+    fn rotated_log() -> (tempfile::TempDir, PathBuf, usize) {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path = temp.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, 600, 10).expect("open");
+        for n in 0..20 {
+            log.record(event(n));
+        }
+        let oldest = numbered_files(&path).expect("list").len();
+        assert!(oldest >= 4 && rotated(&path, oldest).exists(), "{oldest}");
+        (temp, path, oldest)
+    }
+
+    #[test]
+    fn a_removed_rotated_file_is_named() {
+        for removed in [1, 2] {
+            let (_temp, path, oldest) = rotated_log();
+            std::fs::remove_file(rotated(&path, removed)).expect("remove");
+            let missing = rotated(&path, removed);
+            assert_eq!(broken_at(&path), (missing.clone(), 0, ChainProblem::Missing));
+            let message = verify(&path).expect_err("broken").to_string();
+            let named = format!("audit log broken at {}: the file is missing", missing.display());
+            assert!(message.starts_with(&named) && message.contains("a rotated file was removed"), "{message}");
+            assert!(AuditLog::open(&path, 600, 10).is_err(), "a broken log is not appended to");
+
+            // Set aside, every file goes, those before the gap too.
+            let (_log, restart) = AuditLog::open_or_restart(&path, 600, 10).expect("restarted");
+            let restart = restart.expect("a restart");
+            assert_eq!((restart.broken.file, restart.moved.len()), (missing, oldest));
+            assert!(numbered_files(&path).expect("list").is_empty());
+            assert_eq!(verify(&path).expect("a new chain").records, 1);
+        }
+    }
+
+    #[test]
+    fn a_gap_moves_up_with_rotation_and_stays_named() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path = temp.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, 600, 10).expect("open");
+        for n in 0..20 {
+            log.record(event(n));
+        }
+        // Removed under a running writer, which rotates on.
+        std::fs::remove_file(rotated(&path, 1)).expect("remove");
+        for n in 20..26 {
+            log.record(event(n));
+        }
+        let (file, line, problem) = broken_at(&path);
+        assert!(file != rotated(&path, 1) && !file.exists(), "{}", file.display());
+        assert_eq!((line, problem), (0, ChainProblem::Missing));
+    }
+
+    #[test]
+    fn the_oldest_rotated_file_removed_is_like_rotation() {
+        let (_temp, path, oldest) = rotated_log();
+        let before = verify(&path).expect("intact");
+        let gone = lines(&rotated(&path, oldest)).len();
+        std::fs::remove_file(rotated(&path, oldest)).expect("remove");
+        let report = verify(&path).expect("intact");
+        assert_eq!((report.records, report.files.len()), (before.records - gone, before.files.len() - 1));
+        assert!(matches!(report.anchor, Some(ChainAnchor::RotatedAway(_))), "{report:?}");
+        // And the log goes on.
+        let log = AuditLog::open(&path, 600, 10).expect("open");
+        log.record(event(20));
+        assert_eq!(verify(&path).expect("intact").records, report.records + 1);
+    }
+
+    #[test]
+    fn only_numbered_names_are_rotated_files() {
+        let name = OsStr::new("audit.jsonl");
+        for (entry, n) in [("audit.jsonl.1", Some(1)), ("audit.jsonl.12", Some(12)), ("audit.jsonl.9", Some(9))] {
+            assert_eq!(rotation_number(name, OsStr::new(entry)), n, "{entry}");
+        }
+        for entry in [
+            "audit.jsonl",
+            "audit.jsonl.",
+            "audit.jsonl.0",
+            "audit.jsonl.01",
+            "audit.jsonl.lock",
+            "audit.jsonl.1.broken-1700000000000",
+            "audit.jsonl.broken-1700000000000",
+            "audit.jsonl.+1",
+            "audit.jsonl.99999999999999999999999",
+            "audit.jsonlx.1",
+            "xaudit.jsonl.1",
+        ] {
+            assert_eq!(rotation_number(name, OsStr::new(entry)), None, "{entry}");
         }
     }
 
