@@ -265,22 +265,28 @@ pub(super) const MAX_SEGMENT: usize = 1 << 30;
 /// Seals `plain` (concatenated records, consumed; at most [`MAX_SEGMENT`] bytes) into one
 /// segment with the current key.
 pub(super) fn seal_segment(keys: &Keyring, mut plain: Vec<u8>) -> Result<Vec<u8>> {
-    if plain.len() > MAX_SEGMENT {
-        return Err(Error::Runtime(format!("{} bytes of records in one segment (at most {MAX_SEGMENT})", plain.len())));
-    }
-    let aad = aad(keys.current_id());
-    let (id, nonce) =
-        keys.seal(&aad, &mut plain).map_err(|e| Error::Config(format!("sealing the prediction log: {e}")))?;
-    let id_length = u8::try_from(id.len()).map_err(|_| Error::Config(format!("key id '{id}' over 255 bytes")))?;
-    let rest = 1 + id.len() + NONCE_BYTES + plain.len();
-    let mut segment = Vec::with_capacity(MARK.len() + 4 + rest);
-    segment.extend_from_slice(MARK);
-    segment.extend_from_slice(&(rest as u32).to_le_bytes());
-    segment.push(id_length);
-    segment.extend_from_slice(id.as_bytes());
-    segment.extend_from_slice(&nonce);
+    let mut segment = seal_in_place(keys, &mut plain)?;
     segment.extend_from_slice(&plain);
     Ok(segment)
+}
+
+/// Encrypts `data` (concatenated records; at most [`MAX_SEGMENT`] bytes) in place with the
+/// current key, tag appended; returns the segment's header, which goes before it.
+pub(super) fn seal_in_place(keys: &Keyring, data: &mut Vec<u8>) -> Result<Vec<u8>> {
+    if data.len() > MAX_SEGMENT {
+        return Err(Error::Runtime(format!("{} bytes of records in one segment (at most {MAX_SEGMENT})", data.len())));
+    }
+    let aad = aad(keys.current_id());
+    let (id, nonce) = keys.seal(&aad, data).map_err(|e| Error::Config(format!("sealing the prediction log: {e}")))?;
+    let id_length = u8::try_from(id.len()).map_err(|_| Error::Config(format!("key id '{id}' over 255 bytes")))?;
+    let rest = 1 + id.len() + NONCE_BYTES + data.len();
+    let mut header = Vec::with_capacity(MARK.len() + 4 + 1 + id.len() + NONCE_BYTES);
+    header.extend_from_slice(MARK);
+    header.extend_from_slice(&(rest as u32).to_le_bytes());
+    header.push(id_length);
+    header.extend_from_slice(id.as_bytes());
+    header.extend_from_slice(&nonce);
+    Ok(header)
 }
 
 /// Takes the lock on `file` (released when it is closed) if no writer or eraser holds it;

@@ -289,29 +289,36 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the pending batch (sealed when keys are set) to the current file.
+    /// Writes the pending batch (sealed when keys are set) to the current file; the batch's
+    /// buffer is kept for the next one (no allocation per batch).
     fn write_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
-        if let Err(error) = self.write_batch(batch) {
+        if let Err(error) = self.write_batch() {
             tracing::error!(%error, "prediction log write failed; records lost");
             self.file = None;
         }
+        self.pending.clear();
+        if self.pending.capacity() > 4 * WRITE_BUFFER {
+            self.pending.shrink_to(WRITE_BUFFER); // after an unusually large record
+        }
     }
 
-    fn write_batch(&mut self, batch: Vec<u8>) -> Result<()> {
+    fn write_batch(&mut self) -> Result<()> {
         if self.file.as_ref().is_none_or(|f| f.is_done(&self.bounds)) {
             self.rotate()?;
         }
-        let Some(open) = &mut self.file else { return Ok(()) };
-        let bytes = match (&mut self.protection.keys, open.sealed) {
-            (Some(keys), true) => files::seal_segment(&keys.keyring(), batch)?,
-            _ => batch,
+        let Writer { file, protection, pending, .. } = self;
+        let Some(open) = file else { return Ok(()) };
+        let header = match (&mut protection.keys, open.sealed) {
+            (Some(keys), true) => files::seal_in_place(&keys.keyring(), pending)?,
+            _ => Vec::new(),
         };
-        open.file.write_all(&bytes).map_err(|e| Error::io(format!("writing {}", open.path.display()), e))?;
-        open.bytes += bytes.len() as u64;
+        let io = |e| Error::io(format!("writing {}", open.path.display()), e);
+        open.file.write_all(&header).map_err(io)?;
+        open.file.write_all(pending).map_err(io)?;
+        open.bytes += (header.len() + pending.len()) as u64;
         Ok(())
     }
 
