@@ -102,6 +102,21 @@ fn a_hot_swap_under_grpc_load_fails_no_request() {
     assert_eq!(answered.last().map(String::as_str), Some("2"), "the swap did not stick");
 }
 
+/// One value for the hostile `slow` model (it spins until its deadline).
+fn slow_request() -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "slow".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1],
+            parameters: Default::default(),
+            contents: Some(InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
+        }],
+        ..Default::default()
+    }
+}
+
 /// Bearer tokens in the `authorization` metadata, with the scopes REST asks for, and the
 /// request deadline, each answered with its gRPC code.
 #[test]
@@ -114,17 +129,7 @@ fn tokens_scopes_and_deadlines_map_to_grpc_codes() {
     );
     let url = format!("http://{}", server.grpc_addr.expect("gRPC listens"));
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
-    let slow = ModelInferRequest {
-        model_name: "slow".into(),
-        inputs: vec![InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1],
-            parameters: Default::default(),
-            contents: Some(InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
-        }],
-        ..Default::default()
-    };
+    let slow = slow_request();
     let cases: Vec<(Option<&str>, ModelInferRequest, Option<Code>)> = vec![
         (None, digits_request(1), Some(Code::Unauthenticated)),
         (Some("not-a-token"), digits_request(1), Some(Code::Unauthenticated)),
@@ -163,17 +168,7 @@ fn the_clients_grpc_timeout_stops_the_sandbox() {
     let started = std::time::Instant::now();
     let status = tokio.block_on(async {
         let mut client = GrpcInferenceServiceClient::connect(url).await.expect("connect");
-        let mut request = tonic::Request::new(ModelInferRequest {
-            model_name: "slow".into(),
-            inputs: vec![InferInputTensor {
-                name: "x".into(),
-                datatype: "FP32".into(),
-                shape: vec![1],
-                parameters: Default::default(),
-                contents: Some(InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
-            }],
-            ..Default::default()
-        });
+        let mut request = tonic::Request::new(slow_request());
         request.set_timeout(Duration::from_millis(200));
         client.model_infer(request).await.expect_err("the model never answers")
     });
