@@ -1,7 +1,8 @@
 //! gRPC vs REST on the real `edgeinfer serve` binary: requests/s and p50/p99 latency for one
 //! digits row per request at 1, 8 and 64 concurrent clients, over the Open Inference
-//! Protocol's gRPC service (raw contents, as Triton's clients send), REST with JSON, and REST
-//! with the binary tensor extension. One Rust load client (tokio; one connection per client)
+//! Protocol's gRPC service (raw contents, as Triton's clients send; unary `ModelInfer` and a
+//! `ModelStreamInfer` stream per client), REST with JSON, and REST with the binary tensor
+//! extension. One Rust load client (tokio; one connection per client)
 //! drives all three, so the figures differ only by the transport; ratios are against REST
 //! JSON in the same run.
 //!
@@ -33,6 +34,7 @@ const CLIENTS: [usize; 3] = [1, 8, 64];
 #[derive(Clone, Copy, PartialEq)]
 enum Transport {
     Grpc,
+    GrpcStream,
     RestJson,
     RestBinary,
 }
@@ -41,6 +43,7 @@ impl Transport {
     fn label(self) -> &'static str {
         match self {
             Transport::Grpc => "gRPC (raw contents)",
+            Transport::GrpcStream => "gRPC stream (one in flight)",
             Transport::RestJson => "REST JSON",
             Transport::RestBinary => "REST binary",
         }
@@ -76,7 +79,7 @@ impl Requests {
                 parameters: Default::default(),
                 contents: None,
             }],
-            raw_input_contents: vec![raw],
+            raw_input_contents: vec![Bytes::from(raw)],
             ..Default::default()
         };
         Requests { json: Bytes::from(json.to_string()), binary: Bytes::from(binary), binary_header: header.len(), grpc }
@@ -98,6 +101,24 @@ async fn client(
             let started = Instant::now();
             let answer = client.model_infer(requests.grpc.clone()).await.expect("gRPC infer");
             assert_eq!(answer.get_ref().raw_output_contents.len(), 2);
+            latencies.push(started.elapsed());
+        }
+        return latencies;
+    }
+    if transport == Transport::GrpcStream {
+        let mut client = GrpcInferenceServiceClient::connect(format!("http://{grpc}")).await.expect("gRPC connect");
+        let (outbound, requests_stream) = tokio::sync::mpsc::channel(1);
+        let mut answers = client
+            .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(requests_stream))
+            .await
+            .expect("stream")
+            .into_inner();
+        while Instant::now() < until {
+            let started = Instant::now();
+            outbound.send(requests.grpc.clone()).await.expect("stream send");
+            let answer = answers.message().await.expect("stream answer").expect("an answer per request");
+            assert!(answer.error_message.is_empty(), "{}", answer.error_message);
+            assert_eq!(answer.infer_response.expect("response").raw_output_contents.len(), 2);
             latencies.push(started.elapsed());
         }
         return latencies;
@@ -146,7 +167,7 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for clients in CLIENTS {
         let mut json_rate = None;
-        for transport in [Transport::RestJson, Transport::RestBinary, Transport::Grpc] {
+        for transport in [Transport::RestJson, Transport::RestBinary, Transport::Grpc, Transport::GrpcStream] {
             // A short warm-up, then the measured run.
             let run = |duration: Duration| -> Vec<Vec<Duration>> {
                 let until = Instant::now() + duration;

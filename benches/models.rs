@@ -23,7 +23,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use edgeinfer_runtime::{CompileRequest, Limits, compile_model};
 use soak_driver::ServerProcess;
 
 fn main() {
@@ -43,19 +42,8 @@ fn main() {
     let mut compile_times = Vec::new();
     for index in 0..count {
         let onnx = std::fs::read(onnx_dir.join(format!("mlp{index}.onnx"))).expect("variant");
-        let request = CompileRequest {
-            onnx: &onnx,
-            source_file: format!("mlp{index}.onnx"),
-            name: format!("mlp{index}"),
-            version: 1,
-            repo: all.clone(),
-            limits: Limits::default(),
-            examples: Vec::new(),
-            reference: None,
-            text: None,
-        };
         let started = Instant::now();
-        let model = compile_model(&runtime, &request, &|_: &str| {}).expect("compile");
+        let model = support::compile_bytes(&runtime, &all, &onnx, &format!("mlp{index}"));
         compile_times.push(started.elapsed());
         if index == 0 {
             copy_dir(model.dir(), &one.join("mlp0/1"));
@@ -63,7 +51,7 @@ fn main() {
     }
     drop(runtime);
     compile_times.sort();
-    let shell_bytes = shell_size(&all.join("mlp1/1/model.wasm"));
+    let shell_bytes = support::memory_image_bytes(&all.join("mlp1/1/model.wasm"));
 
     let cache = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("target/bench-cache");
     let (rss_one, start_one) = serve_and_measure(&one, &cache, 1);
@@ -115,19 +103,6 @@ fn serve_and_measure(repo: &Path, cache: &Path, models: usize) -> (u64, Duration
     }
     std::thread::sleep(Duration::from_millis(500));
     (server.usage().rss_kib, start_up)
-}
-
-/// The size of a model's own compiled part: its data segments (weights and parsed plan), the
-/// memory image an additional model cannot share.
-fn shell_size(component: &Path) -> usize {
-    let wasm = std::fs::read(component).expect("component");
-    wasmparser::Parser::new(0)
-        .parse_all(&wasm)
-        .filter_map(|payload| match payload {
-            Ok(wasmparser::Payload::DataSection(reader)) => Some(reader.range().len()),
-            _ => None,
-        })
-        .sum()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

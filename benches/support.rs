@@ -38,6 +38,35 @@ pub fn compile(runtime: &Arc<Runtime>, repo: &Path, file: &str, name: &str) -> (
     compile_version(runtime, repo, file, name, 1)
 }
 
+/// Compiles ONNX bytes as version 1 of `name` into `repo`, with default limits.
+pub fn compile_bytes(runtime: &Arc<Runtime>, repo: &Path, onnx: &[u8], name: &str) -> LoadedModel {
+    let request = CompileRequest {
+        onnx,
+        source_file: format!("{name}.onnx"),
+        name: name.into(),
+        version: 1,
+        repo: repo.to_path_buf(),
+        limits: Limits::default(),
+        examples: Vec::new(),
+        reference: None,
+        text: None,
+    };
+    compile_model(runtime, &request, &|_: &str| {}).expect("compile")
+}
+
+/// The size of a model's own compiled part: its component's data segments (weights and
+/// parsed plan), the memory image an additional model cannot share.
+pub fn memory_image_bytes(component: &Path) -> usize {
+    let wasm = std::fs::read(component).expect("component");
+    wasmparser::Parser::new(0)
+        .parse_all(&wasm)
+        .filter_map(|payload| match payload {
+            Ok(wasmparser::Payload::DataSection(reader)) => Some(reader.range().len()),
+            _ => None,
+        })
+        .sum()
+}
+
 /// Compiles a fixture as version `version` of `name`.
 pub fn compile_version(
     runtime: &Arc<Runtime>,

@@ -3,10 +3,12 @@
 # packages (Triton's client, the OpenMetrics parser, PyYAML, mdBook, Ray, Dask, Spark), our own
 # Python package (`pip install ./python`: maturin builds it into the workspace's target/, so
 # `cargo test --release` reuses what it compiled), Chromium for the status page test and a
-# Java runtime for Spark (Debian's packages, only when missing; needs root or sudo).
+# Java runtime for Spark, the aarch64 cross linker and qemu-user (Debian's packages, only
+# when missing; needs root or sudo), and the aarch64 build of `edgeinfer` that
+# tests/all/aarch64.rs serves under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rustup target add wasm32-wasip2
+rustup target add wasm32-wasip2 aarch64-unknown-linux-gnu
 pip install -q -r tests/python/requirements.txt
 debian=()
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null; then
@@ -14,6 +16,12 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
 fi
 if ! command -v java >/dev/null; then
     debian+=(openjdk-17-jre-headless)
+fi
+if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    debian+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+fi
+if ! command -v qemu-aarch64 >/dev/null; then
+    debian+=(qemu-user)
 fi
 if [ ${#debian[@]} -gt 0 ]; then
     sudo=""
@@ -23,3 +31,5 @@ if [ ${#debian[@]} -gt 0 ]; then
 fi
 # The release profile, as `cargo test --release` builds: one build of the shared crates.
 pip install -q ./python
+# The edge build for aarch64 (linker and runner in .cargo/config.toml); see docs/src/edge.md.
+cargo build --release --target aarch64-unknown-linux-gnu --bin edgeinfer

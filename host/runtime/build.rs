@@ -37,6 +37,8 @@ const ZEROED_GETTERS: &[(&str, u64)] = &[
     ("resolution", 16),
 ];
 
+use sha2::{Digest, Sha256};
+
 fn main() -> Result<()> {
     // host/runtime -> the workspace root, where guest-model/, wit/ and vendor/ live.
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../..");
@@ -57,8 +59,11 @@ fn main() -> Result<()> {
         .encode()
         .context("encoding the runtime component")?;
     let runtime = out_dir.join("edgeinfer-runtime.wasm");
-    std::fs::write(&runtime, component)?;
+    std::fs::write(&runtime, &component)?;
     println!("cargo:rustc-env=EDGEINFER_RUNTIME_WASM={}", runtime.display());
+    // Its digest, so nothing hashes 24 MB of the binary at run time to learn it.
+    let digest: String = Sha256::digest(&component).iter().map(|byte| format!("{byte:02x}")).collect();
+    println!("cargo:rustc-env=EDGEINFER_RUNTIME_SHA256={digest}");
     Ok(())
 }
 

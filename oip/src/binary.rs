@@ -71,21 +71,36 @@ fn take_binary(
     })?;
     let data = binary.slice(*offset..end);
     *offset = end;
+    check_raw_data(name, datatype, shape, &data, "binary_data_size")?;
+    Ok(data)
+}
+
+/// A tensor from raw little-endian data a transport already holds (gRPC's
+/// `raw_input_contents`), checked as binary request data is: the byte count matches the
+/// shape, BYTES data is a sequence of length-prefixed items. `data` is kept, not copied.
+pub fn raw_tensor(name: &str, datatype: Datatype, shape: Vec<u64>, data: Bytes) -> Result<Tensor, ProtocolError> {
+    check_raw_data(name, datatype, &shape, &data, "raw data")?;
+    Ok(Tensor { name: name.to_string(), datatype, shape, data })
+}
+
+/// Checks `data` holds exactly a `shape` of `datatype`; `what` names the size in messages.
+fn check_raw_data(name: &str, datatype: Datatype, shape: &[u64], data: &[u8], what: &str) -> Result<(), ProtocolError> {
+    let size = data.len();
     if let Some(element) = datatype.element_size() {
         let expected = element_count(shape).and_then(|n| n.checked_mul(element as u64));
         if expected != Some(size as u64) {
             return Err(ProtocolError::tensor(
                 name,
                 format!(
-                    "binary_data_size {size} does not match shape {shape:?} of {datatype} ({} bytes)",
+                    "{what} {size} does not match shape {shape:?} of {datatype} ({} bytes)",
                     expected.map_or("too many".to_string(), |e| e.to_string())
                 ),
             ));
         }
-    } else if !valid_bytes_items(&data, shape) {
+    } else if !valid_bytes_items(data, shape) {
         return Err(ProtocolError::tensor(name, "BYTES binary data is not a sequence of length-prefixed items"));
     }
-    Ok(data)
+    Ok(())
 }
 
 fn valid_bytes_items(mut data: &[u8], shape: &[u64]) -> bool {

@@ -79,7 +79,8 @@ pub fn decode_request(body: &[u8]) -> Result<(InferenceRequest, Vec<Tensor>), Pr
 }
 
 /// Refuses a request that names one input twice.
-pub(crate) fn check_unique(tensors: &[Tensor]) -> Result<(), ProtocolError> {
+/// Refuses a request that names one input twice.
+pub fn check_unique(tensors: &[Tensor]) -> Result<(), ProtocolError> {
     let mut seen = std::collections::HashSet::new();
     for tensor in tensors {
         if !seen.insert(tensor.name.as_str()) {

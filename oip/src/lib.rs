@@ -10,10 +10,11 @@ mod datatype;
 mod json;
 mod response;
 
-pub use binary::{HEADER_LENGTH, decode_request_with_binary, split_body, wants_binary};
+pub use binary::{HEADER_LENGTH, decode_request_with_binary, raw_tensor, split_body, wants_binary};
 pub use datatype::Datatype;
 pub use json::{
-    InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, bytes_items, decode_request, encode_output,
+    InferenceRequest, InferenceResponse, RequestedOutput, ResponseOutput, bytes_items, check_unique, decode_request,
+    encode_output,
 };
 pub use response::{
     EncodedResponse, HttpBody, ModelMetadata, PLATFORM, TensorMetadata, body_too_large_message, encode_response,

@@ -57,6 +57,11 @@ fn manifest_records_signature_digests_and_dynamic_batch() {
     let wasm = std::fs::read(fixtures().digits.dir().join("model.wasm")).expect("component");
     assert_eq!(manifest.component.sha256, edgeinfer_runtime::sha256_hex(&wasm));
     assert_eq!(manifest.component.runtime_sha256, edgeinfer_runtime::sha256_hex(edgeinfer_runtime::RUNTIME_COMPONENT));
+    assert_eq!(
+        edgeinfer_runtime::RUNTIME_SHA256,
+        manifest.component.runtime_sha256,
+        "the build-time digest is the runtime's"
+    );
 }
 
 #[test]

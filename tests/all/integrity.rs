@@ -47,7 +47,8 @@ fn corrupt_compiled_code_cache_is_ignored_and_rebuilt() {
     copy_version(fixtures().digits.dir(), &dir);
     let mut corrupted = 0;
     for entry in std::fs::read_dir(&cache).expect("cache dir").flatten() {
-        if entry.file_name().to_string_lossy().starts_with(digest.as_str()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(digest.as_str()) && name.ends_with(".cwasm") {
             let mut bytes = std::fs::read(entry.path()).expect("read");
             let last = bytes.len() - 1;
             bytes[last] ^= 0xff;
@@ -76,17 +77,20 @@ fn a_forged_cache_entry_is_ignored_and_recompiled() {
     let entry = std::fs::read_dir(cache_dir().join("components"))
         .expect("cache dir")
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with(digest.as_str()))
+        .find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(digest.as_str()) && name.ends_with(".cwasm")
+        })
         .expect("the digits entry")
         .path();
-    let genuine = std::fs::read(&entry).expect("read");
-    let payload = &genuine[32..];
+    // The entry is the compiled artifact; its HMAC tag is beside it (`.cwasm.tag`).
+    let tag_path = entry.with_extension("cwasm.tag");
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[7u8; 32]).expect("key");
-    mac.update(payload);
-    let forged = [mac.finalize().into_bytes().as_slice(), payload].concat();
-    std::fs::write(&entry, &forged).expect("plant the forged entry");
+    mac.update(&std::fs::read(&entry).expect("read"));
+    let forged = mac.finalize().into_bytes().to_vec();
+    std::fs::write(&tag_path, &forged).expect("plant the forged tag");
     let model = LoadedModel::load(&runtime(), &dir).expect("recompiled, not deserialized");
-    assert_ne!(std::fs::read(&entry).expect("read"), forged, "the forged entry was replaced");
+    assert_ne!(std::fs::read(&tag_path).expect("read"), forged, "the forged entry was replaced");
     let holdout = holdout();
     let outcome =
         model.infer(vec![fp32(&holdout.input_name, &holdout.x[..1])], &[], Default::default()).expect("infer");

@@ -1,6 +1,7 @@
 //! End-to-end tests: real components compiled from real ONNX models, run by real wasmtime.
 //! One test binary so every fixture component is compiled once per run.
 
+mod aarch64;
 mod audit_chain;
 mod batch;
 mod batching;

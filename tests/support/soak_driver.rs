@@ -31,11 +31,23 @@ impl ServerProcess {
 
     /// The same with `args` added (e.g. `--grpc-listen 127.0.0.1:0`).
     pub fn start_with(repo: &Path, cache: &Path, args: &[&str]) -> ServerProcess {
+        Self::start_program(Command::new(env!("CARGO_BIN_EXE_edgeinfer")), repo, cache, args, Duration::from_secs(120))
+    }
+
+    /// `program` (an `edgeinfer` binary, or an emulator running one) with `serve` and the
+    /// arguments of [`Self::start_with`]; waits up to `patience` for its addresses.
+    pub fn start_program(
+        mut program: Command,
+        repo: &Path,
+        cache: &Path,
+        args: &[&str],
+        patience: Duration,
+    ) -> ServerProcess {
         // Bounded caches (the feedback index, kept pool pages) are small enough to fill
         // during the warm-up, so any growth afterwards is a leak.
         let config = repo.join("soak.toml");
         std::fs::write(&config, "[monitoring]\nfeedback_index = 1000\n").expect("soak config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+        let mut child = program
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--repo")
@@ -62,7 +74,7 @@ impl ServerProcess {
             }
         });
         let mut next = || -> SocketAddr {
-            let addr = address.recv_timeout(Duration::from_secs(120)).expect("the server printed its address");
+            let addr = address.recv_timeout(patience).expect("the server printed its address");
             addr.parse().expect("address")
         };
         let addr = next();

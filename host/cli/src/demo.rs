@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use edgeinfer_runtime::{CompileRequest, Limits, Manifest, RUNTIME_COMPONENT, Runtime, compile_model, sha256_hex};
+use edgeinfer_runtime::{CompileRequest, Limits, Manifest, RUNTIME_SHA256, Runtime, compile_model, sha256_hex};
 
 /// The demo model (scikit-learn digits classifier) shipped inside the binary.
 pub const DEMO_MODEL_ONNX: &[u8] =
@@ -14,7 +14,7 @@ pub fn demo_repository(runtime: &Arc<Runtime>) -> edgeinfer_runtime::Result<Path
     let repo = runtime.config().cache_dir.join("demo-repo");
     let version_dir = repo.join("digits/1");
     let current = Manifest::load(&version_dir.join("manifest.toml")).ok().is_some_and(|m| {
-        m.source.sha256 == sha256_hex(DEMO_MODEL_ONNX) && m.component.runtime_sha256 == sha256_hex(RUNTIME_COMPONENT)
+        m.source.sha256 == sha256_hex(DEMO_MODEL_ONNX) && m.component.runtime_sha256 == RUNTIME_SHA256
     });
     if current {
         return Ok(repo);

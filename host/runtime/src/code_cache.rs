@@ -89,7 +89,8 @@ impl CodeCache {
         self.load_or_compile_with(
             &self.entry("components", engine, digest),
             || engine.precompile_component(wasm),
-            // SAFETY: see `load_or_compile_with`: bytes this engine's precompilation wrote.
+            // SAFETY: see `load_or_compile_with`: a file or bytes this engine's precompilation wrote.
+            |path| unsafe { Component::deserialize_file(engine, path) },
             |bytes| unsafe { Component::deserialize(engine, bytes) },
         )
     }
@@ -100,9 +101,33 @@ impl CodeCache {
         self.load_or_compile_with(
             &self.entry("modules", engine, digest),
             || engine.precompile_module(wasm),
-            // SAFETY: see `load_or_compile_with`: bytes this engine's precompilation wrote.
+            // SAFETY: see `load_or_compile_with`: a file or bytes this engine's precompilation wrote.
+            |path| unsafe { Module::deserialize_file(engine, path) },
             |bytes| unsafe { Module::deserialize(engine, bytes) },
         )
+    }
+
+    /// Compiles a component into the cache without loading it (an engine for another target
+    /// cannot load what it compiles); an authentic entry already there is kept.
+    pub fn precompile(&self, engine: &Engine, wasm: &[u8], digest: &str) -> Result<()> {
+        self.precompile_with(&self.entry("components", engine, digest), || engine.precompile_component(wasm))
+    }
+
+    /// Compiles a core module into the cache without loading it; see [`Self::precompile`].
+    pub fn precompile_module(&self, engine: &Engine, wasm: &[u8], digest: &str) -> Result<()> {
+        self.precompile_with(&self.entry("modules", engine, digest), || engine.precompile_module(wasm))
+    }
+
+    fn precompile_with(&self, path: &Path, precompile: impl FnOnce() -> wasmtime::Result<Vec<u8>>) -> Result<()> {
+        if artifact_is_authentic(&self.key, path) {
+            return Ok(());
+        }
+        let compiled = precompile().map_err(|e| Error::Compile(format!("{e:#}")))?;
+        if write_artifact(&self.key, path, &compiled) {
+            Ok(())
+        } else {
+            Err(Error::Runtime(format!("cannot write {} (see the warning above)", path.display())))
+        }
     }
 
     fn entry(&self, kind: &str, engine: &Engine, digest: &str) -> PathBuf {
@@ -111,22 +136,32 @@ impl CodeCache {
 
     /// The cached entry at `path` deserialized, else compiled, cached and deserialized.
     ///
-    /// `deserialize` is only ever given bytes that `precompile` of an engine with the same
-    /// compatibility hash wrote on this host: the HMAC under the host's secret key proves it
-    /// for a cached entry, in a directory only this user can write.
+    /// An entry is the compiled artifact as wasmtime wrote it, so it is mapped from the file
+    /// (`deserialize_file`): only the code pages a model runs become resident, and they stay
+    /// clean, shared with the page cache. Its HMAC tag lives beside it ([`tag_path`]).
+    ///
+    /// `deserialize_file` and `deserialize` are only ever given what `precompile` of an engine
+    /// with the same compatibility hash wrote on this host: the HMAC under the host's secret key
+    /// proves it for a cached entry, in a directory only this user can write (entries are
+    /// replaced by rename, never written in place).
     fn load_or_compile_with<T>(
         &self,
         path: &Path,
         precompile: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
-        deserialize: impl Fn(&[u8]) -> wasmtime::Result<T>,
+        deserialize_file: impl Fn(&Path) -> wasmtime::Result<T>,
+        deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
     ) -> Result<T> {
-        if let Some(mapped) = map_authentic(&self.key, path)
-            && let Ok(compiled) = deserialize(&mapped[TAG_LEN..])
+        if artifact_is_authentic(&self.key, path)
+            && let Ok(compiled) = deserialize_file(path)
         {
             return Ok(compiled);
         }
         let compiled = precompile().map_err(|e| Error::Compile(format!("{e:#}")))?;
-        write_authentic(&self.key, path, &compiled);
+        if write_artifact(&self.key, path, &compiled)
+            && let Ok(loaded) = deserialize_file(path)
+        {
+            return Ok(loaded);
+        }
         deserialize(&compiled).map_err(Error::runtime)
     }
 }
@@ -217,27 +252,54 @@ fn is_authentic(key: &CacheKey, path: &Path, bytes: &[u8]) -> bool {
     authentic
 }
 
-/// Maps a cache file (tag, then payload) whose tag authenticates its payload. Entries are tens
-/// of MB of compiled code: mapped, they are checked and deserialized without passing through
-/// the heap (which would keep the pages after they are freed).
-fn map_authentic(key: &CacheKey, path: &Path) -> Option<memmap2::Mmap> {
-    let file = std::fs::File::open(path).ok()?;
-    // SAFETY: the file lives in the cache directory, which belongs to this user and nobody
-    // else may write (checked when the cache is opened); entries are replaced by rename, never
-    // written in place, so the mapping does not change under us.
-    let mapped = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    is_authentic(key, path, &mapped).then_some(mapped)
+/// Where the HMAC tag of the compiled artifact at `path` lives.
+fn tag_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.tag")
 }
 
-/// Writes a cache file atomically; a failure only costs a recompile later.
+/// Whether the artifact at `path` carries (beside it) a tag this host's key gives it. The
+/// artifact is mapped to be checked, so its tens of MB never pass through the heap.
+fn artifact_is_authentic(key: &CacheKey, path: &Path) -> bool {
+    let check = || -> Option<bool> {
+        let tag = std::fs::read(tag_path(path)).ok()?;
+        let file = std::fs::File::open(path).ok()?;
+        // SAFETY: the file lives in the cache directory, which belongs to this user and nobody
+        // else may write (checked when the cache is opened); entries are replaced by rename,
+        // never written in place, so the mapping does not change under us.
+        let mapped = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        Some(key.verify(&tag, &mapped))
+    };
+    match check() {
+        Some(true) => true,
+        Some(false) => {
+            tracing::warn!(path = %path.display(), "ignoring a cache file this host did not write (or a corrupt one)");
+            false
+        }
+        None => false,
+    }
+}
+
+/// Writes a compiled artifact and then its tag, each atomically; a failure only costs a
+/// recompile later (an artifact without its matching tag is never loaded).
+fn write_artifact(key: &CacheKey, path: &Path, artifact: &[u8]) -> bool {
+    write_atomically(path, &[artifact]) && write_atomically(&tag_path(path), &[&key.tag(artifact)])
+}
+
+/// Writes a cache file (tag, then payload) atomically; a failure only costs a recompile later.
 fn write_authentic(key: &CacheKey, path: &Path, payload: &[u8]) -> bool {
+    write_atomically(path, &[&key.tag(payload), payload])
+}
+
+/// Writes `parts` one after another to a temporary file, then renames it to `path`.
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> bool {
     let Some(dir) = path.parent() else {
         return false;
     };
     let write = || -> std::io::Result<()> {
         let mut file = tempfile::NamedTempFile::new_in(dir)?;
-        file.write_all(&key.tag(payload))?;
-        file.write_all(payload)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
         file.persist(path)?;
         Ok(())
     };
@@ -296,12 +358,17 @@ mod tests {
         let wasm = wat::parse_str(r#"(module (func (export "answer") (result i32) i32.const 42))"#).expect("wat");
         cache.load_or_compile_module(&engine, &wasm, "answer").expect("compiled");
         let path = cache.entry("modules", &engine, "answer");
+        assert!(artifact_is_authentic(&cache.key, &path), "a genuine entry and its tag");
         let genuine = std::fs::read(&path).expect("cached entry");
         let forged = CacheKey(Arc::new([9; 32]));
-        assert!(write_authentic(&forged, &path, &genuine[TAG_LEN..]));
+        assert!(write_artifact(&forged, &path, &genuine));
+        assert!(!artifact_is_authentic(&cache.key, &path));
         let module = cache.load_or_compile_module(&engine, &wasm, "answer").expect("recompiled");
-        assert!(read_authentic(&cache.key, &path).is_some(), "the forged entry was replaced by a genuine one");
+        assert!(artifact_is_authentic(&cache.key, &path), "the forged entry was replaced by a genuine one");
         assert!(module.get_export("answer").is_some());
+        // An artifact whose tag is missing is not loaded either.
+        std::fs::remove_file(tag_path(&path)).expect("remove the tag");
+        assert!(!artifact_is_authentic(&cache.key, &path));
     }
 
     #[test]

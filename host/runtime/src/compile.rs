@@ -30,6 +30,9 @@ use crate::{Error, Result};
 /// The generic model runtime component, built from `guest-model/` by the build script.
 pub const RUNTIME_COMPONENT: &[u8] = include_bytes!(env!("EDGEINFER_RUNTIME_WASM"));
 
+/// The sha256 of [`RUNTIME_COMPONENT`] (hex), computed when it was built.
+pub const RUNTIME_SHA256: &str = env!("EDGEINFER_RUNTIME_SHA256");
+
 /// The file name of a version's component.
 pub const COMPONENT_FILE: &str = "model.wasm";
 
@@ -169,7 +172,7 @@ pub fn compile_model(
         component: ComponentInfo {
             file: COMPONENT_FILE.into(),
             sha256: sha256_hex(&snapshot),
-            runtime_sha256: sha256_hex(RUNTIME_COMPONENT),
+            runtime_sha256: RUNTIME_SHA256.to_string(),
         },
         source: SourceInfo { file: request.source_file.clone(), sha256: sha256_hex(request.onnx) },
         limits: request.limits,

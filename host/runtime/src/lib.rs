@@ -53,7 +53,7 @@ pub mod signature;
 mod store;
 
 pub use capabilities::Capability;
-pub use compile::{CompileRequest, RUNTIME_COMPONENT, TextInput, compile_model};
+pub use compile::{CompileRequest, RUNTIME_COMPONENT, RUNTIME_SHA256, TextInput, compile_model};
 pub use digest::sha256_hex;
 pub use error::{Error, Result};
 pub use limits::{LimitOverrides, Limits};

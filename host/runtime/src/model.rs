@@ -58,13 +58,7 @@ impl LoadedModel {
     /// Loads `<dir>/manifest.toml` and its component: digest first, then the import policy,
     /// then compilation (or the verified code cache), then a metadata call as a smoke test.
     pub fn load(runtime: &Arc<Runtime>, dir: &Path) -> Result<LoadedModel> {
-        let manifest = Manifest::load(&dir.join("manifest.toml"))?;
-        let path = dir.join(&manifest.component.file);
-        let wasm = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let actual = sha256_hex(&wasm);
-        if !digests_equal(&actual, &manifest.component.sha256) {
-            return Err(Error::IntegrityMismatch { path, expected: manifest.component.sha256.clone(), actual });
-        }
+        let VerifiedComponent { manifest, path, wasm, digest: actual } = VerifiedComponent::read(dir)?;
         let imports = capabilities::component_imports(&wasm)
             .map_err(|e| Error::CapabilityRefused(format!("{}: {e}", path.display())))?;
         capabilities::check_imports(imports.iter().map(String::as_str), &manifest.grants)
@@ -92,6 +86,13 @@ impl LoadedModel {
         model.request_memory = model.smoke_test()?.or_else(|| model.probe_memory());
         model.check_resident_budget();
         Ok(model)
+    }
+
+    /// Compiles the version in `dir` (its digest verified) into `runtime`'s cache without
+    /// loading it: for a runtime of another target ([`crate::RuntimeConfig::target`]).
+    pub fn precompile(runtime: &Runtime, dir: &Path) -> Result<()> {
+        let component = VerifiedComponent::read(dir)?;
+        runtime.precompile(&component.wasm, &component.digest)
     }
 
     /// Whether the model's matrix products run on the host's native kernels (see
@@ -427,5 +428,26 @@ fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -
             }
         }
         None => Error::GuestTrap(format!("{error:#}")),
+    }
+}
+
+/// A version's component read from disk, its sha256 checked against its manifest.
+struct VerifiedComponent {
+    manifest: Manifest,
+    path: PathBuf,
+    wasm: Vec<u8>,
+    digest: String,
+}
+
+impl VerifiedComponent {
+    fn read(dir: &Path) -> Result<VerifiedComponent> {
+        let manifest = Manifest::load(&dir.join("manifest.toml"))?;
+        let path = dir.join(&manifest.component.file);
+        let wasm = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let digest = sha256_hex(&wasm);
+        if !digests_equal(&digest, &manifest.component.sha256) {
+            return Err(Error::IntegrityMismatch { path, expected: manifest.component.sha256.clone(), actual: digest });
+        }
+        Ok(VerifiedComponent { manifest, path, wasm, digest })
     }
 }

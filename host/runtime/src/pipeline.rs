@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use edgeinfer_oip::{Bytes, HttpBody, InferenceRequest, Tensor, decode_request_with_binary, split_body};
+use edgeinfer_oip::{
+    Bytes, EncodedResponse, HttpBody, InferenceRequest, Tensor, check_unique, decode_request_with_binary, split_body,
+};
 
 use crate::Result;
 use crate::limits::LimitOverrides;
@@ -15,20 +17,50 @@ use crate::model::InferOutcome;
 use crate::model::LoadedModel;
 use crate::protocol::{encode_response, requested_outputs};
 
-/// One request as it arrived.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestBody<'a> {
-    /// The body: JSON, or JSON followed by binary tensor data (inputs taken from the binary
-    /// part are views of this buffer, not copies).
-    pub bytes: &'a Bytes,
-    /// The `Inference-Header-Content-Length` value, for bodies with binary data.
-    pub header_length: Option<&'a str>,
+/// One request as its transport hands it over.
+#[derive(Debug, Clone)]
+pub enum RequestBody {
+    /// A v2 HTTP body: JSON, or JSON followed by binary tensor data (inputs taken from the
+    /// binary part are views of this buffer, not copies). Answered with an [`HttpBody`].
+    Http {
+        /// The body.
+        bytes: Bytes,
+        /// The `Inference-Header-Content-Length` value, for bodies with binary data.
+        header_length: Option<String>,
+    },
+    /// A request the transport decoded itself (gRPC's protobuf tensors). Answered with the
+    /// [`EncodedResponse`], for the transport to encode.
+    Decoded {
+        /// The request's id, parameters and outputs asked for (`inputs` unused).
+        request: InferenceRequest,
+        /// The inputs.
+        inputs: Vec<Tensor>,
+    },
 }
 
-impl<'a> RequestBody<'a> {
+impl RequestBody {
     /// A plain JSON body.
-    pub fn json(bytes: &'a Bytes) -> Self {
-        RequestBody { bytes, header_length: None }
+    pub fn json(bytes: Bytes) -> Self {
+        RequestBody::Http { bytes, header_length: None }
+    }
+}
+
+/// A request's answer, in the form its [`RequestBody`] came in.
+#[derive(Debug, Clone)]
+pub enum ResponseBody {
+    /// The v2 HTTP body.
+    Http(HttpBody),
+    /// The response for the transport to encode.
+    Decoded(EncodedResponse),
+}
+
+impl ResponseBody {
+    /// The answer as a v2 HTTP body.
+    pub fn into_http(self) -> Result<HttpBody> {
+        match self {
+            ResponseBody::Http(body) => Ok(body),
+            ResponseBody::Decoded(encoded) => Ok(encoded.into_http_body()?),
+        }
     }
 }
 
@@ -55,8 +87,8 @@ impl StageTimes {
 /// What a successful request produced.
 #[derive(Debug, Clone)]
 pub struct Answer {
-    /// The encoded v2 response body.
-    pub body: HttpBody,
+    /// The encoded v2 response.
+    pub body: ResponseBody,
     /// Fuel the inference consumed.
     pub fuel_used: u64,
     /// Stage timings.
@@ -102,7 +134,7 @@ pub struct Failure {
 }
 
 /// Decodes `body`, runs it on `model` in a fresh sandbox, encodes the answer.
-pub fn run(model: &LoadedModel, body: RequestBody<'_>, options: Options) -> std::result::Result<Answer, Failure> {
+pub fn run(model: &LoadedModel, body: RequestBody, options: Options) -> std::result::Result<Answer, Failure> {
     let (inputs, pending) = decode(body, options)?;
     let started = Instant::now();
     let outcome = model.infer(inputs, &pending.requested, options.limits);
@@ -121,16 +153,23 @@ pub struct Pending {
     keep_tensors: bool,
     /// Rows of the request: the first dimension of its first input (1 for a scalar).
     pub rows: u64,
+    /// Whether the answer is an HTTP body (the request was one).
+    http: bool,
     times: StageTimes,
 }
 
-/// First stage: decodes the body (JSON or binary extension) and assigns an id when asked.
-/// Returns the inputs for the model and the rest of the request.
-pub fn decode(body: RequestBody<'_>, options: Options) -> std::result::Result<(Vec<Tensor>, Pending), Failure> {
+/// First stage: decodes the body (JSON or binary extension; a decoded request is checked for
+/// repeated names) and assigns an id when asked. Returns the inputs for the model and the
+/// rest of the request.
+pub fn decode(body: RequestBody, options: Options) -> std::result::Result<(Vec<Tensor>, Pending), Failure> {
     let started = Instant::now();
-    let decoded = split_body(body.bytes, body.header_length)
-        .and_then(|(json, binary)| decode_request_with_binary(&json, &binary))
-        .map_err(crate::Error::from);
+    let http = matches!(body, RequestBody::Http { .. });
+    let decoded = match body {
+        RequestBody::Http { bytes, header_length } => split_body(&bytes, header_length.as_deref())
+            .and_then(|(json, binary)| decode_request_with_binary(&json, &binary)),
+        RequestBody::Decoded { request, inputs } => check_unique(&inputs).map(|()| (request, inputs)),
+    }
+    .map_err(crate::Error::from);
     let times = StageTimes { decode: started.elapsed(), ..StageTimes::default() };
     let (mut request, inputs) = decoded.map_err(|error| Failure { error: Box::new(error), times })?;
     if options.assign_id && request.id.is_none() {
@@ -138,7 +177,7 @@ pub fn decode(body: RequestBody<'_>, options: Options) -> std::result::Result<(V
     }
     let requested = requested_outputs(&request);
     let rows = rows_of(&inputs);
-    Ok((inputs, Pending { request, requested, keep_tensors: options.keep_tensors, rows, times }))
+    Ok((inputs, Pending { request, requested, keep_tensors: options.keep_tensors, rows, http, times }))
 }
 
 /// Rows of a request: the first dimension of its first input (1 for a scalar).
@@ -154,13 +193,15 @@ pub fn answer(
     outcome: Result<InferOutcome>,
     infer: Duration,
 ) -> std::result::Result<Answer, Failure> {
-    let Pending { request, requested, keep_tensors, rows, mut times } = pending;
+    let Pending { request, requested, keep_tensors, rows, http, mut times } = pending;
     times.infer = infer;
     let outcome = outcome.map_err(|error| Failure { error: Box::new(error), times })?;
     times.instantiate = outcome.instantiate_time;
     let fuel_used = outcome.fuel_used;
     let started = Instant::now();
-    let encoded = encode_response(model, &request, &outcome).and_then(|e| Ok(e.into_http_body()?));
+    let encoded = encode_response(model, &request, &outcome).and_then(|encoded| {
+        Ok(if http { ResponseBody::Http(encoded.into_http_body()?) } else { ResponseBody::Decoded(encoded) })
+    });
     times.encode = started.elapsed();
     let body = encoded.map_err(|error| Failure { error: Box::new(error), times })?;
     let kept = keep_tensors.then_some(KeptTensors { inputs: outcome.inputs, requested, outputs: outcome.outputs });

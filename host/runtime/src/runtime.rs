@@ -17,6 +17,14 @@ use crate::code_cache::CodeCache;
 use crate::store::StoreState;
 use crate::{Error, Result};
 
+/// The cache key of a model's shell: the model and the shell's own bytes (how a shell is
+/// written changes with edgeinfer, and with native kernels on or off; the model's digest
+/// alone would find a stale one).
+fn shell_key(digest: &str, shell: &[u8]) -> String {
+    let shell_digest = crate::digest::sha256_hex(shell);
+    format!("{digest}-shell-{}", &shell_digest[..16])
+}
+
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -56,6 +64,20 @@ pub struct RuntimeConfig {
     /// faster. On by default; off (or with [`Self::without_avx`]) models run the wasm
     /// kernels they carry, as every other wasm host does.
     pub native_kernels: bool,
+    /// Compile for another target (a target triple such as `aarch64-unknown-linux-gnu`):
+    /// such a runtime only precompiles ([`Runtime::precompile`]) into its cache, for a host of
+    /// that target sharing the cache directory. `None`: this host. On aarch64 this host's code
+    /// is always generated for the baseline ISA (see [`portable_target`]), so an entry
+    /// precompiled elsewhere is the same bytes and is found.
+    pub target: Option<String>,
+}
+
+/// The target triple this host compiles for explicitly, so that its code does not depend on
+/// the CPU's optional features and can be precompiled on another machine: aarch64's baseline
+/// (NEON included; wasm SIMD lowers to it). `None` on x86-64, whose optional features
+/// (AVX and later) are worth several times the speed and are detected at start.
+pub fn portable_target() -> Option<&'static str> {
+    cfg!(all(target_arch = "aarch64", target_os = "linux")).then_some("aarch64-unknown-linux-gnu")
 }
 
 /// Cranelift's x86-64 features beyond SSE4.2 and POPCNT, turned off by
@@ -98,6 +120,7 @@ impl Default for RuntimeConfig {
             warm_slots: (2 * cores).max(4),
             without_avx: false,
             native_kernels: true,
+            target: None,
         }
     }
 }
@@ -141,7 +164,10 @@ impl Runtime {
             .cranelift_opt_level(OptLevel::Speed)
             .enable_incremental_compilation(Arc::new(cache.function_store()))
             .map_err(Error::runtime)?;
-        if config.without_avx && cfg!(target_arch = "x86_64") {
+        if let Some(target) = config.target.as_deref().or(portable_target()) {
+            wasm.target(target).map_err(|e| Error::Runtime(format!("target {target:?}: {e:#}")))?;
+        }
+        if config.without_avx && cfg!(target_arch = "x86_64") && config.target.is_none() {
             for flag in AVX_AND_LATER {
                 // SAFETY: turning a CPU feature off only restricts the instructions cranelift
                 // may use to a subset of what this CPU runs.
@@ -201,14 +227,23 @@ impl Runtime {
             return self.linker_for(&component).map_err(link_error)?.instantiate_pre(&component).map_err(link_error);
         };
         let code = self.shared_code_module(&split.code)?;
-        // Keyed by the model and the shell's own bytes: how a shell is written changes with
-        // edgeinfer (and with native kernels on or off), the model's digest alone would find a
-        // stale one.
-        let shell_digest = crate::digest::sha256_hex(&split.shell);
-        let shell = self.compile(&split.shell, &format!("{digest}-shell-{}", &shell_digest[..16]))?;
+        let shell = self.compile(&split.shell, &shell_key(digest, &split.shell))?;
         let mut linker = self.linker_for(&shell).map_err(link_error)?;
         linker.root().module(crate::shared_code::CODE_IMPORT, &code).map_err(link_error)?;
         linker.instantiate_pre(&shell).map_err(link_error)
+    }
+
+    /// Compiles a verified component (whose digest is `digest`) into the cache as
+    /// [`Self::prepare`] would on a host of this runtime's target, without loading it: with
+    /// [`RuntimeConfig::target`], a build machine fills the cache an aarch64 device then
+    /// loads from instead of compiling under its own, slower CPU.
+    pub fn precompile(&self, wasm: &[u8], digest: &str) -> Result<()> {
+        let Some(split) = crate::shared_code::split(wasm, self.config.native_kernels_used()) else {
+            return self.cache.precompile(&self.engine, wasm, digest);
+        };
+        let code_digest = crate::digest::sha256_hex(&split.code);
+        self.cache.precompile_module(&self.engine, &split.code, &code_digest)?;
+        self.cache.precompile(&self.engine, &split.shell, &shell_key(digest, &split.shell))
     }
 
     /// The WASI linker, plus trapping `wasi:http` stubs when `component` imports them.

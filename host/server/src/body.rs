@@ -9,6 +9,9 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, Request, StatusCode};
 
+use edgeinfer_oip::{InferenceRequest, Tensor};
+use edgeinfer_runtime::pipeline::RequestBody;
+
 use super::App;
 use super::admission::BodyReservation;
 use super::response::ApiError;
@@ -17,15 +20,37 @@ use super::response::ApiError;
 pub struct ReceivedBody {
     /// The bytes.
     pub bytes: Bytes,
-    _reservation: BodyReservation,
+    reservation: BodyReservation,
 }
 
 impl ReceivedBody {
-    /// A body already in memory (a decoded gRPC message), its size reserved from the budget
+    /// The body as an inference request (`header_length`: its binary extension header).
+    pub fn into_inference(self, header_length: Option<String>) -> InferenceBody {
+        InferenceBody { body: RequestBody::Http { bytes: self.bytes, header_length }, _reservation: self.reservation }
+    }
+}
+
+/// An inference request in memory, as its transport handed it over, and its share of the
+/// body budget, held until the request is settled.
+pub struct InferenceBody {
+    /// The request.
+    pub body: RequestBody,
+    _reservation: BodyReservation,
+}
+
+impl InferenceBody {
+    /// A request the transport decoded (gRPC), its tensors' size reserved from the budget
     /// (503 when the budget is used up).
-    pub fn held(app: &App, bytes: Bytes) -> Result<ReceivedBody, ApiError> {
-        let reservation = app.admission.reserve_body(bytes.len())?;
-        Ok(ReceivedBody { bytes, _reservation: reservation })
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub fn decoded(app: &App, request: InferenceRequest, inputs: Vec<Tensor>) -> Result<InferenceBody, ApiError> {
+        let size = inputs.iter().map(|input| input.data.len()).sum();
+        let reservation = app.admission.reserve_body(size)?;
+        Ok(InferenceBody { body: RequestBody::Decoded { request, inputs }, _reservation: reservation })
+    }
+
+    /// Splits off the budget share, to hold while the request runs.
+    pub fn into_parts(self) -> (RequestBody, BodyReservation) {
+        (self.body, self._reservation)
     }
 }
 
@@ -46,7 +71,7 @@ pub async fn read_body(app: &App, request: Request<Incoming>) -> Result<Received
     let reservation = app.admission.reserve_body(reserve)?;
     match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
         Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")),
-        Ok(Ok(collected)) => Ok(ReceivedBody { bytes: collected.to_bytes(), _reservation: reservation }),
+        Ok(Ok(collected)) => Ok(ReceivedBody { bytes: collected.to_bytes(), reservation }),
         Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(error)) => Err(ApiError::bad_request(format!("cannot read the request body: {error}"))),
     }

@@ -44,8 +44,8 @@ async fn answer(
         .transpose()
         .map_err(|_| ApiError::bad_request("Inference-Header-Content-Length is not text"))?;
     let reader = app.clone();
-    let body =
-        run(app, route, caller, action, async move { read_body(&reader, request).await }, header_length, None).await?;
+    let body = async move { Ok(read_body(&reader, request).await?.into_inference(header_length)) };
+    let body = run(app, route, caller, action, body, None).await?.into_http()?;
     let content_type = HeaderValue::from_static(body.content_type);
     let header_length = body.header_length;
     let mut response = Response::new(Body::from_chunks(body.into_chunks()));

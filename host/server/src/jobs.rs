@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::job_error::JobError;
 use super::registry::ModelRegistry;
 use edgeinfer_batch::{BatchError, BatchOptions, MaxErrors, Status};
 
@@ -73,20 +74,6 @@ struct Submission {
     columns: Option<Vec<String>>,
     max_errors: Option<String>,
     restart: Option<bool>,
-}
-
-/// Why a request about jobs was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Bad request (HTTP 400).
-    #[error("{0}")]
-    Invalid(String),
-    /// No such job (HTTP 404).
-    #[error("no batch job '{0}'")]
-    NotFound(String),
-    /// Batch jobs are off (HTTP 404).
-    #[error("batch jobs are off: set `batch_dir` in the server config")]
-    Off,
 }
 
 struct Entry {

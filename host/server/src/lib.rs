@@ -13,10 +13,14 @@ mod body;
 mod coalescer;
 mod config;
 mod deployment;
+#[cfg(feature = "grpc")]
 pub mod grpc;
 mod history;
 mod infer;
 mod inline;
+mod job_error;
+/// Batch jobs; without the `batch` feature, an API that says they are left out.
+#[cfg_attr(not(feature = "batch"), path = "jobs_off.rs")]
 pub mod jobs;
 mod log_limit;
 pub mod metrics;
@@ -222,6 +226,11 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
         None => None,
     };
     let grpc_listener = match config.grpc_listen {
+        Some(_) if cfg!(not(feature = "grpc")) => {
+            return Err(Error::Config(
+                "grpc_listen is set, but this build of edgeinfer leaves out gRPC (cargo feature `grpc`)".into(),
+            ));
+        }
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
@@ -243,6 +252,7 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     if !app.alerts.is_empty() {
         tasks.push(tokio::spawn(evaluate_alerts(app.clone(), until_stopped(stopped.clone()))));
     }
+    #[cfg(feature = "grpc")]
     if let Some(grpc) = grpc_listener {
         tasks.push(tokio::spawn(grpc::serve(grpc, app.clone(), tls.clone(), until_stopped(stopped.clone()))));
     }

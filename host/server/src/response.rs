@@ -72,6 +72,7 @@ pub struct ApiError {
     /// Send `WWW-Authenticate: Bearer` (401).
     pub challenge: bool,
     /// What failed, where the status alone does not say (gRPC maps it to its own codes).
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub cause: Cause,
 }
 
@@ -153,6 +154,7 @@ impl From<super::jobs::JobError> for ApiError {
         match error {
             JobError::Invalid(message) => ApiError::bad_request(message),
             JobError::NotFound(_) | JobError::Off => ApiError::not_found(error.to_string()),
+            JobError::NotBuilt => ApiError::new(StatusCode::NOT_IMPLEMENTED, error.to_string()),
         }
     }
 }

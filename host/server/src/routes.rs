@@ -109,7 +109,7 @@ async fn route(
         }
         ["ui"] => {
             allow(&method, Method::GET)?;
-            Ok(super::ui::page())
+            super::ui::page()
         }
         ["v2", "monitor"] => {
             allow(&method, Method::GET)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::App;
-use super::body::{ReceivedBody, blocking};
+use super::body::{InferenceBody, blocking};
 use super::coalescer::{CallReport, Enrolled, Finish, run_call};
 use super::metrics::{Metrics, Outcome, Timings, VersionLabels};
 use super::registry::{Route, ServedVersion};
@@ -19,15 +19,14 @@ use super::timeseries::Ending;
 use crate::Error;
 use crate::observer::Observed;
 use edgeinfer_monitor::predictions::Role;
-use edgeinfer_oip::HttpBody;
 use edgeinfer_runtime::coalesce::{BatchKey, Member};
-use edgeinfer_runtime::pipeline::{self, Options, RequestBody};
+use edgeinfer_runtime::pipeline::{self, Options, ResponseBody};
 
 use serde_json::{Value, json};
 
 /// One inference whatever the transport (HTTP, gRPC): the caller's quota, then `body` (a
-/// v2 request body, JSON or with a binary part of `header_length`), then the pipeline alone
-/// or through the version's batch queue, counted and settled. Answers the v2 response body.
+/// v2 HTTP body, or tensors the transport decoded), then the pipeline alone or through the
+/// version's batch queue, counted and settled. Answers in the form the request came in.
 /// A client's `deadline_ms` (gRPC's `grpc-timeout`) shortens the request's deadline, never
 /// lengthens it.
 pub async fn run(
@@ -35,10 +34,9 @@ pub async fn run(
     route: Route,
     caller: Caller,
     action: String,
-    body: impl std::future::Future<Output = Result<ReceivedBody, ApiError>>,
-    header_length: Option<String>,
+    body: impl std::future::Future<Output = Result<InferenceBody, ApiError>>,
     deadline_ms: Option<u64>,
-) -> Result<HttpBody, ApiError> {
+) -> Result<ResponseBody, ApiError> {
     let labels = Metrics::labels(&route.live.model.manifest().name, route.live.version());
     let quota_key = caller.quota_key();
     if let Err(throttle) = app.security.quotas.admit(&quota_key, caller.limits()) {
@@ -58,11 +56,7 @@ pub async fn run(
     let keep_tensors = shadow.is_some() || app.observer.wants_tensors(&live, sampled);
     let options = Options { limits, keep_tensors, assign_id: true };
     let request = Arc::new(InferRequest { app, caller, quota_key, action, labels, live, shadow, options, sampled });
-    if request.live.batching.is_some() {
-        batched(request, body, header_length).await
-    } else {
-        alone(request, body, header_length).await
-    }
+    if request.live.batching.is_some() { batched(request, body).await } else { alone(request, body).await }
 }
 
 /// A refusal before running, counted as such.
@@ -87,20 +81,16 @@ struct InferRequest {
 
 /// The request in its own call: a slot, then the whole pipeline, inline when the version is
 /// fast (see `inline.rs`), else on a blocking thread that owns the slot.
-async fn alone(
-    request: Arc<InferRequest>,
-    body: ReceivedBody,
-    header_length: Option<String>,
-) -> Result<HttpBody, ApiError> {
+async fn alone(request: Arc<InferRequest>, body: InferenceBody) -> Result<ResponseBody, ApiError> {
     let app = request.app.clone();
     let queued = Instant::now();
     let slot =
         app.admission.inference_slot().await.map_err(|refusal| rejected(&app, &request.labels, refusal.into()))?;
     let queue_time = queued.elapsed();
     let live = request.live.clone();
+    let (body, budget) = body.into_parts();
     let work = move || {
-        let _slot = slot;
-        let body = RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() };
+        let _held = (slot, budget);
         let result = pipeline::run(&request.live.model, body, request.options);
         // A body that does not decode never reaches the model.
         let executions = match &result {
@@ -128,19 +118,13 @@ async fn run_inference<T: Send + 'static>(
 
 /// The request through its version's batch queue (see `coalescer.rs`): decoded here, run in
 /// whichever call takes it, settled by that call.
-async fn batched(
-    request: Arc<InferRequest>,
-    body: ReceivedBody,
-    header_length: Option<String>,
-) -> Result<HttpBody, ApiError> {
+async fn batched(request: Arc<InferRequest>, body: InferenceBody) -> Result<ResponseBody, ApiError> {
     let app = request.app.clone();
     let live = request.live.clone();
     let queue = live.batching.as_ref().expect("batched() is only called for versions with a batch queue");
     let queued = Instant::now();
-    let (inputs, pending) = match pipeline::decode(
-        RequestBody { bytes: &body.bytes, header_length: header_length.as_deref() },
-        request.options,
-    ) {
+    let (body, budget) = body.into_parts();
+    let (inputs, pending) = match pipeline::decode(body, request.options) {
         Ok(decoded) => decoded,
         Err(failure) => return request.settle(Duration::ZERO, Err(failure)),
     };
@@ -150,7 +134,7 @@ async fn batched(
     let (reply, mut replied) = tokio::sync::oneshot::channel();
     let settling = request.clone();
     let finish: Finish = Box::new(move |outcome, call: &CallReport| {
-        let _budget = body; // the body's share of the budget is held until the request is settled
+        let _budget = budget; // the body's share of the budget is held until the request is settled
         let result = pipeline::answer(&settling.live.model, pending, outcome, call.infer_time);
         let queue_time = call.started.saturating_duration_since(queued);
         let _ = reply.send(settling.settle(queue_time, result));
@@ -197,7 +181,7 @@ impl InferRequest {
         &self,
         queue_time: Duration,
         result: Result<pipeline::Answer, pipeline::Failure>,
-    ) -> Result<HttpBody, ApiError> {
+    ) -> Result<ResponseBody, ApiError> {
         let app = &self.app;
         let live = &self.live;
         live.stats.record_request(queue_time, &result);

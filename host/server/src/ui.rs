@@ -3,20 +3,31 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::Response;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
 
 use super::App;
-use super::response::{Body, to_json};
+use super::response::{ApiError, Body, to_json};
 
+#[cfg(feature = "status-page")]
 const PAGE: &str = include_str!("ui.html");
 /// History events shown per model.
 const HISTORY_SHOWN: usize = 20;
 
+/// The page (404, naming the cargo feature, in a build without `status-page`).
+#[cfg(not(feature = "status-page"))]
+pub fn page() -> Result<Response<Body>, ApiError> {
+    Err(ApiError::new(
+        hyper::StatusCode::NOT_FOUND,
+        "this build of edgeinfer leaves out the status page (cargo feature `status-page`); /v2/monitor serves its data",
+    ))
+}
+
 /// The page.
-pub fn page() -> Response<Body> {
+#[cfg(feature = "status-page")]
+pub fn page() -> Result<Response<Body>, ApiError> {
+    use bytes::Bytes;
+    use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
     let mut response = Response::new(Body::new(Bytes::from_static(PAGE.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -25,7 +36,7 @@ pub fn page() -> Response<Body> {
         "content-security-policy",
         HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"),
     );
-    response
+    Ok(response)
 }
 
 /// `GET /v2/models/{m}/quality`.

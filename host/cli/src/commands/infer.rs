@@ -33,11 +33,12 @@ pub fn run(args: InferArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime.runtime()?;
     let model = args.target.load(&runtime)?;
     let options = Options { limits: args.limits.overrides(), ..Options::default() };
-    let answer = pipeline::run(&model, RequestBody::json(&body.into()), options).map_err(|failure| failure.error)?;
-    if answer.body.header_length.is_some() {
+    let answer = pipeline::run(&model, RequestBody::json(body.into()), options).map_err(|failure| failure.error)?;
+    let body = answer.body.into_http()?;
+    if body.header_length.is_some() {
         anyhow::bail!("binary outputs need the HTTP binary tensor extension; drop binary_data here");
     }
-    let response: serde_json::Value = serde_json::from_slice(&answer.body.json)?;
+    let response: serde_json::Value = serde_json::from_slice(&body.json)?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,10 +2,12 @@
 
 mod alerts;
 mod audit;
+#[cfg(feature = "batch")]
 mod batch;
 mod compile;
 mod infer;
 mod key;
+mod precompile;
 mod predictions;
 mod profile;
 mod replay;
@@ -63,6 +65,9 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Verify every model version in a repository (digest, imports, compile, metadata).
     Verify(verify::VerifyArgs),
+    /// Compile every version of a repository for another target (aarch64) into a cache
+    /// directory that a host of that target then loads from.
+    Precompile(precompile::PrecompileArgs),
     /// Run one Open Inference Protocol v2 JSON request and print the v2 response.
     Infer(infer::InferArgs),
     /// Serve a model repository over the Open Inference Protocol v2 (HTTP/REST).
@@ -88,7 +93,12 @@ enum Command {
     /// Work with the server config's alert rules (export them for Prometheus).
     Alerts(alerts::AlertsArgs),
     /// Score a file (CSV, NDJSON, Parquet) on every core; resumable, every row exactly once.
+    #[cfg(feature = "batch")]
     Batch(batch::BatchArgs),
+    /// (Left out of this build: cargo feature `batch`.)
+    #[cfg(not(feature = "batch"))]
+    #[command(hide = true)]
+    Batch(LeftOut),
     /// Check the audit log's hash chain: any record edited, removed or reordered is named.
     Audit(audit::AuditArgs),
     /// Create, rotate or list data keys (they seal the prediction log at rest).
@@ -159,6 +169,11 @@ struct RuntimeArgs {
 
 impl RuntimeArgs {
     fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        Ok(Runtime::new(self.config())?)
+    }
+
+    /// The runtime configuration these flags ask for.
+    fn config(&self) -> RuntimeConfig {
         let mut config = RuntimeConfig::default();
         if let Some(dir) = &self.cache_dir {
             config.cache_dir = dir.clone();
@@ -167,8 +182,16 @@ impl RuntimeArgs {
             config.keep_resident_bytes = mb << 20;
         }
         config.native_kernels = !self.wasm_kernels;
-        Ok(Runtime::new(config)?)
+        config
     }
+}
+
+/// The arguments of a command this build leaves out: anything, refused when run.
+#[cfg(not(feature = "batch"))]
+#[derive(Debug, clap::Args)]
+struct LeftOut {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
 }
 
 /// Runs the parsed command line.
@@ -176,6 +199,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Compile(args) => compile::run(args, &cli.runtime),
         Command::Verify(args) => verify::run(args, &cli.runtime),
+        Command::Precompile(args) => precompile::run(args, &cli.runtime),
         Command::Infer(args) => infer::run(args, &cli.runtime),
         Command::Serve(args) => serve::run(args, &cli.runtime),
         Command::Traffic(args) => traffic::traffic(args),
@@ -187,7 +211,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args, &cli.runtime),
         Command::Profile(args) => profile::profile(args),
         Command::Alerts(args) => alerts::run(args),
+        #[cfg(feature = "batch")]
         Command::Batch(args) => batch::run(args, &cli.runtime),
+        #[cfg(not(feature = "batch"))]
+        Command::Batch(_) => anyhow::bail!("this build of edgeinfer leaves out batch scoring (cargo feature `batch`)"),
         Command::Audit(args) => audit::run(args),
         Command::Key(args) => key::run(args),
         Command::Predictions(args) => predictions::run(args),

@@ -65,9 +65,9 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     if let Some(repo) = args.repo {
         config.repo = Some(repo);
     }
-    if config.repo.is_none() && config.grpc_listen.is_none() {
+    if config.repo.is_none() && config.grpc_listen.is_none() && cfg!(feature = "grpc") {
         // The demo turns gRPC on beside REST: :8001 next to the default :8000, any free
-        // port when REST takes one.
+        // port when REST takes one (builds with gRPC).
         let port = if config.listen.port() == 0 { 0 } else { 8001 };
         config.grpc_listen = Some(SocketAddr::new(config.listen.ip(), port));
     }
@@ -90,6 +90,7 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     for (model, version, reason) in registry.load_all()? {
         eprintln!("refused {model}/{version}: {reason}");
     }
+    return_freed_memory();
     // One worker per core plus one: short inferences run on the workers (see
     // `server::inline`), and one worker is always left for I/O.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -105,6 +106,14 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Gives the pages that loading freed (component bytes, parsed plans, compile buffers) back to
+/// the kernel now: mimalloc keeps freed pages for reuse and purges them only as the thread
+/// that freed them allocates again, which a loading thread never does.
+fn return_freed_memory() {
+    // SAFETY: `mi_collect` has no preconditions; it only releases memory no allocation uses.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,8 +1,8 @@
 //! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, generated from
 //! `proto/grpc_service.proto`), with gRPC health checking and server reflection. Everything
 //! behind the transport is the REST server's: the same registry and deployments, auth
-//! scopes, admission, limits, batching, statistics and metrics; an inference is framed as a
-//! v2 binary request body and run by the same pipeline (`service::run`).
+//! scopes, admission, limits, batching, statistics and metrics; an inference's protobuf
+//! tensors go straight into the same pipeline (`service::run`) and its outputs straight back.
 
 pub mod codec;
 mod status;
@@ -12,14 +12,14 @@ mod tls;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use edgeinfer_runtime::pipeline::ResponseBody;
 use hyper::Method;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::App;
-use super::body::{ReceivedBody, blocking};
+use super::body::{InferenceBody, blocking};
 use super::response::ApiError;
 use super::security::{AuditKind, Caller, required_scope};
 pub use status::status_of;
@@ -158,16 +158,15 @@ async fn infer(app: Arc<App>, sender: &Sender, message: ModelInferRequest) -> Re
     };
     let caller = admit(&app, sender.peer, sender.authorization.as_deref(), Method::POST, &path)?;
     let route = app.registry.route(&message.model_name, version(&message.model_version)?).map_err(api)?;
-    let framed = tensors::request_body(&message).map_err(|e| api(crate::Error::Protocol(e)))?;
-    drop(message);
+    let (request, inputs) = tensors::decode(message).map_err(|e| api(crate::Error::Protocol(e)))?;
     let held = app.clone();
-    let body = async move { ReceivedBody::held(&held, Bytes::from(framed.bytes)) };
+    let body = async move { InferenceBody::decoded(&held, request, inputs) };
     let action = format!("gRPC ModelInfer {path}");
-    let header_length = Some(framed.header_length.to_string());
-    let answer = super::service::run(app, route, caller, action, body, header_length, sender.deadline_ms)
-        .await
-        .map_err(status_of)?;
-    tensors::response(answer).map_err(Status::internal)
+    let answer = super::service::run(app, route, caller, action, body, sender.deadline_ms).await.map_err(status_of)?;
+    match answer {
+        ResponseBody::Decoded(encoded) => tensors::response(encoded).map_err(Status::internal),
+        ResponseBody::Http(_) => Err(Status::internal("a decoded request was answered with an HTTP body")),
+    }
 }
 
 /// Authenticates a caller for what the equivalent REST request (`method`, `path`) needs.

@@ -1,36 +1,28 @@
-//! gRPC inference messages to and from the v2 request and response bodies the pipeline
-//! speaks: a `ModelInferRequest` becomes a JSON header plus a binary part (typed `contents`
-//! encoded as the binary extension's little-endian raw data, `raw_input_contents` as they
-//! are), with every output asked for in binary; the binary response body becomes a
-//! `ModelInferResponse` with `raw_output_contents`.
+//! gRPC inference messages straight to and from the pipeline's tensors: a
+//! `ModelInferRequest`'s inputs become [`Tensor`]s (`raw_input_contents` kept as received,
+//! typed `contents` as little-endian raw data), and the encoded response's outputs go back as
+//! `raw_output_contents` (the outputs' own buffers). No JSON on the way.
 
-use edgeinfer_oip::{Datatype, HttpBody, ProtocolError};
+use edgeinfer_oip::{Datatype, EncodedResponse, InferenceRequest, ProtocolError, RequestedOutput, Tensor};
 use serde_json::{Map, Value, json};
 
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::{InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse, infer_parameter};
 
-/// A v2 request body with a binary part: JSON header, then the inputs' data.
-pub struct Framed {
-    /// Header and binary part.
-    pub bytes: Vec<u8>,
-    /// The JSON header's length (`Inference-Header-Content-Length`).
-    pub header_length: usize,
-}
-
-/// Frames `request` as a v2 binary request body; every problem names its input.
-pub fn request_body(request: &ModelInferRequest) -> Result<Framed, ProtocolError> {
-    let raw = &request.raw_input_contents;
-    if !raw.is_empty() && raw.len() != request.inputs.len() {
+/// The request's tensors and the rest of it (id, parameters, outputs asked for, every
+/// output as raw data); every problem names its input.
+pub fn decode(message: ModelInferRequest) -> Result<(InferenceRequest, Vec<Tensor>), ProtocolError> {
+    let ModelInferRequest { id, parameters, inputs: metadata, outputs, raw_input_contents: raw, .. } = message;
+    if !raw.is_empty() && raw.len() != metadata.len() {
         return Err(ProtocolError::request(format!(
             "raw_input_contents has {} entries for {} inputs; send one per input, in order, or none",
             raw.len(),
-            request.inputs.len()
+            metadata.len()
         )));
     }
-    let mut binary = Vec::new();
-    let mut inputs = Vec::with_capacity(request.inputs.len());
-    for (index, input) in request.inputs.iter().enumerate() {
+    let mut raw = raw.into_iter();
+    let mut inputs = Vec::with_capacity(metadata.len());
+    for (index, input) in metadata.into_iter().enumerate() {
         let name = input.name.as_str();
         let datatype: Datatype = input
             .datatype
@@ -42,7 +34,7 @@ pub fn request_body(request: &ModelInferRequest) -> Result<Framed, ProtocolError
             })?;
         let count = edgeinfer_oip::element_count(&shape)
             .ok_or_else(|| ProtocolError::tensor(name, format!("shape {shape:?} holds too many elements")))?;
-        let data = match raw.get(index) {
+        let data = match raw.next() {
             Some(bytes) => {
                 if input.contents.is_some() {
                     return Err(ProtocolError::tensor(name, "has both contents and raw_input_contents; send one"));
@@ -59,34 +51,22 @@ pub fn request_body(request: &ModelInferRequest) -> Result<Framed, ProtocolError
                         ));
                     }
                 }
-                bytes.clone()
+                bytes
             }
-            None => typed(name, datatype, input.contents.as_ref(), &shape, count)?,
+            None => typed(name, datatype, input.contents.as_ref(), &shape, count)?.into(),
         };
-        inputs.push(json!({
-            "name": name,
-            "shape": shape,
-            "datatype": datatype.as_str(),
-            "parameters": {"binary_data_size": data.len()},
-        }));
-        binary.extend_from_slice(&data);
+        inputs.push(edgeinfer_oip::raw_tensor(name, datatype, shape, data)?);
     }
-    let outputs: Vec<Value> =
-        request.outputs.iter().map(|o| json!({"name": o.name, "parameters": {"binary_data": true}})).collect();
-    let mut parameters: Map<String, Value> =
-        request.parameters.iter().map(|(k, v)| (k.clone(), parameter_value(v))).collect();
+    let mut parameters: Map<String, Value> = parameters.iter().map(|(k, v)| (k.clone(), parameter_value(v))).collect();
     parameters.insert("binary_data_output".into(), Value::Bool(true));
-    let mut header = json!({"inputs": inputs, "parameters": parameters});
-    if !request.id.is_empty() {
-        header["id"] = Value::String(request.id.clone());
-    }
-    if !outputs.is_empty() {
-        header["outputs"] = Value::Array(outputs);
-    }
-    let mut bytes = serde_json::to_vec(&header).map_err(|e| ProtocolError::request(e.to_string()))?;
-    let header_length = bytes.len();
-    bytes.extend_from_slice(&binary);
-    Ok(Framed { bytes, header_length })
+    let outputs = outputs.into_iter().map(|output| RequestedOutput { name: output.name, parameters: None }).collect();
+    let request = InferenceRequest {
+        id: (!id.is_empty()).then_some(id),
+        parameters: Some(parameters),
+        inputs: Vec::new(),
+        outputs: Some(outputs).filter(|outputs: &Vec<_>| !outputs.is_empty()),
+    };
+    Ok((request, inputs))
 }
 
 fn parameter_value(parameter: &InferParameter) -> Value {
@@ -155,50 +135,56 @@ fn typed(
     Ok(bytes)
 }
 
-/// The pipeline's v2 response body (outputs in binary) as a `ModelInferResponse`.
-pub fn response(body: HttpBody) -> Result<ModelInferResponse, String> {
-    let header: Value = serde_json::from_slice(&body.json).map_err(|e| format!("unreadable response header: {e}"))?;
-    let mut binary = body.binary.into_iter();
-    let text = |key: &str| header.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut outputs = Vec::new();
-    let mut raw = Vec::new();
-    for output in header.get("outputs").and_then(Value::as_array).into_iter().flatten() {
-        let size = output
-            .pointer("/parameters/binary_data_size")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| format!("output {} came back without binary data", output["name"]))?;
-        let data = binary
-            .next()
-            .filter(|data| data.len() as u64 == size)
-            .ok_or_else(|| format!("output {} came back without its {size} bytes of binary data", output["name"]))?;
-        raw.push(Vec::from(data));
-        outputs.push(InferOutputTensor {
-            name: output.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-            datatype: output.get("datatype").and_then(Value::as_str).unwrap_or_default().to_string(),
-            shape: output
-                .get("shape")
-                .and_then(Value::as_array)
-                .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default(),
+/// The encoded response (every output as raw data) as a `ModelInferResponse`, with the fuel
+/// used as the `fuel_used` parameter.
+pub fn response(encoded: EncodedResponse) -> Result<ModelInferResponse, String> {
+    let EncodedResponse { json, binary } = encoded;
+    if binary.len() != json.outputs.len() {
+        return Err(format!("{} outputs came back with {} raw buffers", json.outputs.len(), binary.len()));
+    }
+    let outputs = json
+        .outputs
+        .into_iter()
+        .map(|output| InferOutputTensor {
+            name: output.name,
+            datatype: output.datatype.as_str().to_string(),
+            shape: output.shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect(),
             parameters: Default::default(),
             contents: None,
-        });
-    }
+        })
+        .collect();
+    let parameters = json
+        .parameters
+        .iter()
+        .flatten()
+        .filter_map(|(key, value)| {
+            let choice = match value {
+                Value::Bool(b) => infer_parameter::ParameterChoice::BoolParam(*b),
+                Value::Number(n) if n.is_i64() => infer_parameter::ParameterChoice::Int64Param(n.as_i64()?),
+                Value::Number(n) if n.is_u64() => infer_parameter::ParameterChoice::Uint64Param(n.as_u64()?),
+                Value::Number(n) => infer_parameter::ParameterChoice::DoubleParam(n.as_f64()?),
+                Value::String(s) => infer_parameter::ParameterChoice::StringParam(s.clone()),
+                _ => return None,
+            };
+            Some((key.clone(), InferParameter { parameter_choice: Some(choice) }))
+        })
+        .collect();
     Ok(ModelInferResponse {
-        model_name: text("model_name"),
-        model_version: text("model_version"),
-        id: text("id"),
-        parameters: Default::default(),
+        model_name: json.model_name,
+        model_version: json.model_version,
+        id: json.id.unwrap_or_default(),
+        parameters,
         outputs,
-        raw_output_contents: raw,
+        raw_output_contents: binary,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::proto::model_infer_request::InferInputTensor;
+    use super::super::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
     use super::*;
     use bytes::Bytes;
+    use edgeinfer_oip::ResponseOutput;
 
     fn input(name: &str, datatype: &str, shape: Vec<i64>, contents: Option<InferTensorContents>) -> InferInputTensor {
         InferInputTensor {
@@ -210,12 +196,8 @@ mod tests {
         }
     }
 
-    fn header(framed: &Framed) -> Value {
-        serde_json::from_slice(&framed.bytes[..framed.header_length]).expect("json header")
-    }
-
     #[test]
-    fn typed_contents_become_the_binary_part_little_endian() {
+    fn typed_contents_become_little_endian_tensors() {
         let request = ModelInferRequest {
             id: "r1".into(),
             inputs: vec![
@@ -238,20 +220,31 @@ mod tests {
                     Some(InferTensorContents { int_contents: vec![-2], ..Default::default() }),
                 ),
             ],
+            outputs: vec![InferRequestedOutputTensor { name: "label".into(), ..Default::default() }],
             ..Default::default()
         };
-        let framed = request_body(&request).expect("framed");
-        let header = header(&framed);
-        assert_eq!(header["id"], "r1");
-        assert_eq!(header["parameters"]["binary_data_output"], true);
-        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
-        assert_eq!(header["inputs"][1]["parameters"]["binary_data_size"], 10);
-        let mut want = Vec::new();
-        want.extend_from_slice(&1.5f32.to_le_bytes());
-        want.extend_from_slice(&(-2.0f32).to_le_bytes());
-        want.extend_from_slice(&[2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
-        want.extend_from_slice(&(-2i16).to_le_bytes());
-        assert_eq!(&framed.bytes[framed.header_length..], &want[..]);
+        let (request, tensors) = decode(request).expect("decoded");
+        assert_eq!(request.id.as_deref(), Some("r1"));
+        assert_eq!(request.parameters.as_ref().and_then(|p| p.get("binary_data_output")), Some(&Value::Bool(true)));
+        assert_eq!(edgeinfer_oip::requested_outputs(&request), vec!["label".to_string()]);
+        let mut fp32 = Vec::new();
+        fp32.extend_from_slice(&1.5f32.to_le_bytes());
+        fp32.extend_from_slice(&(-2.0f32).to_le_bytes());
+        assert_eq!((tensors[0].shape.as_slice(), &tensors[0].data[..]), (&[1u64, 2][..], &fp32[..]));
+        assert_eq!(&tensors[1].data[..], &[2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        assert_eq!(&tensors[2].data[..], &(-2i16).to_le_bytes());
+    }
+
+    #[test]
+    fn raw_contents_are_kept_not_copied() {
+        let buffer = Bytes::from(vec![0u8; 8]);
+        let request = ModelInferRequest {
+            inputs: vec![input("X", "FP32", vec![2], None)],
+            raw_input_contents: vec![buffer.clone()],
+            ..Default::default()
+        };
+        let (_, tensors) = decode(request).expect("decoded");
+        assert_eq!(tensors[0].data.as_ptr(), buffer.as_ptr());
     }
 
     #[test]
@@ -265,7 +258,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let error = request_body(&short).err().expect("refused");
+        let error = decode(short).err().expect("refused");
         assert_eq!(error.tensor.as_deref(), Some("X"));
         assert!(
             error.message.contains("fp32_contents holds 1 values; shape [1, 3] of FP32 needs 3"),
@@ -274,32 +267,56 @@ mod tests {
         );
         let raw = ModelInferRequest {
             inputs: vec![input("X", "FP32", vec![2], None)],
-            raw_input_contents: vec![vec![0; 7]],
+            raw_input_contents: vec![Bytes::from(vec![0; 7])],
             ..Default::default()
         };
-        let error = request_body(&raw).err().expect("refused");
+        let error = decode(raw).err().expect("refused");
         assert!(error.message.contains("holds 7 bytes; shape [2] of FP32 needs 8"), "{}", error.message);
+        let items = ModelInferRequest {
+            inputs: vec![input("S", "BYTES", vec![1], None)],
+            raw_input_contents: vec![Bytes::from(vec![9, 0, 0, 0, b'a'])],
+            ..Default::default()
+        };
+        assert!(decode(items).err().expect("refused").message.contains("length-prefixed items"));
         let unknown = ModelInferRequest { inputs: vec![input("X", "FP33", vec![1], None)], ..Default::default() };
-        assert!(request_body(&unknown).err().expect("refused").message.contains("unknown datatype"));
+        assert!(decode(unknown).err().expect("refused").message.contains("unknown datatype"));
         let negative = ModelInferRequest { inputs: vec![input("X", "FP32", vec![-1], None)], ..Default::default() };
-        assert!(request_body(&negative).err().expect("refused").message.contains("negative"));
+        assert!(decode(negative).err().expect("refused").message.contains("negative"));
     }
 
     #[test]
-    fn binary_response_bodies_become_raw_output_contents() {
-        let header = br#"{"model_name":"m","model_version":"2","id":"r","outputs":[{"name":"a","datatype":"INT64","shape":[1],"parameters":{"binary_data_size":8}},{"name":"b","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}"#;
-        let body = HttpBody {
-            json: header.to_vec(),
-            binary: vec![Bytes::copy_from_slice(&7i64.to_le_bytes()), Bytes::copy_from_slice(&0.5f32.to_le_bytes())],
-            content_type: "application/octet-stream",
-            header_length: Some(header.len()),
+    fn encoded_responses_become_raw_output_contents() {
+        let output = |name: &str, datatype: Datatype| ResponseOutput {
+            name: name.into(),
+            datatype,
+            shape: vec![1],
+            parameters: None,
+            data: None,
         };
-        let response = response(body).expect("response");
+        let mut parameters = Map::new();
+        parameters.insert("fuel_used".into(), json!(1234));
+        let encoded = EncodedResponse {
+            json: edgeinfer_oip::InferenceResponse {
+                model_name: "m".into(),
+                model_version: "2".into(),
+                id: Some("r".into()),
+                parameters: Some(parameters),
+                outputs: vec![output("a", Datatype::Int64), output("b", Datatype::Fp32)],
+            },
+            binary: vec![Bytes::copy_from_slice(&7i64.to_le_bytes()), Bytes::copy_from_slice(&0.5f32.to_le_bytes())],
+        };
+        let response = response(encoded).expect("response");
         assert_eq!(
             (response.model_name.as_str(), response.model_version.as_str(), response.id.as_str()),
             ("m", "2", "r")
         );
-        assert_eq!(response.outputs[1].shape, vec![1]);
-        assert_eq!(response.raw_output_contents, vec![7i64.to_le_bytes().to_vec(), 0.5f32.to_le_bytes().to_vec()]);
+        assert_eq!(
+            (response.outputs[0].datatype.as_str(), response.outputs[1].shape.as_slice()),
+            ("INT64", &[1i64][..])
+        );
+        assert_eq!(response.raw_output_contents[0], &7i64.to_le_bytes()[..]);
+        assert_eq!(response.raw_output_contents[1], &0.5f32.to_le_bytes()[..]);
+        let fuel = response.parameters.get("fuel_used").and_then(|p| p.parameter_choice.clone());
+        assert_eq!(fuel, Some(infer_parameter::ParameterChoice::Int64Param(1234)));
     }
 }
