@@ -6,7 +6,8 @@
 //! drives all three, so the figures differ only by the transport; ratios are against REST
 //! JSON in the same run.
 //!
-//! `cargo bench --bench grpc` prints the table (`EDGEINFER_BENCH_SECS` per cell, default 4).
+//! `cargo bench --bench grpc` prints the table (`EDGEINFER_BENCH_SECS` per cell, default 4;
+//! `EDGEINFER_BENCH_ONLY=gRPC` runs the transports whose label contains it, e.g. to profile).
 
 #![allow(dead_code)]
 
@@ -86,6 +87,49 @@ impl Requests {
     }
 }
 
+/// A generated gRPC client over one HTTP/2 connection of its own, as light as the REST
+/// clients' HTTP/1 connections: requests go straight to hyper's connection (tonic's `Channel`
+/// would add a buffer task and reconnection logic to every call, client work that shares the
+/// machine's two cores with the server).
+async fn grpc_client(addr: SocketAddr) -> GrpcInferenceServiceClient<Http2> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("gRPC connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let origin = format!("http://{addr}").parse().expect("origin");
+    GrpcInferenceServiceClient::with_origin(Http2(sender), origin)
+}
+
+/// One HTTP/2 connection as a tower service, the transport of [`grpc_client`].
+#[derive(Clone)]
+struct Http2(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl tower_service::Service<hyper::Request<tonic::body::Body>> for Http2 {
+    type Response = hyper::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
+}
+
+/// Seconds of CPU (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
 /// One client: its own connection, requests back to back until `until`; latencies.
 async fn client(
     transport: Transport,
@@ -96,7 +140,7 @@ async fn client(
 ) -> Vec<Duration> {
     let mut latencies = Vec::new();
     if transport == Transport::Grpc {
-        let mut client = GrpcInferenceServiceClient::connect(format!("http://{grpc}")).await.expect("gRPC connect");
+        let mut client = grpc_client(grpc).await;
         while Instant::now() < until {
             let started = Instant::now();
             let answer = client.model_infer(requests.grpc.clone()).await.expect("gRPC infer");
@@ -106,7 +150,7 @@ async fn client(
         return latencies;
     }
     if transport == Transport::GrpcStream {
-        let mut client = GrpcInferenceServiceClient::connect(format!("http://{grpc}")).await.expect("gRPC connect");
+        let mut client = grpc_client(grpc).await;
         let (outbound, requests_stream) = tokio::sync::mpsc::channel(1);
         let mut answers = client
             .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(requests_stream))
@@ -154,6 +198,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let seconds = std::env::var("EDGEINFER_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    // One transport only (its label contains this), e.g. to profile the server under it.
+    let only = std::env::var("EDGEINFER_BENCH_ONLY").ok();
     let repo = tempfile::tempdir().expect("tempdir");
     let runtime = support::runtime(true);
     support::compile(&runtime, repo.path(), "digits.onnx", "digits");
@@ -163,11 +209,16 @@ fn main() {
     let grpc = server.grpc_addr.expect("gRPC address");
     let requests = Arc::new(Requests::new());
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
-    println!("| transport | clients | requests/s | p50 (ms) | p99 (ms) | requests/s vs REST JSON |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| transport | clients | requests/s | p50 (ms) | p99 (ms) | requests/s vs REST JSON | server CPU per request (us) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for clients in CLIENTS {
         let mut json_rate = None;
         for transport in [Transport::RestJson, Transport::RestBinary, Transport::Grpc, Transport::GrpcStream] {
+            if only.as_deref().is_some_and(|only| !transport.label().contains(only)) {
+                continue;
+            }
             // A short warm-up, then the measured run.
             let run = |duration: Duration| -> Vec<Vec<Duration>> {
                 let until = Instant::now() + duration;
@@ -177,18 +228,20 @@ fn main() {
                 tasks.into_iter().map(|task| tokio.block_on(task).expect("client")).collect()
             };
             run(Duration::from_millis(500));
-            let started = Instant::now();
+            let (started, cpu_before) = (Instant::now(), cpu_seconds(server.pid()));
             let mut latencies: Vec<Duration> = run(Duration::from_secs(seconds)).into_iter().flatten().collect();
             let elapsed = started.elapsed().as_secs_f64();
+            let server_cpu = cpu_seconds(server.pid()) - cpu_before;
             latencies.sort();
             let rate = latencies.len() as f64 / elapsed;
             let baseline = *json_rate.get_or_insert(rate);
             println!(
-                "| {} | {clients} | {rate:.0} | {:.3} | {:.3} | {:.2}x |",
+                "| {} | {clients} | {rate:.0} | {:.3} | {:.3} | {:.2}x | {:.0} |",
                 transport.label(),
                 percentile(&latencies, 50.0).as_secs_f64() * 1e3,
                 percentile(&latencies, 99.0).as_secs_f64() * 1e3,
                 rate / baseline,
+                server_cpu / latencies.len() as f64 * 1e6,
             );
         }
     }
