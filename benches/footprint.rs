@@ -1,7 +1,7 @@
 //! The footprint of `edgeinfer serve` on an edge device, full build against lean build
 //! (`--no-default-features`: no gRPC, no batch scoring with Arrow/Parquet, no status page), in
 //! one run: binary size, start to ready with the code cached, RSS with one small model (the
-//! digits classifier) after 300 requests, and RSS per additional model (8 distinct MLPs from
+//! digits classifier) after 300 requests, and RSS per additional model (24 distinct MLPs from
 //! `benches/make_mlp_variants.py`, one request each).
 //!
 //! ```sh
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use soak_driver::ServerProcess;
 
 /// Extra models in the many-models repository.
-const EXTRA_MODELS: usize = 8;
+const EXTRA_MODELS: usize = 24;
 /// Requests before the one-model RSS is read.
 const REQUESTS: usize = 300;
 

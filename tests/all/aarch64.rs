@@ -13,10 +13,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::http::{Reply, get, request};
+use crate::http::{Reply, get, post_json, request};
 
-#[path = "../support/soak_driver.rs"]
-mod soak_driver;
+use crate::soak::soak_driver;
 
 const TARGET: &str = "aarch64-unknown-linux-gnu";
 
@@ -147,4 +146,26 @@ fn aarch64_serves_the_same_bits_and_fuel() {
         assert!(actual.body == expected.body, "{}: the output bytes differ on aarch64", case.model);
         println!("{}: {} bytes, fuel {}, identical on aarch64", case.model, actual.body.len(), fuel(&arm_header));
     }
+    the_lean_build_names_what_it_leaves_out(&binary, &arm, &repo, &cache);
+}
+
+/// The aarch64 binary is the lean build (`--no-default-features`): the status page, batch
+/// jobs and gRPC are left out, and each refusal names its cargo feature.
+fn the_lean_build_names_what_it_leaves_out(binary: &Path, arm: &soak_driver::ServerProcess, repo: &Path, cache: &Path) {
+    let page = get(arm.addr, "/ui");
+    assert!(page.status == 404 && page.text().contains("cargo feature `status-page`"), "{}", page.text());
+    let jobs = post_json(arm.addr, "/v2/batch/jobs", &json!({"model": "digits"}));
+    assert!(jobs.status == 501 && jobs.text().contains("cargo feature `batch`"), "{}", jobs.text());
+    let emulated = |args: &[&str]| {
+        let mut command = Command::new("qemu-aarch64");
+        command.arg("-L").arg("/usr/aarch64-linux-gnu").arg(binary).args(args);
+        command.arg("--repo").arg(repo).arg("--cache-dir").arg(cache);
+        command.output().expect("qemu-aarch64")
+    };
+    let grpc = emulated(&["serve", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&grpc.stderr);
+    assert!(!grpc.status.success() && stderr.contains("leaves out gRPC (cargo feature `grpc`)"), "{stderr}");
+    let batch = emulated(&["batch", "--model", "digits"]);
+    let stderr = String::from_utf8_lossy(&batch.stderr);
+    assert!(!batch.status.success() && stderr.contains("cargo feature `batch`"), "{stderr}");
 }

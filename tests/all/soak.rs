@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[path = "../support/soak_driver.rs"]
-mod soak_driver;
+pub(crate) mod soak_driver;
 
 use soak_driver::{Churn, ServerProcess};
 

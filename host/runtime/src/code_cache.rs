@@ -65,7 +65,7 @@ impl CodeCache {
     /// or others may write to it.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        for sub in ["", "components", "modules", "functions"] {
+        for sub in ["", "components", "modules", "functions", "splits"] {
             let path = dir.join(sub);
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -105,6 +105,40 @@ impl CodeCache {
             |path| unsafe { Module::deserialize_file(engine, path) },
             |bytes| unsafe { Module::deserialize(engine, bytes) },
         )
+    }
+
+    /// The compiled component cached under `digest`, when an authentic entry exists (nothing
+    /// is compiled).
+    pub fn cached(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.entry("components", engine, digest);
+        // SAFETY: see `load_or_compile_with`: a file this engine's precompilation wrote.
+        artifact_is_authentic(&self.key, &path).then(|| unsafe { Component::deserialize_file(engine, &path) }.ok())?
+    }
+
+    /// The compiled core module cached under `digest`, when an authentic entry exists.
+    pub fn cached_module(&self, engine: &Engine, digest: &str) -> Option<Module> {
+        let path = self.entry("modules", engine, digest);
+        // SAFETY: see `load_or_compile_with`: a file this engine's precompilation wrote.
+        artifact_is_authentic(&self.key, &path).then(|| unsafe { Module::deserialize_file(engine, &path) }.ok())?
+    }
+
+    /// The parts a model component was split into last time (see `shared_code`): the code
+    /// module's digest and the shell's cache key, recorded by [`Self::record_split`] under the
+    /// component's digest and how it was split. Lets a load skip splitting the component again.
+    pub fn split_record(&self, engine: &Engine, key: &str) -> Option<(String, String)> {
+        let payload = read_authentic(&self.key, &self.entry("splits", engine, key))?;
+        let text = String::from_utf8(payload).ok()?;
+        let (code, shell) = text.split_once('\n')?;
+        Some((code.to_string(), shell.to_string()))
+    }
+
+    /// Records how the component `key` names was split (see [`Self::split_record`]).
+    pub fn record_split(&self, engine: &Engine, key: &str, code_digest: &str, shell_key: &str) {
+        write_authentic(
+            &self.key,
+            &self.entry("splits", engine, key),
+            format!("{code_digest}\n{shell_key}").as_bytes(),
+        );
     }
 
     /// Compiles a component into the cache without loading it (an engine for another target

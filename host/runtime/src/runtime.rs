@@ -222,15 +222,50 @@ impl Runtime {
     /// whole.
     pub(crate) fn prepare(&self, wasm: &[u8], digest: &str) -> Result<InstancePre<StoreState>> {
         let link_error = |e: wasmtime::Error| Error::Runtime(format!("{e:#}"));
-        let Some(split) = crate::shared_code::split(wasm, self.config.native_kernels_used()) else {
-            let component = self.compile(wasm, digest)?;
-            return self.linker_for(&component).map_err(link_error)?.instantiate_pre(&component).map_err(link_error);
+        let native = self.config.native_kernels_used();
+        let split_key = self.split_key(digest);
+        let (code, shell) = match self.recorded_split(&split_key) {
+            Some(parts) => parts,
+            None => {
+                let Some(split) = crate::shared_code::split(wasm, native) else {
+                    let component = self.compile(wasm, digest)?;
+                    let linker = self.linker_for(&component).map_err(link_error)?;
+                    return linker.instantiate_pre(&component).map_err(link_error);
+                };
+                let code_digest = crate::digest::sha256_hex(&split.code);
+                let code = self.shared_code_module(&split.code, &code_digest)?;
+                let key = shell_key(digest, &split.shell);
+                let shell = self.compile(&split.shell, &key)?;
+                self.cache.record_split(&self.engine, &split_key, &code_digest, &key);
+                (code, shell)
+            }
         };
-        let code = self.shared_code_module(&split.code)?;
-        let shell = self.compile(&split.shell, &shell_key(digest, &split.shell))?;
         let mut linker = self.linker_for(&shell).map_err(link_error)?;
         linker.root().module(crate::shared_code::CODE_IMPORT, &code).map_err(link_error)?;
         linker.instantiate_pre(&shell).map_err(link_error)
+    }
+
+    /// The key of a component's split record: its digest and whether kernels are linked.
+    fn split_key(&self, digest: &str) -> String {
+        format!("{digest}-{}", if self.config.native_kernels_used() { "native" } else { "wasm" })
+    }
+
+    /// The code module and shell a component was split into before, loaded from the cache
+    /// without splitting it again; `None` when either is missing (then it is split).
+    fn recorded_split(&self, split_key: &str) -> Option<(Module, Component)> {
+        let (code_digest, shell_key) = self.cache.split_record(&self.engine, split_key)?;
+        let mut modules = self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let code = match modules.get(&code_digest) {
+            Some(module) => module.clone(),
+            None => {
+                let module = self.cache.cached_module(&self.engine, &code_digest)?;
+                modules.insert(code_digest, module.clone());
+                module
+            }
+        };
+        drop(modules);
+        let shell = self.cache.cached(&self.engine, &shell_key)?;
+        Some((code, shell))
     }
 
     /// Compiles a verified component (whose digest is `digest`) into the cache as
@@ -243,7 +278,10 @@ impl Runtime {
         };
         let code_digest = crate::digest::sha256_hex(&split.code);
         self.cache.precompile_module(&self.engine, &split.code, &code_digest)?;
-        self.cache.precompile(&self.engine, &split.shell, &shell_key(digest, &split.shell))
+        let key = shell_key(digest, &split.shell);
+        self.cache.precompile(&self.engine, &split.shell, &key)?;
+        self.cache.record_split(&self.engine, &self.split_key(digest), &code_digest, &key);
+        Ok(())
     }
 
     /// The WASI linker, plus trapping `wasi:http` stubs when `component` imports them.
@@ -257,15 +295,34 @@ impl Runtime {
 
     /// The compiled code module for `wasm`, compiled (or read from the verified cache) on
     /// first use and shared from then on.
-    fn shared_code_module(&self, wasm: &[u8]) -> Result<Module> {
-        let digest = crate::digest::sha256_hex(wasm);
+    fn shared_code_module(&self, wasm: &[u8], digest: &str) -> Result<Module> {
         let mut modules = self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(module) = modules.get(&digest) {
+        if let Some(module) = modules.get(digest) {
             return Ok(module.clone());
         }
-        let module = self.cache.load_or_compile_module(&self.engine, wasm, &digest)?;
-        modules.insert(digest, module.clone());
+        let module = self.cache.load_or_compile_module(&self.engine, wasm, digest)?;
+        modules.insert(digest.to_string(), module.clone());
         Ok(module)
+    }
+
+    /// Asks the kernel to reclaim the resident pages of the shared code modules' images (Linux
+    /// `MADV_PAGEOUT`; their contents stay as they are). Loading and the smoke tests touch code
+    /// all over the image, and each fault on a file mapping maps its cached neighbours too, so
+    /// after loading most of the runtime's code is resident though requests run a fraction of
+    /// it; after this, what is resident is what requests run. A no-op where unsupported.
+    pub fn release_resident_code(&self) {
+        let modules = self.shared_code.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for module in modules.values() {
+            let range = module.image_range();
+            let length = (range.end as usize).saturating_sub(range.start as usize);
+            // SAFETY: the range is the module's own mapped image, page-aligned by wasmtime; with
+            // MADV_PAGEOUT the kernel only reclaims pages, their contents are kept (clean file
+            // pages are read again, changed ones swapped), so nothing that uses the image changes.
+            let advised = unsafe { libc::madvise(range.start as *mut libc::c_void, length, libc::MADV_PAGEOUT) };
+            if advised != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "MADV_PAGEOUT on compiled code");
+            }
+        }
     }
 
     /// How many distinct runtime code modules are compiled and shared in this runtime.

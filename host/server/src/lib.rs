@@ -207,10 +207,27 @@ pub(crate) enum ListenerRole {
     Admin,
 }
 
+/// Refuses settings for what this build leaves out (cargo features `grpc`, `batch`), naming
+/// the feature; call it before loading models to fail fast.
+pub fn check_build(config: &ServerConfig) -> Result<()> {
+    if config.grpc_listen.is_some() && cfg!(not(feature = "grpc")) {
+        return Err(Error::Config(
+            "grpc_listen is set, but this build of edgeinfer leaves out gRPC (cargo feature `grpc`)".into(),
+        ));
+    }
+    if config.batch_dir.is_some() && cfg!(not(feature = "batch")) {
+        return Err(Error::Config(
+            "batch_dir is set, but this build of edgeinfer leaves out batch jobs (cargo feature `batch`)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Binds `config.listen` (and `config.admin_listen`) and serves `registry` until
 /// [`RunningServer::shutdown`]; with `config.watch`, the repository is watched for new and
 /// removed versions meanwhile. Every setting is checked before anything is bound.
 pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<RunningServer> {
+    check_build(&config)?;
     let security = security::Security::from_settings(&config.security_settings(), registry.repository().root())?;
     let observer =
         observer::Observer::open(&config.monitoring, registry.repository().root(), config.data_key_file.as_deref())?;
@@ -226,11 +243,6 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
         None => None,
     };
     let grpc_listener = match config.grpc_listen {
-        Some(_) if cfg!(not(feature = "grpc")) => {
-            return Err(Error::Config(
-                "grpc_listen is set, but this build of edgeinfer leaves out gRPC (cargo feature `grpc`)".into(),
-            ));
-        }
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use edgeinfer_runtime::ModelRepository;
+use edgeinfer_runtime::{ModelRepository, Runtime};
 use edgeinfer_server::{LogFormat, ModelRegistry, ServerConfig, start};
 
 use crate::demo::demo_repository;
@@ -76,6 +76,7 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     if let Some(key) = args.data_key {
         config.data_key_file = Some(key);
     }
+    edgeinfer_server::check_build(&config)?;
     let runtime = runtime.runtime()?;
     let repo_dir = match &config.repo {
         Some(dir) => dir.clone(),
@@ -83,14 +84,14 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     };
     let repo = ModelRepository::open(&repo_dir)?;
     let history = config.history_file.clone().unwrap_or_else(|| ModelRegistry::default_history_path(&repo_dir));
-    let registry = ModelRegistry::with_history(runtime, repo, &history)
+    let registry = ModelRegistry::with_history(runtime.clone(), repo, &history)
         .with_context(|| format!("opening the history log {}", history.display()))?;
     registry.set_signature_policy(edgeinfer_runtime::signature::SignaturePolicy::from_files(&config.trusted_keys)?);
     let registry = Arc::new(registry);
     for (model, version, reason) in registry.load_all()? {
         eprintln!("refused {model}/{version}: {reason}");
     }
-    return_freed_memory();
+    return_freed_memory(&runtime);
     // One worker per core plus one: short inferences run on the workers (see
     // `server::inline`), and one worker is always left for I/O.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -110,10 +111,12 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
 
 /// Gives the pages that loading freed (component bytes, parsed plans, compile buffers) back to
 /// the kernel now: mimalloc keeps freed pages for reuse and purges them only as the thread
-/// that freed them allocates again, which a loading thread never does.
-fn return_freed_memory() {
+/// that freed them allocates again, which a loading thread never does. Then lets the kernel
+/// reclaim the compiled code loading touched ([`Runtime::release_resident_code`]).
+fn return_freed_memory(runtime: &Runtime) {
     // SAFETY: `mi_collect` has no preconditions; it only releases memory no allocation uses.
     unsafe { libmimalloc_sys::mi_collect(true) };
+    runtime.release_resident_code();
 }
 
 /// Resolves on SIGINT or SIGTERM.

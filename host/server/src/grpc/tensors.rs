@@ -258,7 +258,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let error = decode(short).err().expect("refused");
+        let error = decode(short).expect_err("refused");
         assert_eq!(error.tensor.as_deref(), Some("X"));
         assert!(
             error.message.contains("fp32_contents holds 1 values; shape [1, 3] of FP32 needs 3"),
@@ -270,18 +270,18 @@ mod tests {
             raw_input_contents: vec![Bytes::from(vec![0; 7])],
             ..Default::default()
         };
-        let error = decode(raw).err().expect("refused");
+        let error = decode(raw).expect_err("refused");
         assert!(error.message.contains("holds 7 bytes; shape [2] of FP32 needs 8"), "{}", error.message);
         let items = ModelInferRequest {
             inputs: vec![input("S", "BYTES", vec![1], None)],
             raw_input_contents: vec![Bytes::from(vec![9, 0, 0, 0, b'a'])],
             ..Default::default()
         };
-        assert!(decode(items).err().expect("refused").message.contains("length-prefixed items"));
+        assert!(decode(items).expect_err("refused").message.contains("length-prefixed items"));
         let unknown = ModelInferRequest { inputs: vec![input("X", "FP33", vec![1], None)], ..Default::default() };
-        assert!(decode(unknown).err().expect("refused").message.contains("unknown datatype"));
+        assert!(decode(unknown).expect_err("refused").message.contains("unknown datatype"));
         let negative = ModelInferRequest { inputs: vec![input("X", "FP32", vec![-1], None)], ..Default::default() };
-        assert!(decode(negative).err().expect("refused").message.contains("negative"));
+        assert!(decode(negative).expect_err("refused").message.contains("negative"));
     }
 
     #[test]
