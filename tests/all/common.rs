@@ -198,6 +198,15 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut condition: impl 
     }
 }
 
+/// Serializes the tests whose assertions depend on latency (the rollouts: each puts load on a
+/// server and checks a p99 ratio over a few dozen requests) with each other and with the test
+/// that keeps both cores busy under qemu (`aarch64`): held for the whole test, so no two of
+/// them run at once.
+pub fn cpu_exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Whether to skip a long suite (the ONNX conformance run, the soak, the scikit-learn
 /// matrix): `EDGEINFER_SKIP_SLOW=1` skips them locally, saying so on stderr; under CI (`CI`
 /// set) nothing is skipped.

@@ -171,6 +171,7 @@ fn a_good_candidate_earns_all_traffic_by_itself_under_load() {
     // one in CI (4.0x was seen once under the soak test: latency buckets are powers of two,
     // so one slow request among 89 moves p99 two buckets), so the bound is wider than the
     // default (the slow candidate is ~25x).
+    let _alone = cpu_exclusive();
     let dir = repo_with(
         "[rollout]\nsteps = [\"shadow 100\", \"canary 10% 2s\", \"canary 50% 2s\", \"full\"]\nmin_requests = 60\n\
          max_p99_ratio = 8.0\n",
@@ -261,6 +262,7 @@ fn assert_failed_on(done: &Value, alerts: &[Value], step: u64, check: &str) {
 
 #[test]
 fn a_slower_candidate_is_rolled_back_on_its_p99_ratio() {
+    let _alone = cpu_exclusive();
     let policy = "[rollout]\nsteps = [\"shadow 100\", \"canary 10% 30s\", \"full\"]\nmin_requests = 60\n";
     let (done, alerts, failed) = rolled_back(candidate("digits_slow.onnx").dir(), policy, 0.0, false);
     assert_failed_on(&done, &alerts, 0, "p99_ratio");
@@ -269,6 +271,7 @@ fn a_slower_candidate_is_rolled_back_on_its_p99_ratio() {
 
 #[test]
 fn a_disagreeing_candidate_is_rolled_back_on_agreement() {
+    let _alone = cpu_exclusive();
     let policy = "[rollout]\nsteps = [\"shadow 100\", \"canary 10% 30s\", \"full\"]\nmin_requests = 60\n";
     let (done, alerts, failed) = rolled_back(random_digits().dir(), policy, 0.0, false);
     assert_failed_on(&done, &alerts, 0, "agreement");
@@ -277,6 +280,7 @@ fn a_disagreeing_candidate_is_rolled_back_on_agreement() {
 
 #[test]
 fn a_candidate_failing_on_some_inputs_is_rolled_back_on_its_error_rate() {
+    let _alone = cpu_exclusive();
     // 5% of rows have a first pixel the candidate fails on; on its canary share (20%) some
     // clients see those 500s until the rollback, and only those.
     let policy = "[rollout]\nsteps = [\"canary 20% 30s\", \"full\"]\nmin_requests = 60\nmax_p99_ratio = 100\n";
@@ -287,6 +291,7 @@ fn a_candidate_failing_on_some_inputs_is_rolled_back_on_its_error_rate() {
 
 #[test]
 fn a_less_accurate_candidate_is_rolled_back_once_feedback_arrives() {
+    let _alone = cpu_exclusive();
     // Agreement is off: only the labels posted back can tell the candidate is worse.
     let policy = "[rollout]\nsteps = [\"canary 50% 60s\", \"full\"]\nmin_requests = 30\nmin_feedback = 30\n\
                   min_agreement = 0\nmax_p99_ratio = 100\nmax_fuel_ratio = 100\n";
@@ -308,6 +313,7 @@ fn cli(addr: std::net::SocketAddr, command: &str) -> String {
 
 #[test]
 fn operators_steer_a_rollout_and_a_restart_resumes_its_step() {
+    let _alone = cpu_exclusive();
     let dir = repo_with("default_version = 1\n");
     copy_version(fixtures().digits.dir(), &dir.path().join("digits/2"), 2);
     let mut server = serve(dir.path(), None);
