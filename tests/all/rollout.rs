@@ -167,14 +167,14 @@ fn decisions(status: &Value) -> Vec<(String, u64)> {
 
 #[test]
 fn a_good_candidate_earns_all_traffic_by_itself_under_load() {
-    // p99 over ~100-800 requests measured 0.7-1.2x here alone; other suites run beside this
-    // one in CI (4.0x was seen once under the soak test: latency buckets are powers of two,
-    // so one slow request among 89 moves p99 two buckets), so the bound is wider than the
-    // default (the slow candidate is ~25x).
+    // This test is about promotion through every step; the p99 check's power is the slower
+    // candidate's test (default bound 1.5). A 10% canary's p99 over a few dozen requests is
+    // close to their maximum: 0.7-1.2x here alone, but one request held up by a CPU-heavy
+    // suite running beside this one in CI moved it to 4x, 19x, then 27x; hence a wide bound.
     let _alone = cpu_exclusive();
     let dir = repo_with(
         "[rollout]\nsteps = [\"shadow 100\", \"canary 10% 2s\", \"canary 50% 2s\", \"full\"]\nmin_requests = 60\n\
-         max_p99_ratio = 8.0\n",
+         max_p99_ratio = 100.0\n",
     );
     let server = serve(dir.path(), None);
     let addr = server.addr;
