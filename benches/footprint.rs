@@ -26,35 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use soak_driver::ServerProcess;
+use soak_driver::{ServerProcess, Usage};
 
 /// Extra models in the many-models repository.
 const EXTRA_MODELS: usize = 24;
 /// Requests before the one-model RSS is read.
 const REQUESTS: usize = 300;
-
-/// Memory of a process, from `/proc/<pid>/status`, in KiB.
-#[derive(Clone, Copy, Default)]
-struct Memory {
-    rss: u64,
-    anon: u64,
-    file: u64,
-}
-
-impl Memory {
-    fn of(pid: u32) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        Memory { rss: field("VmRSS:"), anon: field("RssAnon:"), file: field("RssFile:") }
-    }
-}
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -85,7 +62,7 @@ struct Row {
     label: &'static str,
     binary_mb: f64,
     ready: Duration,
-    one: Memory,
+    one: Usage,
     per_extra_kib: f64,
 }
 
@@ -102,7 +79,7 @@ fn measure(label: &'static str, binary: &Path, one: &Path, many: &Path, cache: &
     for _ in 0..REQUESTS {
         assert_eq!(connection.post_json("/v2/models/digits/infer", &body).status, 200);
     }
-    let one_memory = Memory::of(server.pid());
+    let one_memory = server.usage();
     drop(server);
     let (server, _) = start(binary, many, cache);
     let mut connection = http::KeepAlive::connect(server.addr);
@@ -114,13 +91,13 @@ fn measure(label: &'static str, binary: &Path, one: &Path, many: &Path, cache: &
         let reply = connection.post_json(&format!("/v2/models/mlp{index}/infer"), &mlp);
         assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     }
-    let many_memory = Memory::of(server.pid());
+    let many_memory = server.usage();
     Row {
         label,
         binary_mb: std::fs::metadata(binary).expect("binary").len() as f64 / 1e6,
         ready: readies[2],
         one: one_memory,
-        per_extra_kib: (many_memory.rss as f64 - one_memory.rss as f64) / EXTRA_MODELS as f64,
+        per_extra_kib: (many_memory.rss_kib as f64 - one_memory.rss_kib as f64) / EXTRA_MODELS as f64,
     }
 }
 
@@ -128,12 +105,7 @@ fn main() {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let scratch = tempfile::tempdir().expect("tempdir");
     let onnx_dir = scratch.path().join("onnx");
-    let generated = Command::new("python3")
-        .arg(root.join("benches/make_mlp_variants.py"))
-        .arg(EXTRA_MODELS.to_string())
-        .arg(&onnx_dir)
-        .status();
-    if !generated.is_ok_and(|s| s.success()) {
+    if !support::mlp_variants(EXTRA_MODELS, &onnx_dir) {
         eprintln!("footprint needs Python's onnx and numpy: pip install -r tests/fixtures/requirements.txt");
         return;
     }
@@ -144,7 +116,7 @@ fn main() {
     support::compile(&runtime, &many, "digits.onnx", "digits");
     for index in 0..EXTRA_MODELS {
         let onnx = std::fs::read(onnx_dir.join(format!("mlp{index}.onnx"))).expect("variant");
-        support::compile_bytes(&runtime, &many, &onnx, &format!("mlp{index}"));
+        support::compile_bytes(&runtime, &many, &onnx, &format!("mlp{index}.onnx"), &format!("mlp{index}"), 1);
     }
     let image_mib = support::memory_image_bytes(&many.join("mlp0/1/model.wasm")) as f64 / (1 << 20) as f64;
     drop(digits);
@@ -168,9 +140,9 @@ fn main() {
             row.label,
             row.binary_mb,
             row.ready.as_secs_f64() * 1e3,
-            mib(row.one.rss),
-            mib(row.one.anon),
-            mib(row.one.file),
+            mib(row.one.rss_kib),
+            mib(row.one.rss_anon_kib),
+            mib(row.one.rss_file_kib),
             row.per_extra_kib / 1024.0,
         );
     }
@@ -179,7 +151,7 @@ fn main() {
         println!(
             "\nlean / full: binary {:.2}x, RSS {:.2}x",
             lean.binary_mb / full.binary_mb,
-            lean.one.rss as f64 / full.one.rss as f64,
+            lean.one.rss_kib as f64 / full.one.rss_kib as f64,
         );
     }
 }

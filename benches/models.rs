@@ -20,7 +20,6 @@ mod soak_driver;
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use soak_driver::ServerProcess;
@@ -29,9 +28,7 @@ fn main() {
     let count: usize = std::env::var("EDGEINFER_BENCH_MODELS").ok().and_then(|n| n.parse().ok()).unwrap_or(50);
     let scratch = tempfile::tempdir().expect("tempdir");
     let onnx_dir = scratch.path().join("onnx");
-    let generator = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("benches/make_mlp_variants.py");
-    let generated = Command::new("python3").arg(&generator).arg(count.to_string()).arg(&onnx_dir).status();
-    if !generated.is_ok_and(|s| s.success()) {
+    if !support::mlp_variants(count, &onnx_dir) {
         eprintln!("models needs Python's onnx and numpy: pip install -r tests/fixtures/requirements.txt");
         return;
     }
@@ -43,7 +40,8 @@ fn main() {
     for index in 0..count {
         let onnx = std::fs::read(onnx_dir.join(format!("mlp{index}.onnx"))).expect("variant");
         let started = Instant::now();
-        let model = support::compile_bytes(&runtime, &all, &onnx, &format!("mlp{index}"));
+        let model =
+            support::compile_bytes(&runtime, &all, &onnx, &format!("mlp{index}.onnx"), &format!("mlp{index}"), 1);
         compile_times.push(started.elapsed());
         if index == 0 {
             copy_dir(model.dir(), &one.join("mlp0/1"));

@@ -38,13 +38,21 @@ pub fn compile(runtime: &Arc<Runtime>, repo: &Path, file: &str, name: &str) -> (
     compile_version(runtime, repo, file, name, 1)
 }
 
-/// Compiles ONNX bytes as version 1 of `name` into `repo`, with default limits.
-pub fn compile_bytes(runtime: &Arc<Runtime>, repo: &Path, onnx: &[u8], name: &str) -> LoadedModel {
+/// Compiles ONNX bytes (read from `source_file`) as version `version` of `name` into `repo`,
+/// with default limits.
+pub fn compile_bytes(
+    runtime: &Arc<Runtime>,
+    repo: &Path,
+    onnx: &[u8],
+    source_file: &str,
+    name: &str,
+    version: u64,
+) -> LoadedModel {
     let request = CompileRequest {
         onnx,
-        source_file: format!("{name}.onnx"),
+        source_file: source_file.into(),
         name: name.into(),
-        version: 1,
+        version,
         repo: repo.to_path_buf(),
         limits: Limits::default(),
         examples: Vec::new(),
@@ -52,6 +60,14 @@ pub fn compile_bytes(runtime: &Arc<Runtime>, repo: &Path, onnx: &[u8], name: &st
         text: None,
     };
     compile_model(runtime, &request, &|_: &str| {}).expect("compile")
+}
+
+/// Writes `count` variants of a 30-feature MLP (`mlp0.onnx`...) into `dir` with
+/// `benches/make_mlp_variants.py`; false when Python's onnx or numpy is missing.
+pub fn mlp_variants(count: usize, dir: &Path) -> bool {
+    let generator = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("benches/make_mlp_variants.py");
+    let generated = std::process::Command::new("python3").arg(generator).arg(count.to_string()).arg(dir).status();
+    generated.is_ok_and(|s| s.success())
 }
 
 /// The size of a model's own compiled part: its component's data segments (weights and
@@ -76,19 +92,8 @@ pub fn compile_version(
     version: u64,
 ) -> (LoadedModel, Duration) {
     let onnx = std::fs::read(fixture(file)).expect("fixture");
-    let request = CompileRequest {
-        onnx: &onnx,
-        source_file: file.into(),
-        name: name.into(),
-        version,
-        repo: repo.to_path_buf(),
-        limits: Limits::default(),
-        examples: Vec::new(),
-        reference: None,
-        text: None,
-    };
     let started = Instant::now();
-    let model = compile_model(runtime, &request, &|_: &str| {}).expect("compile");
+    let model = compile_bytes(runtime, repo, &onnx, file, name, version);
     (model, started.elapsed())
 }
 

@@ -99,7 +99,13 @@ impl ServerProcess {
                 .unwrap_or(0)
         };
         let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0);
-        Usage { rss_kib: field("VmRSS:"), fds: fds as u64, threads: field("Threads:") }
+        Usage {
+            rss_kib: field("VmRSS:"),
+            rss_anon_kib: field("RssAnon:"),
+            rss_file_kib: field("RssFile:"),
+            fds: fds as u64,
+            threads: field("Threads:"),
+        }
     }
 }
 
@@ -115,6 +121,10 @@ impl Drop for ServerProcess {
 pub struct Usage {
     /// Resident set size, KiB.
     pub rss_kib: u64,
+    /// Of it, anonymous memory (heap, pools, instance memory), KiB.
+    pub rss_anon_kib: u64,
+    /// Of it, file pages (the binary, compiled code mapped from the cache), KiB.
+    pub rss_file_kib: u64,
     /// Open file descriptors.
     pub fds: u64,
     /// Threads.

@@ -110,16 +110,21 @@ impl CodeCache {
     /// The compiled component cached under `digest`, when an authentic entry exists (nothing
     /// is compiled).
     pub fn cached(&self, engine: &Engine, digest: &str) -> Option<Component> {
-        let path = self.entry("components", engine, digest);
         // SAFETY: see `load_or_compile_with`: a file this engine's precompilation wrote.
-        artifact_is_authentic(&self.key, &path).then(|| unsafe { Component::deserialize_file(engine, &path) }.ok())?
+        self.cached_at(&self.entry("components", engine, digest), |path| unsafe {
+            Component::deserialize_file(engine, path)
+        })
     }
 
     /// The compiled core module cached under `digest`, when an authentic entry exists.
     pub fn cached_module(&self, engine: &Engine, digest: &str) -> Option<Module> {
-        let path = self.entry("modules", engine, digest);
         // SAFETY: see `load_or_compile_with`: a file this engine's precompilation wrote.
-        artifact_is_authentic(&self.key, &path).then(|| unsafe { Module::deserialize_file(engine, &path) }.ok())?
+        self.cached_at(&self.entry("modules", engine, digest), |path| unsafe { Module::deserialize_file(engine, path) })
+    }
+
+    /// The artifact at `path` loaded with `deserialize_file`, when its tag authenticates it.
+    fn cached_at<T>(&self, path: &Path, deserialize_file: impl Fn(&Path) -> wasmtime::Result<T>) -> Option<T> {
+        artifact_is_authentic(&self.key, path).then(|| deserialize_file(path).ok())?
     }
 
     /// The parts a model component was split into last time (see `shared_code`): the code
@@ -185,9 +190,7 @@ impl CodeCache {
         deserialize_file: impl Fn(&Path) -> wasmtime::Result<T>,
         deserialize: impl FnOnce(&[u8]) -> wasmtime::Result<T>,
     ) -> Result<T> {
-        if artifact_is_authentic(&self.key, path)
-            && let Ok(compiled) = deserialize_file(path)
-        {
+        if let Some(compiled) = self.cached_at(path, &deserialize_file) {
             return Ok(compiled);
         }
         let compiled = precompile().map_err(|e| Error::Compile(format!("{e:#}")))?;
