@@ -32,4 +32,4 @@ fi
 # The release profile, as `cargo test --release` builds: one build of the shared crates.
 pip install -q ./python
 # The edge build for aarch64 (linker and runner in .cargo/config.toml); see docs/src/edge.md.
-cargo build --release --target aarch64-unknown-linux-gnu --bin edgeinfer
+cargo build --release --target aarch64-unknown-linux-gnu --no-default-features --bin edgeinfer
