@@ -4,8 +4,9 @@
 # Python package (`pip install ./python`: maturin builds it into the workspace's target/, so
 # `cargo test --release` reuses what it compiled), Chromium for the status page test and a
 # Java runtime for Spark, the aarch64 cross linker and qemu-user (Debian's packages, only
-# when missing; needs root or sudo), and the aarch64 build of `edgeinfer` that
-# tests/all/aarch64.rs serves under qemu.
+# when missing; needs root or sudo), the aarch64 build of `edgeinfer` that
+# tests/all/aarch64.rs serves under qemu, and Cloudflare's workerd (npm, into target/npm)
+# that tests/all/platforms.rs serves the packaged Worker with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 aarch64-unknown-linux-gnu
@@ -23,6 +24,9 @@ fi
 if ! command -v qemu-aarch64 >/dev/null; then
     debian+=(qemu-user)
 fi
+if ! command -v npm >/dev/null; then
+    debian+=(nodejs npm)
+fi
 if [ ${#debian[@]} -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
@@ -33,3 +37,5 @@ fi
 pip install -q ./python
 # The edge build for aarch64 (linker and runner in .cargo/config.toml); see docs/src/edge.md.
 cargo build --release --target aarch64-unknown-linux-gnu --no-default-features --bin edgeinfer
+# Cloudflare's Workers runtime, the version tests/all/platforms.rs is written against.
+npm install --silent --no-audit --no-fund --prefix target/npm workerd@1.20261123.1

@@ -44,14 +44,15 @@ fn cached_entries(cache: &Path) -> usize {
 }
 
 /// One request: the model, the body and its binary header length.
-struct Case {
-    model: &'static str,
-    body: Vec<u8>,
-    header_length: Option<usize>,
+pub struct Case {
+    pub model: &'static str,
+    pub body: Vec<u8>,
+    pub header_length: Option<usize>,
 }
 
 impl Case {
-    fn send(&self, addr: std::net::SocketAddr) -> Reply {
+    /// Posts it to `/v2/models/{model}/infer` at `addr`.
+    pub fn send(&self, addr: std::net::SocketAddr) -> Reply {
         let mut headers = vec![("Content-Type", "application/json".to_string())];
         if let Some(length) = self.header_length {
             headers = vec![
@@ -63,7 +64,9 @@ impl Case {
     }
 }
 
-fn cases() -> Vec<Case> {
+/// Digits (40 rows, binary outputs), SqueezeNet (one binary image) and the scikit-learn
+/// pipeline (JSON): one request per fixture model.
+pub fn cases() -> Vec<Case> {
     let holdout = holdout();
     let digits = json!({
         "id": "aarch64-digits",
@@ -92,7 +95,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// The JSON part of an answer (the whole body, or the part before the binary data).
-fn header_of(reply: &Reply) -> Value {
+pub fn header_of(reply: &Reply) -> Value {
     let length =
         reply.header("inference-header-content-length").map_or(reply.body.len(), |l| l.parse().expect("length"));
     serde_json::from_slice(&reply.body[..length]).expect("answer JSON")
@@ -107,10 +110,7 @@ fn aarch64_serves_the_same_bits_and_fuel() {
     assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 0xb7, "{} is an aarch64 (EM_AARCH64) ELF", binary.display());
 
     let temp = tempfile::tempdir().expect("tempdir");
-    let repo = temp.path().join("repo");
-    copy_version(fixtures().digits.dir(), &repo.join("digits/1"), 1);
-    copy_version(fixtures().squeezenet.dir(), &repo.join("squeezenet/1"), 1);
-    compile_fixture(&runtime(), &repo, "pipeline.onnx", "pipeline", 1);
+    let repo = three_model_repo(temp.path());
     // Emulated, SqueezeNet takes seconds per image, more beside other suites: a deadline far
     // above the manifests' 5 s (the same for both servers; fuel does not depend on it).
     for model in ["digits", "squeezenet", "pipeline"] {

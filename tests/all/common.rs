@@ -81,6 +81,16 @@ pub fn try_compile(
     compile_model(runtime, &request, &|_: &str| {})
 }
 
+/// `root/repo` holding version 1 of digits, SqueezeNet and the scikit-learn pipeline
+/// (`tests/fixtures/pipeline.onnx`): one model of each kind an edge target must serve.
+pub fn three_model_repo(root: &Path) -> PathBuf {
+    let repo = root.join("repo");
+    copy_version(fixtures().digits.dir(), &repo.join("digits/1"), 1);
+    copy_version(fixtures().squeezenet.dir(), &repo.join("squeezenet/1"), 1);
+    compile_fixture(&runtime(), &repo, "pipeline.onnx", "pipeline", 1);
+    repo
+}
+
 /// Copies a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");

@@ -23,6 +23,7 @@ mod layout;
 mod metrics;
 mod monitoring;
 mod native_interference;
+mod platforms;
 mod properties;
 mod python;
 mod reliability;

@@ -138,7 +138,7 @@ fn host() -> TestServer {
 }
 
 /// The body from `"outputs":` on: the part both servers must write byte for byte.
-fn outputs_text(reply: &Reply) -> String {
+pub fn outputs_text(reply: &Reply) -> String {
     let text = reply.text();
     let at = text.find("\"outputs\":").unwrap_or_else(|| panic!("no outputs in {text}"));
     text[at..].to_string()
@@ -204,12 +204,10 @@ fn infer_outputs_are_byte_identical_to_edgeinfer_serve() {
     assert_eq!(outputs_text(&ours), outputs_text(&theirs));
 }
 
-#[test]
-fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
-    let (component, server) = (component_server().addr, host());
-    let host = server.addr;
+/// Bodies `edgeinfer serve` refuses with 400 for the digits model, each named.
+pub fn bad_digits_bodies() -> Vec<(&'static str, Vec<u8>)> {
     let input = |shape: Value, datatype: &str, data: Value| json!({"inputs": [{"name": "X", "shape": shape, "datatype": datatype, "data": data}]});
-    let bodies: Vec<(&str, Vec<u8>)> = vec![
+    let bodies: Vec<(&'static str, Vec<u8>)> = vec![
         ("not JSON", b"{not json".to_vec()),
         ("no inputs", br#"{"outputs": []}"#.to_vec()),
         ("wrong width", input(json!([1, 3]), "FP32", json!([1, 2, 3])).to_string().into_bytes()),
@@ -226,7 +224,23 @@ fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
         ),
         ("string data", input(json!([1, 64]), "FP32", json!(vec!["a"; 64])).to_string().into_bytes()),
     ];
-    for (case, body) in bodies {
+    bodies
+}
+
+/// Requests off the inference path and the status `edgeinfer serve` answers each with.
+pub const OTHER_REQUESTS: [(&str, &str, u16); 5] = [
+    ("GET", "/v2/models/nope", 404),
+    ("POST", "/v2/models/nope/infer", 404),
+    ("GET", "/v2/nothing/here", 404),
+    ("GET", "/v2/models/digits/infer", 405),
+    ("GET", "/v2/models/digits/versions/9", 404),
+];
+
+#[test]
+fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
+    let (component, server) = (component_server().addr, host());
+    let host = server.addr;
+    for (case, body) in bad_digits_bodies() {
         let send = |addr| {
             request(addr, "POST", "/v2/models/digits/infer", &[("Content-Type", "application/json".into())], &body)
         };
@@ -234,14 +248,7 @@ fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
         assert_eq!(ours.status, 400, "{case}: {}", ours.text());
         assert_eq!((ours.status, ours.json()), (theirs.status, theirs.json()), "{case}");
     }
-    let others = [
-        ("GET", "/v2/models/nope", 404),
-        ("POST", "/v2/models/nope/infer", 404),
-        ("GET", "/v2/nothing/here", 404),
-        ("GET", "/v2/models/digits/infer", 405),
-        ("GET", "/v2/models/digits/versions/9", 404),
-    ];
-    for (method, path, status) in others {
+    for (method, path, status) in OTHER_REQUESTS {
         let (ours, theirs) = (request(component, method, path, &[], b""), request(host, method, path, &[], b""));
         assert_eq!(ours.status, status, "{method} {path}: {}", ours.text());
         assert_eq!((ours.status, ours.json()), (theirs.status, theirs.json()), "{method} {path}");

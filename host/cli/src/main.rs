@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+mod package;
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small, short-lived
 /// buffers on several threads (`cargo bench --bench http_load` measures it).

@@ -58,6 +58,6 @@ pub use digest::sha256_hex;
 pub use error::{Error, Result};
 pub use limits::{LimitOverrides, Limits};
 pub use manifest::Manifest;
-pub use model::{InferOutcome, LoadedModel, ModelSession, NodeTime};
+pub use model::{InferOutcome, LoadedModel, ModelSession, NodeTime, VerifiedComponent};
 pub use repository::{ModelRepository, VersionRef};
 pub use runtime::{Runtime, RuntimeConfig};

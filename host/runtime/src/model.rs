@@ -431,8 +431,9 @@ fn classify(error: wasmtime::Error, store: &Store<StoreState>, limits: Limits) -
     }
 }
 
-/// A version's component read from disk, its sha256 checked against its manifest.
-struct VerifiedComponent {
+/// A version's component read from disk, its sha256 checked against its manifest: what
+/// loading starts from, and what `edgeinfer package` repackages for other hosts.
+pub struct VerifiedComponent {
     manifest: Manifest,
     path: PathBuf,
     wasm: Vec<u8>,
@@ -440,7 +441,9 @@ struct VerifiedComponent {
 }
 
 impl VerifiedComponent {
-    fn read(dir: &Path) -> Result<VerifiedComponent> {
+    /// Reads `<dir>/manifest.toml` and its component file; fails with
+    /// [`Error::IntegrityMismatch`] when the file's sha256 is not the manifest's.
+    pub fn read(dir: &Path) -> Result<VerifiedComponent> {
         let manifest = Manifest::load(&dir.join("manifest.toml"))?;
         let path = dir.join(&manifest.component.file);
         let wasm = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -449,5 +452,20 @@ impl VerifiedComponent {
             return Err(Error::IntegrityMismatch { path, expected: manifest.component.sha256.clone(), actual: digest });
         }
         Ok(VerifiedComponent { manifest, path, wasm, digest })
+    }
+
+    /// The version's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The component's bytes (their digest checked).
+    pub fn wasm(&self) -> &[u8] {
+        &self.wasm
+    }
+
+    /// The component's lowercase hex sha256.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 }

@@ -64,16 +64,21 @@ impl ModelRepository {
 
     /// Loads one version, or the model's highest version when `version` is `None`.
     pub fn load(&self, runtime: &Arc<Runtime>, model: &str, version: Option<u64>) -> Result<LoadedModel> {
-        let versions = self.model_versions(model)?;
+        LoadedModel::load(runtime, &self.find(model, version)?.dir)
+    }
+
+    /// One version, or the model's highest version when `version` is `None`; `NotFound`
+    /// names the model (and version) otherwise.
+    pub fn find(&self, model: &str, version: Option<u64>) -> Result<VersionRef> {
+        let mut versions = self.model_versions(model)?;
         let chosen = match version {
-            Some(v) => versions.iter().find(|r| r.version == v),
-            None => versions.last(),
+            Some(v) => versions.iter().position(|r| r.version == v),
+            None => versions.len().checked_sub(1),
         };
-        let chosen = chosen.ok_or_else(|| match version {
+        chosen.map(|index| versions.swap_remove(index)).ok_or_else(|| match version {
             Some(v) => Error::NotFound(format!("model '{model}' has no version {v}")),
             None => Error::NotFound(edgeinfer_oip::unknown_model_message(model)),
-        })?;
-        LoadedModel::load(runtime, &chosen.dir)
+        })
     }
 
     /// Loads every version once, reporting each one's outcome.

@@ -7,6 +7,7 @@ mod batch;
 mod compile;
 mod infer;
 mod key;
+mod package;
 mod precompile;
 mod predictions;
 mod profile;
@@ -68,6 +69,9 @@ enum Command {
     /// Compile every version of a repository for another target (aarch64) into a cache
     /// directory that a host of that target then loads from.
     Precompile(precompile::PrecompileArgs),
+    /// Package a compiled version for another platform: a Cloudflare Worker, a Fastly Compute
+    /// package, a browser ES module, or a Spin application.
+    Package(package::PackageArgs),
     /// Run one Open Inference Protocol v2 JSON request and print the v2 response.
     Infer(infer::InferArgs),
     /// Serve a model repository over the Open Inference Protocol v2 (HTTP/REST).
@@ -200,6 +204,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(args) => compile::run(args, &cli.runtime),
         Command::Verify(args) => verify::run(args, &cli.runtime),
         Command::Precompile(args) => precompile::run(args, &cli.runtime),
+        Command::Package(args) => package::run(args),
         Command::Infer(args) => infer::run(args, &cli.runtime),
         Command::Serve(args) => serve::run(args, &cli.runtime),
         Command::Traffic(args) => traffic::traffic(args),

@@ -1,0 +1,449 @@
+//! `edgeinfer package` for the platforms edge users deploy to, each run for real on loopback
+//! and compared with `edgeinfer serve` answer by answer:
+//!
+//! - the Cloudflare Worker under `workerd` (Cloudflare's open-source Workers runtime, from npm;
+//!   `tests/setup.sh` installs it under `target/npm`);
+//! - the browser module in headless Chromium, loaded from a plain static file server;
+//! - the Spin package under a wasi:http host (`wasmtime-wasi-http`, what `wasmtime serve` and
+//!   Spin are built on);
+//! - Fastly, which cannot host the wasi:http component: the refusal says why.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+
+use crate::aarch64::{Case, cases, header_of};
+use crate::common::*;
+use crate::http::{Reply, get, request};
+use crate::monitoring::chromium;
+use crate::soak::soak_driver::ServerProcess;
+use crate::wasi_http::{OTHER_REQUESTS, bad_digits_bodies, serve_component};
+
+const MODELS: [&str; 3] = ["digits", "squeezenet", "pipeline"];
+
+fn repo_root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
+}
+
+/// `edgeinfer package --target TARGET --repo REPO --model MODEL --out OUT`.
+fn package(repo: &Path, model: &str, target: &str, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
+        .args(["package", "--target", target, "--model", model, "--repo"])
+        .arg(repo)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("edgeinfer package")
+}
+
+fn package_ok(repo: &Path, model: &str, target: &str, out: &Path) {
+    let output = package(repo, model, target, out);
+    assert!(output.status.success(), "package {model} for {target}: {}", stderr(&output));
+}
+
+/// The JSON part of an answer without the host's own `parameters.fuel_used`, and the binary
+/// part: what a component answering by itself must match byte for byte.
+fn comparable(reply: &Reply) -> (Value, Vec<u8>) {
+    let mut header = header_of(reply);
+    if let Some(parameters) = header.get_mut("parameters").and_then(Value::as_object_mut) {
+        parameters.remove("fuel_used");
+        if parameters.is_empty() {
+            header.as_object_mut().expect("object").remove("parameters");
+        }
+    }
+    let length =
+        reply.header("inference-header-content-length").map_or(reply.body.len(), |l| l.parse().expect("length"));
+    (header, reply.body[length..].to_vec())
+}
+
+/// Every answer of `platform` equals `edgeinfer serve`'s: metadata, one request per model
+/// (outputs bit for bit), and for digits each bad request's status and message.
+fn assert_answers_match(platform: &str, model: &str, ours: SocketAddr, server: SocketAddr) {
+    let paths = [
+        "/v2/health/live".to_string(),
+        "/v2/health/ready".into(),
+        format!("/v2/models/{model}"),
+        format!("/v2/models/{model}/ready"),
+    ];
+    for path in &paths {
+        let (mine, theirs) = (get(ours, path), get(server, path));
+        assert_eq!(mine.status, 200, "{platform} {path}: {}", mine.text());
+        assert_eq!(mine.json(), theirs.json(), "{platform} {path}");
+    }
+    for case in cases().into_iter().filter(|case| case.model == model) {
+        let (mine, theirs) = (case.send(ours), case.send(server));
+        assert_eq!(mine.status, 200, "{platform} {model}: {}", String::from_utf8_lossy(&mine.body));
+        assert_eq!(comparable(&mine), comparable(&theirs), "{platform} {model}: the answers differ");
+    }
+    if model != "digits" {
+        return;
+    }
+    for (case, body) in bad_digits_bodies() {
+        let send = |addr| {
+            request(addr, "POST", "/v2/models/digits/infer", &[("Content-Type", "application/json".into())], &body)
+        };
+        let (mine, theirs) = (send(ours), send(server));
+        assert_eq!(mine.status, 400, "{platform} {case}: {}", mine.text());
+        assert_eq!((mine.status, mine.json()), (theirs.status, theirs.json()), "{platform} {case}");
+    }
+    for (method, path, status) in OTHER_REQUESTS {
+        let (mine, theirs) = (request(ours, method, path, &[], b""), request(server, method, path, &[], b""));
+        assert_eq!(mine.status, status, "{platform} {method} {path}: {}", mine.text());
+        assert_eq!((mine.status, mine.json()), (theirs.status, theirs.json()), "{platform} {method} {path}");
+    }
+}
+
+/// workerd from `tests/setup.sh` (`target/npm/node_modules/.bin/workerd`) or on PATH; `None`
+/// (skipped, saying so) outside CI when missing.
+fn workerd_binary() -> Option<PathBuf> {
+    let installed = repo_root().join("target/npm/node_modules/.bin/workerd");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = std::env::split_paths(&path).map(|dir| dir.join("workerd"));
+    if let Some(found) = std::iter::once(installed).chain(on_path).find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let why = "needs workerd (tests/setup.sh runs `npm install --prefix target/npm workerd`)";
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// `workerd serve OUT/config.capnp` on a loopback listener this process opened and handed
+/// down (`--socket-fd`), so no port is guessed; killed when dropped.
+struct Workerd {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Workerd {
+    fn start(binary: &Path, package: &Path) -> Workerd {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let socket = socket2::SockRef::from(&listener);
+        socket.set_cloexec(false).expect("inheritable listener");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(package.join("config.capnp"))
+            .arg(format!("--socket-fd=http={fd}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("workerd starts");
+        socket.set_cloexec(true).expect("listener closed on exec again");
+        drop(listener);
+        let workerd = Workerd { child, addr };
+        wait_until("workerd ready", Duration::from_secs(60), || get(addr, "/v2/health/ready").status == 200);
+        workerd
+    }
+}
+
+impl Drop for Workerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_cloudflare_worker_under_workerd_answers_as_edgeinfer_serve() {
+    let Some(workerd) = workerd_binary() else { return };
+    let temp = tempfile::tempdir().expect("tempdir");
+    let repo = three_model_repo(temp.path());
+    let server = ServerProcess::start(&repo, &cache_dir());
+    for model in MODELS {
+        let out = temp.path().join(format!("worker-{model}"));
+        package_ok(&repo, model, "cloudflare", &out);
+        for file in
+            ["worker.js", "core-modules.js", "edgeinfer-host.js", "model.js", "model.core.wasm", "wrangler.toml"]
+        {
+            assert!(out.join(file).is_file(), "{model}: the Worker package has {file}");
+        }
+        let wrangler: toml::Value =
+            toml::from_str(&std::fs::read_to_string(out.join("wrangler.toml")).expect("wrangler.toml"))
+                .expect("wrangler.toml is TOML");
+        assert_eq!(wrangler["main"].as_str(), Some("worker.js"));
+        assert_eq!(wrangler["name"].as_str(), Some(format!("edgeinfer-{model}-1").as_str()));
+        let worker = Workerd::start(&workerd, &out);
+        assert_answers_match("workerd", model, worker.addr, server.addr);
+        println!("workerd serves {model} as edgeinfer serve does");
+    }
+}
+
+#[test]
+fn the_spin_package_serves_under_a_wasi_http_host_as_edgeinfer_serve() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let repo = temp.path().join("repo");
+    copy_version(fixtures().digits.dir(), &repo.join("digits/1"), 1);
+    let out = temp.path().join("spin");
+    package_ok(&repo, "digits", "spin", &out);
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(out.join("spin.toml")).expect("spin.toml")).expect("TOML");
+    assert_eq!(manifest["spin_manifest_version"].as_integer(), Some(2));
+    assert_eq!(manifest["trigger"]["http"][0]["route"].as_str(), Some("/..."));
+    let component = &manifest["component"]["model"];
+    assert_eq!(component["source"].as_str(), Some("model.wasm"));
+    assert_eq!(component["allowed_outbound_hosts"].as_array().map(Vec::len), Some(0), "no outbound hosts");
+    let packaged = std::fs::read(out.join("model.wasm")).expect("model.wasm");
+    let original = std::fs::read(repo.join("digits/1/model.wasm")).expect("component");
+    assert!(packaged == original, "the component travels unchanged");
+    let host = serve_component(&out.join("model.wasm"));
+    let server = ServerProcess::start(&repo, &cache_dir());
+    assert_answers_match("spin", "digits", host.addr, server.addr);
+}
+
+#[test]
+fn packaging_refuses_what_it_cannot_ship_and_names_why() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let repo = temp.path().join("repo");
+    copy_version(fixtures().digits.dir(), &repo.join("digits/1"), 1);
+    // Fastly's platform links its own world, not wasi:http: refused, naming both.
+    let fastly = package(&repo, "digits", "fastly", &temp.path().join("fastly"));
+    let text = stderr(&fastly);
+    assert!(!fastly.status.success(), "fastly: {text}");
+    assert!(text.contains("wasi:http/proxy") && text.contains("fastly:compute/service"), "{text}");
+    assert!(!temp.path().join("fastly").exists(), "nothing written");
+    // A component whose bytes no longer match its manifest is not packaged.
+    let tampered = temp.path().join("tampered");
+    copy_version(fixtures().digits.dir(), &tampered.join("digits/1"), 1);
+    let wasm = tampered.join("digits/1/model.wasm");
+    let mut bytes = std::fs::read(&wasm).expect("component");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&wasm, bytes).expect("tamper");
+    let refused = package(&tampered, "digits", "cloudflare", &temp.path().join("worker"));
+    assert!(!refused.status.success() && stderr(&refused).contains("sha256"), "{}", stderr(&refused));
+    assert!(!temp.path().join("worker").exists(), "nothing written");
+    // Unknown models and versions, and an existing output directory.
+    let unknown = package(&repo, "nope", "browser", &temp.path().join("browser"));
+    assert!(!unknown.status.success() && stderr(&unknown).contains("'nope'"), "{}", stderr(&unknown));
+    let exists = temp.path().join("exists");
+    std::fs::create_dir(&exists).expect("mkdir");
+    let refused = package(&repo, "digits", "spin", &exists);
+    assert!(!refused.status.success() && stderr(&refused).contains("--replace"), "{}", stderr(&refused));
+}
+
+/// A static file server for the browser test: GET serves files under `root` (wasm as
+/// `application/wasm`), `POST /results` hands the page's report to the test.
+struct StaticServer {
+    addr: SocketAddr,
+    results: Arc<Mutex<Option<String>>>,
+}
+
+impl StaticServer {
+    fn start(root: PathBuf) -> StaticServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let results = Arc::new(Mutex::new(None));
+        let report = results.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (root, report) = (root.clone(), report.clone());
+                std::thread::spawn(move || serve_file(stream, &root, &report));
+            }
+        });
+        StaticServer { addr, results }
+    }
+}
+
+fn serve_file(stream: TcpStream, root: &Path, report: &Mutex<Option<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/").to_string());
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let (status, kind, content) = if method == "POST" && path == "/results" {
+        *report.lock().expect("results") = Some(String::from_utf8_lossy(&body).into_owned());
+        ("204 No Content", "text/plain", Vec::new())
+    } else {
+        let file = root.join(path.trim_start_matches('/'));
+        match (file.starts_with(root) && !path.contains(".."), std::fs::read(&file)) {
+            (true, Ok(bytes)) => {
+                let kind = match file.extension().and_then(|e| e.to_str()) {
+                    Some("js") => "text/javascript",
+                    Some("wasm") => "application/wasm",
+                    Some("html") => "text/html",
+                    _ => "application/json",
+                };
+                ("200 OK", kind, bytes)
+            }
+            _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
+        }
+    };
+    let mut stream = stream;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        content.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&content));
+}
+
+/// What the test page runs: for each model, `metadata()`, `infer()` on a JSON request, the
+/// raw `handle()` on that model's fixture request (binary for SqueezeNet), and for digits
+/// `infer()` on each bad body (which must reject with the server's status and message).
+fn browser_cases() -> Value {
+    let mut list = Vec::new();
+    for case in cases() {
+        let Case { model, body, header_length } = case;
+        let mut headers = vec![json!(["content-type", "application/json"])];
+        if let Some(length) = header_length {
+            headers = vec![
+                json!(["content-type", "application/octet-stream"]),
+                json!(["inference-header-content-length", length.to_string()]),
+            ];
+        }
+        list.push(json!({"model": model, "call": "metadata"}));
+        list.push(json!({"model": model, "call": "handle", "path": format!("/v2/models/{model}/infer"),
+                         "headers": headers, "body": BASE64.encode(&body)}));
+    }
+    let digits_json = json!({"id": "browser", "inputs": [{"name": holdout().input_name, "shape": [3, 64], "datatype": "FP32", "data": holdout().x[..3]}]});
+    list.push(json!({"model": "digits", "call": "infer", "body": digits_json.to_string()}));
+    let pipeline = std::fs::read_to_string(fixture("pipeline_request.json")).expect("pipeline request");
+    list.push(json!({"model": "pipeline", "call": "infer", "body": pipeline}));
+    for (case, body) in bad_digits_bodies() {
+        list.push(json!({"model": "digits", "call": "infer", "case": case, "body": String::from_utf8_lossy(&body)}));
+    }
+    Value::Array(list)
+}
+
+/// `value` with every number as an f64, so `0` and `0.0` compare equal.
+fn as_f64(value: &Value) -> Value {
+    match value {
+        Value::Number(number) => json!(number.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(as_f64).collect()),
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), as_f64(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+const TEST_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<script type="module">
+  const models = {};
+  for (const name of ["digits", "squeezenet", "pipeline"]) models[name] = await import(`./${name}/edgeinfer.js`);
+  const base64 = (bytes) => { let s = ""; for (const b of bytes) s += String.fromCharCode(b); return btoa(s); };
+  const unbase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  const cases = await (await fetch("./cases.json")).json();
+  const results = [];
+  for (const c of cases) {
+    const module = models[c.model];
+    try {
+      if (c.call === "metadata") results.push({ ok: await module.metadata() });
+      else if (c.call === "infer") results.push({ ok: await module.infer(c.body) });
+      else {
+        const answer = await module.handle({ method: "POST", pathWithQuery: c.path, headers: c.headers, body: unbase64(c.body) });
+        results.push({ status: answer.status, headers: answer.headers, body: base64(answer.body) });
+      }
+    } catch (error) {
+      results.push({ error: { name: error.name, status: error.status ?? null, message: error.message } });
+    }
+  }
+  await fetch("./results", { method: "POST", body: JSON.stringify(results) });
+</script>
+"#;
+
+#[test]
+fn the_browser_module_in_headless_chromium_answers_as_edgeinfer_serve() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let repo = three_model_repo(temp.path());
+    let site = temp.path().join("site");
+    for model in MODELS {
+        package_ok(&repo, model, "browser", &site.join(model));
+        assert!(site.join(model).join("index.html").is_file(), "{model}: the demo page");
+    }
+    let cases = browser_cases();
+    std::fs::write(site.join("cases.json"), cases.to_string()).expect("cases");
+    std::fs::write(site.join("test.html"), TEST_PAGE).expect("page");
+    let files = StaticServer::start(site.clone());
+    let profile = tempfile::tempdir().expect("profile");
+    let mut browser = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{}/test.html", files.addr))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    wait_until("the page's results", Duration::from_secs(300), || files.results.lock().expect("results").is_some());
+    let _ = browser.kill();
+    let _ = browser.wait();
+    let report = files.results.lock().expect("results").take().expect("results");
+    let results: Vec<Value> = serde_json::from_str(&report).expect("results JSON");
+    let cases = cases.as_array().expect("cases");
+    assert_eq!(results.len(), cases.len(), "{report}");
+
+    let server = ServerProcess::start(&repo, &cache_dir());
+    for (case, result) in cases.iter().zip(&results) {
+        let model = case["model"].as_str().expect("model");
+        let label = format!("{model} {} {}", case["call"], case["case"]);
+        match case["call"].as_str() {
+            Some("metadata") => {
+                let theirs = get(server.addr, &format!("/v2/models/{model}/versions/1"));
+                assert_eq!(result["ok"], theirs.json(), "{label}: {result}");
+            }
+            Some("handle") => {
+                let mine = Reply {
+                    status: result["status"].as_u64().expect("status") as u16,
+                    headers: serde_json::from_value(result["headers"].clone()).expect("headers"),
+                    body: BASE64.decode(result["body"].as_str().expect("body")).expect("base64"),
+                };
+                let body = BASE64.decode(case["body"].as_str().expect("body")).expect("base64");
+                let headers: Vec<(String, String)> = serde_json::from_value(case["headers"].clone()).expect("headers");
+                let headers: Vec<(&str, String)> = headers.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+                let theirs = request(server.addr, "POST", case["path"].as_str().expect("path"), &headers, &body);
+                assert_eq!(mine.status, 200, "{label}: {}", mine.text());
+                assert_eq!(comparable(&mine), comparable(&theirs), "{label}: the bytes differ");
+            }
+            _ => {
+                let body = case["body"].as_str().expect("body").as_bytes();
+                let theirs = request(
+                    server.addr,
+                    "POST",
+                    &format!("/v2/models/{model}/infer"),
+                    &[("Content-Type", "application/json".into())],
+                    body,
+                );
+                if theirs.status == 200 {
+                    // Equal as numbers (JavaScript prints 0.0 as 0; the raw `handle()` calls
+                    // above compare bytes).
+                    assert_eq!(
+                        as_f64(&result["ok"]["outputs"]),
+                        as_f64(&theirs.json()["outputs"]),
+                        "{label}: {result}"
+                    );
+                    assert_eq!(result["ok"]["model_name"], model, "{label}");
+                } else {
+                    assert_eq!(result["error"]["name"], "InferenceError", "{label}: {result}");
+                    assert_eq!(result["error"]["status"].as_u64(), Some(u64::from(theirs.status)), "{label}: {result}");
+                    assert_eq!(result["error"]["message"], theirs.json()["error"], "{label}");
+                }
+            }
+        }
+    }
+    println!("{} browser calls answered as edgeinfer serve", results.len());
+}
