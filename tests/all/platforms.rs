@@ -8,16 +8,18 @@
 //!   Spin are built on);
 //! - Fastly, which cannot host the wasi:http component: the refusal says why.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
+
+#[path = "../support/edge_hosts.rs"]
+pub(crate) mod edge_hosts;
+
+use edge_hosts::{Browser, StaticServer, Workerd, package, package_ok};
 
 use crate::aarch64::{Case, cases, header_of};
 use crate::common::*;
@@ -28,24 +30,22 @@ use crate::wasi_http::{OTHER_REQUESTS, bad_digits_bodies, serve_component};
 
 const MODELS: [&str; 3] = ["digits", "squeezenet", "pipeline"];
 
-fn repo_root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
+/// workerd (`tests/setup.sh` installs it), or `None` (skipped, saying so) outside CI.
+fn workerd_binary() -> Option<PathBuf> {
+    let found = edge_hosts::workerd_binary();
+    if found.is_none() {
+        let why = "needs workerd (tests/setup.sh runs `npm install --prefix target/npm workerd`)";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
+    }
+    found
 }
 
-/// `edgeinfer package --target TARGET --repo REPO --model MODEL --out OUT`.
-fn package(repo: &Path, model: &str, target: &str, out: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeinfer"))
-        .args(["package", "--target", target, "--model", model, "--repo"])
-        .arg(repo)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("edgeinfer package")
-}
-
-fn package_ok(repo: &Path, model: &str, target: &str, out: &Path) {
-    let output = package(repo, model, target, out);
-    assert!(output.status.success(), "package {model} for {target}: {}", stderr(&output));
+/// workerd serving the package in `out`, ready.
+fn start_workerd(binary: &std::path::Path, out: &std::path::Path) -> Workerd {
+    let workerd = Workerd::start(binary, out);
+    wait_until("workerd ready", Duration::from_secs(60), || get(workerd.addr, "/v2/health/ready").status == 200);
+    workerd
 }
 
 /// The JSON part of an answer without the host's own `parameters.fuel_used`, and the binary
@@ -100,58 +100,6 @@ fn assert_answers_match(platform: &str, model: &str, ours: SocketAddr, server: S
     }
 }
 
-/// workerd from `tests/setup.sh` (`target/npm/node_modules/.bin/workerd`) or on PATH; `None`
-/// (skipped, saying so) outside CI when missing.
-fn workerd_binary() -> Option<PathBuf> {
-    let installed = repo_root().join("target/npm/node_modules/.bin/workerd");
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let on_path = std::env::split_paths(&path).map(|dir| dir.join("workerd"));
-    if let Some(found) = std::iter::once(installed).chain(on_path).find(|p| p.is_file()) {
-        return Some(found);
-    }
-    let why = "needs workerd (tests/setup.sh runs `npm install --prefix target/npm workerd`)";
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("SKIPPED: {why}");
-    None
-}
-
-/// `workerd serve OUT/config.capnp` on a loopback listener this process opened and handed
-/// down (`--socket-fd`), so no port is guessed; killed when dropped.
-struct Workerd {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Workerd {
-    fn start(binary: &Path, package: &Path) -> Workerd {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let socket = socket2::SockRef::from(&listener);
-        socket.set_cloexec(false).expect("inheritable listener");
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(package.join("config.capnp"))
-            .arg(format!("--socket-fd=http={fd}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("workerd starts");
-        socket.set_cloexec(true).expect("listener closed on exec again");
-        drop(listener);
-        let workerd = Workerd { child, addr };
-        wait_until("workerd ready", Duration::from_secs(60), || get(addr, "/v2/health/ready").status == 200);
-        workerd
-    }
-}
-
-impl Drop for Workerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_cloudflare_worker_under_workerd_answers_as_edgeinfer_serve() {
     let Some(workerd) = workerd_binary() else { return };
@@ -171,7 +119,7 @@ fn the_cloudflare_worker_under_workerd_answers_as_edgeinfer_serve() {
                 .expect("wrangler.toml is TOML");
         assert_eq!(wrangler["main"].as_str(), Some("worker.js"));
         assert_eq!(wrangler["name"].as_str(), Some(format!("edgeinfer-{model}-1").as_str()));
-        let worker = Workerd::start(&workerd, &out);
+        let worker = start_workerd(&workerd, &out);
         assert_answers_match("workerd", model, worker.addr, server.addr);
         println!("workerd serves {model} as edgeinfer serve does");
     }
@@ -228,79 +176,6 @@ fn packaging_refuses_what_it_cannot_ship_and_names_why() {
     std::fs::create_dir(&exists).expect("mkdir");
     let refused = package(&repo, "digits", "spin", &exists);
     assert!(!refused.status.success() && stderr(&refused).contains("--replace"), "{}", stderr(&refused));
-}
-
-/// A static file server for the browser test: GET serves files under `root` (wasm as
-/// `application/wasm`), `POST /results` hands the page's report to the test.
-struct StaticServer {
-    addr: SocketAddr,
-    results: Arc<Mutex<Option<String>>>,
-}
-
-impl StaticServer {
-    fn start(root: PathBuf) -> StaticServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let results = Arc::new(Mutex::new(None));
-        let report = results.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (root, report) = (root.clone(), report.clone());
-                std::thread::spawn(move || serve_file(stream, &root, &report));
-            }
-        });
-        StaticServer { addr, results }
-    }
-}
-
-fn serve_file(stream: TcpStream, root: &Path, report: &Mutex<Option<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/").to_string());
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let (status, kind, content) = if method == "POST" && path == "/results" {
-        *report.lock().expect("results") = Some(String::from_utf8_lossy(&body).into_owned());
-        ("204 No Content", "text/plain", Vec::new())
-    } else {
-        let file = root.join(path.trim_start_matches('/'));
-        match (file.starts_with(root) && !path.contains(".."), std::fs::read(&file)) {
-            (true, Ok(bytes)) => {
-                let kind = match file.extension().and_then(|e| e.to_str()) {
-                    Some("js") => "text/javascript",
-                    Some("wasm") => "application/wasm",
-                    Some("html") => "text/html",
-                    _ => "application/json",
-                };
-                ("200 OK", kind, bytes)
-            }
-            _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
-        }
-    };
-    let mut stream = stream;
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        content.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&content));
 }
 
 /// What the test page runs: for each model, `metadata()`, `infer()` on a JSON request, the
@@ -380,19 +255,14 @@ fn the_browser_module_in_headless_chromium_answers_as_edgeinfer_serve() {
     std::fs::write(site.join("cases.json"), cases.to_string()).expect("cases");
     std::fs::write(site.join("test.html"), TEST_PAGE).expect("page");
     let files = StaticServer::start(site.clone());
-    let profile = tempfile::tempdir().expect("profile");
-    let mut browser = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("http://{}/test.html", files.addr))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium starts");
-    wait_until("the page's results", Duration::from_secs(300), || files.results.lock().expect("results").is_some());
-    let _ = browser.kill();
-    let _ = browser.wait();
-    let report = files.results.lock().expect("results").take().expect("results");
+    let browser = Browser::open(&chromium(), &format!("http://{}/test.html", files.addr));
+    let mut report = None;
+    wait_until("the page's results", Duration::from_secs(300), || {
+        report = files.take_results();
+        report.is_some()
+    });
+    drop(browser);
+    let report = report.expect("results");
     let results: Vec<Value> = serde_json::from_str(&report).expect("results JSON");
     let cases = cases.as_array().expect("cases");
     assert_eq!(results.len(), cases.len(), "{report}");

@@ -89,23 +89,28 @@ impl ServerProcess {
 
     /// The server's resource use now.
     pub fn usage(&self) -> Usage {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0);
-        Usage {
-            rss_kib: field("VmRSS:"),
-            rss_anon_kib: field("RssAnon:"),
-            rss_file_kib: field("RssFile:"),
-            fds: fds as u64,
-            threads: field("Threads:"),
-        }
+        process_usage(self.pid())
+    }
+}
+
+/// The resource use of process `pid` now, from `/proc`.
+pub fn process_usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    Usage {
+        rss_kib: field("VmRSS:"),
+        rss_anon_kib: field("RssAnon:"),
+        rss_file_kib: field("RssFile:"),
+        fds: fds as u64,
+        threads: field("Threads:"),
     }
 }
 
