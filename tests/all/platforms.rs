@@ -169,6 +169,24 @@ fn packaging_refuses_what_it_cannot_ship_and_names_why() {
     let refused = package(&tampered, "digits", "cloudflare", &temp.path().join("worker"));
     assert!(!refused.status.success() && stderr(&refused).contains("sha256"), "{}", stderr(&refused));
     assert!(!temp.path().join("worker").exists(), "nothing written");
+    // A component importing what JavaScript hosts do not give (a filesystem), and a core
+    // module instead of a component, each with a correct digest: refused, named.
+    let odd = temp.path().join("odd");
+    let filesystem = wat::parse_str(
+        r#"(component (import "wasi:filesystem/preopens@0.2.4" (instance (export "get-directories" (func (result (list string)))))))"#,
+    )
+    .expect("wat");
+    crate::hostile::install(&odd.join("fs/1"), &filesystem, edgeinfer_runtime::Limits::default());
+    let refused = package(&odd, "fs", "browser", &temp.path().join("fs-site"));
+    assert!(!refused.status.success() && stderr(&refused).contains("wasi:filesystem/preopens"), "{}", stderr(&refused));
+    let core = wat::parse_str("(module (func (export \"f\")))").expect("wat");
+    crate::hostile::install(&odd.join("core/1"), &core, edgeinfer_runtime::Limits::default());
+    let refused = package(&odd, "core", "cloudflare", &temp.path().join("core-worker"));
+    let text = stderr(&refused);
+    assert!(
+        !refused.status.success() && text.contains("a core module, not a component") && !text.contains("panicked"),
+        "{text}"
+    );
     // Unknown models and versions, and an existing output directory.
     let unknown = package(&repo, "nope", "browser", &temp.path().join("browser"));
     assert!(!unknown.status.success() && stderr(&unknown).contains("'nope'"), "{}", stderr(&unknown));

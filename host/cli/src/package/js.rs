@@ -44,10 +44,10 @@ pub fn transpile(component: &VerifiedComponent, files: &mut Files) -> anyhow::Re
         no_namespaced_exports: true,
         ..TranspileOpts::default()
     };
-    let transpiled = js_component_bindgen::transpile(component.wasm(), options)
-        .map_err(|error| anyhow::anyhow!("{error:#}"))
-        .context("transpiling the component to JavaScript")?;
-    for import in &transpiled.imports {
+    let imports = edgeinfer_runtime::capabilities::component_imports(component.wasm())
+        .map_err(|error| anyhow::anyhow!("{error}"))
+        .context("reading the component's imports")?;
+    for import in &imports {
         let unversioned = import.split('@').next().unwrap_or(import);
         if !PROVIDED.contains(&unversioned) {
             bail!(
@@ -57,6 +57,9 @@ pub fn transpile(component: &VerifiedComponent, files: &mut Files) -> anyhow::Re
             );
         }
     }
+    let transpiled = without_panics(|| js_component_bindgen::transpile(component.wasm(), options))
+        .and_then(|outcome| outcome.map_err(|error| anyhow::anyhow!("{error:#}")))
+        .context("transpiling the component to JavaScript")?;
     let mut core_modules = Vec::new();
     for (name, bytes) in &transpiled.files {
         if name.ends_with(".wasm") {
@@ -67,6 +70,24 @@ pub fn transpile(component: &VerifiedComponent, files: &mut Files) -> anyhow::Re
     core_modules.sort_by_key(|name| core_index(name));
     files.put("edgeinfer-host.js", HOST_JS)?;
     Ok(Transpiled { core_modules })
+}
+
+/// Runs `f`, turning a panic (the transpiler asserts on components it does not expect) into
+/// an error naming it, with the panic hook silenced meanwhile.
+#[cfg(feature = "transpile")]
+fn without_panics<T>(f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    outcome.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        anyhow::anyhow!("the JavaScript transpiler failed on this component: {message}")
+    })
 }
 
 /// This build leaves the transpiler out: JavaScript targets are refused, naming the feature.
