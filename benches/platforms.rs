@@ -179,10 +179,9 @@ fn browser_figures(chromium: &Path, site: &Path, models: &[Model]) -> Value {
 
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).find_map(|dir| {
+    std::env::split_paths(&path).find_map(|dir| {
         ["chromium", "chromium-browser", "google-chrome"].into_iter().map(|name| dir.join(name)).find(|p| p.is_file())
-    });
-    found
+    })
 }
 
 fn main() {

@@ -8,10 +8,12 @@ use edgeinfer_runtime::VerifiedComponent;
 use super::Files;
 
 /// The host side: the wasi imports over one in-memory request, and `createHandler`.
+#[cfg(feature = "transpile")]
 const HOST_JS: &str = include_str!("assets/edgeinfer-host.js");
 
 /// The interfaces `edgeinfer-host.js` implements: those of the `wasi:http/proxy` world that
 /// components `edgeinfer compile` writes import (`edgeinfer:inference/types` holds types only).
+#[cfg(feature = "transpile")]
 const PROVIDED: &[&str] = &[
     "edgeinfer:inference/types",
     "wasi:cli/stdin",
@@ -97,6 +99,7 @@ pub fn transpile(_component: &VerifiedComponent, _files: &mut Files) -> anyhow::
 }
 
 /// `model.core.wasm` is module 1, `model.core2.wasm` module 2, and so on.
+#[cfg(feature = "transpile")]
 fn core_index(name: &str) -> u32 {
     let stem = name.trim_start_matches("model.core").trim_end_matches(".wasm");
     stem.parse().unwrap_or(1)
