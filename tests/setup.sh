@@ -37,5 +37,5 @@ fi
 pip install -q ./python
 # The edge build for aarch64 (linker and runner in .cargo/config.toml); see docs/src/edge.md.
 cargo build --release --target aarch64-unknown-linux-gnu --no-default-features --bin edgeinfer
-# Cloudflare's Workers runtime, the version tests/all/platforms.rs is written against.
-npm install --silent --no-audit --no-fund --prefix target/npm workerd@1.20261123.1
+# Cloudflare's Workers runtime and deploy tool, the versions tests/all/platforms.rs is written against.
+npm install --silent --no-audit --no-fund --prefix target/npm workerd@1.20261123.1 wrangler@4.86.0

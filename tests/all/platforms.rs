@@ -100,6 +100,30 @@ fn assert_answers_match(platform: &str, model: &str, ours: SocketAddr, server: S
     }
 }
 
+/// `wrangler deploy --dry-run` (everything a deploy does short of uploading) takes the package
+/// as it is: the module rules, the wasm as compiled modules, the upload's size.
+fn assert_wrangler_accepts(package: &std::path::Path) {
+    let Some(wrangler) = edge_hosts::wrangler_binary() else {
+        assert!(std::env::var_os("CI").is_none(), "needs wrangler (tests/setup.sh installs it)");
+        eprintln!("SKIPPED wrangler --dry-run: tests/setup.sh installs wrangler");
+        return;
+    };
+    let outdir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(wrangler)
+        .args(["deploy", "--dry-run", "--outdir"])
+        .arg(outdir.path())
+        .current_dir(package)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "1")
+        .output()
+        .expect("wrangler");
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(output.status.success(), "wrangler deploy --dry-run: {text}");
+    assert!(text.contains("--dry-run: exiting now"), "{text}");
+    assert!(text.contains("model.core.wasm") && text.contains("compiled-wasm"), "{text}");
+    assert!(!text.contains("WARNING"), "wrangler warns: {text}");
+}
+
 #[test]
 fn the_cloudflare_worker_under_workerd_answers_as_edgeinfer_serve() {
     let Some(workerd) = workerd_binary() else { return };
@@ -119,6 +143,7 @@ fn the_cloudflare_worker_under_workerd_answers_as_edgeinfer_serve() {
                 .expect("wrangler.toml is TOML");
         assert_eq!(wrangler["main"].as_str(), Some("worker.js"));
         assert_eq!(wrangler["name"].as_str(), Some(format!("edgeinfer-{model}-1").as_str()));
+        assert_wrangler_accepts(&out);
         let worker = start_workerd(&workerd, &out);
         assert_answers_match("workerd", model, worker.addr, server.addr);
         println!("workerd serves {model} as edgeinfer serve does");

@@ -41,6 +41,11 @@ pub fn workerd_binary() -> Option<PathBuf> {
     std::iter::once(installed).chain(on_path).find(|p| p.is_file())
 }
 
+/// wrangler as `tests/setup.sh` installs it (`target/npm/node_modules/.bin/wrangler`).
+pub fn wrangler_binary() -> Option<PathBuf> {
+    Some(repo_root().join("target/npm/node_modules/.bin/wrangler")).filter(|p| p.is_file())
+}
+
 /// `workerd serve OUT/config.capnp` on a loopback listener this process opened and handed
 /// down (`--socket-fd`), so no port is guessed; killed when dropped. The caller waits for it
 /// to be ready.

@@ -62,8 +62,9 @@ fn workerd_config(core_modules: &[String]) -> String {
     )
 }
 
-/// `wrangler deploy` configuration: the ES module Worker with its wasm imported as compiled
-/// modules, and the paid plan's CPU limit raised for large models.
+/// `wrangler deploy` configuration: the ES module Worker, unbundled, its wasm imported as
+/// compiled modules (wrangler's default rule for `.wasm`), and the paid plan's CPU limit
+/// raised for large models.
 fn wrangler_toml(component: &VerifiedComponent) -> String {
     format!(
         "# Deploys the Worker: wrangler deploy (see docs/src/cloudflare.md for the platform's limits).\n\
@@ -71,12 +72,10 @@ fn wrangler_toml(component: &VerifiedComponent) -> String {
          main = \"worker.js\"\n\
          compatibility_date = \"{COMPATIBILITY_DATE}\"\n\
          no_bundle = true\n\n\
+         # The .js files are ES modules; the .wasm files are compiled modules (wrangler's default).\n\
          [[rules]]\n\
          type = \"ESModule\"\n\
          globs = [\"**/*.js\"]\n\n\
-         [[rules]]\n\
-         type = \"CompiledWasm\"\n\
-         globs = [\"**/*.wasm\"]\n\n\
          # CPU time per request on the paid plan (the free plan allows 10 ms).\n\
          [limits]\n\
          cpu_ms = 30000\n",
