@@ -281,6 +281,16 @@ const TEST_PAGE: &str = r#"<!doctype html>
       results.push({ error: { name: error.name, status: error.status ?? null, message: error.message } });
     }
   }
+  // The demo page: its metadata, then its Infer button on the request it starts with.
+  const frame = document.createElement("iframe");
+  frame.src = "./digits/index.html";
+  document.body.append(frame);
+  const text = (id) => frame.contentDocument?.getElementById(id)?.textContent ?? "";
+  const until = async (ready) => { for (let i = 0; i < 1200 && !ready(); i++) await new Promise((r) => setTimeout(r, 50)); };
+  await until(() => text("metadata").startsWith("{"));
+  frame.contentDocument.getElementById("infer").click();
+  await until(() => text("response") !== "");
+  results.push({ demo: { metadata: text("metadata"), response: text("response") } });
   await fetch("./results", { method: "POST", body: JSON.stringify(results) });
 </script>
 "#;
@@ -308,9 +318,17 @@ fn the_browser_module_in_headless_chromium_answers_as_edgeinfer_serve() {
     let report = report.expect("results");
     let results: Vec<Value> = serde_json::from_str(&report).expect("results JSON");
     let cases = cases.as_array().expect("cases");
-    assert_eq!(results.len(), cases.len(), "{report}");
-
+    assert_eq!(results.len(), cases.len() + 1, "{report}");
     let server = ServerProcess::start(&repo, &cache_dir());
+    // The demo page showed the metadata and answered its starting request (zeros).
+    let demo = &results[cases.len()]["demo"];
+    let shown: Value = serde_json::from_str(demo["metadata"].as_str().expect("metadata")).expect("metadata JSON");
+    assert_eq!(shown, get(server.addr, "/v2/models/digits/versions/1").json(), "the demo page's metadata");
+    let answered: Value = serde_json::from_str(demo["response"].as_str().expect("response"))
+        .unwrap_or_else(|_| panic!("the demo page's Infer answered {}", demo["response"]));
+    assert_eq!(answered["model_name"], "digits");
+    assert_eq!(answered["outputs"][0]["shape"], json!([1]), "{answered}");
+
     for (case, result) in cases.iter().zip(&results) {
         let model = case["model"].as_str().expect("model");
         let label = format!("{model} {} {}", case["call"], case["case"]);
