@@ -153,23 +153,24 @@ fn the_cloudflare_worker_under_workerd_answers_as_edgeinfer_serve() {
 #[test]
 fn the_spin_package_serves_under_a_wasi_http_host_as_edgeinfer_serve() {
     let temp = tempfile::tempdir().expect("tempdir");
-    let repo = temp.path().join("repo");
-    copy_version(fixtures().digits.dir(), &repo.join("digits/1"), 1);
-    let out = temp.path().join("spin");
-    package_ok(&repo, "digits", "spin", &out);
-    let manifest: toml::Value =
-        toml::from_str(&std::fs::read_to_string(out.join("spin.toml")).expect("spin.toml")).expect("TOML");
-    assert_eq!(manifest["spin_manifest_version"].as_integer(), Some(2));
-    assert_eq!(manifest["trigger"]["http"][0]["route"].as_str(), Some("/..."));
-    let component = &manifest["component"]["model"];
-    assert_eq!(component["source"].as_str(), Some("model.wasm"));
-    assert_eq!(component["allowed_outbound_hosts"].as_array().map(Vec::len), Some(0), "no outbound hosts");
-    let packaged = std::fs::read(out.join("model.wasm")).expect("model.wasm");
-    let original = std::fs::read(repo.join("digits/1/model.wasm")).expect("component");
-    assert!(packaged == original, "the component travels unchanged");
-    let host = serve_component(&out.join("model.wasm"));
+    let repo = three_model_repo(temp.path());
     let server = ServerProcess::start(&repo, &cache_dir());
-    assert_answers_match("spin", "digits", host.addr, server.addr);
+    for model in MODELS {
+        let out = temp.path().join(format!("spin-{model}"));
+        package_ok(&repo, model, "spin", &out);
+        let manifest: toml::Value =
+            toml::from_str(&std::fs::read_to_string(out.join("spin.toml")).expect("spin.toml")).expect("TOML");
+        assert_eq!(manifest["spin_manifest_version"].as_integer(), Some(2));
+        assert_eq!(manifest["trigger"]["http"][0]["route"].as_str(), Some("/..."));
+        let component = &manifest["component"]["model"];
+        assert_eq!(component["source"].as_str(), Some("model.wasm"));
+        assert_eq!(component["allowed_outbound_hosts"].as_array().map(Vec::len), Some(0), "no outbound hosts");
+        let packaged = std::fs::read(out.join("model.wasm")).expect("model.wasm");
+        let original = std::fs::read(repo.join(model).join("1/model.wasm")).expect("component");
+        assert!(packaged == original, "{model}: the component travels unchanged");
+        let host = serve_component(&out.join("model.wasm"));
+        assert_answers_match("spin", model, host.addr, server.addr);
+    }
 }
 
 #[test]
