@@ -194,8 +194,12 @@ fn main() {
     let repo = temp.path().join("repo");
     let runtime = support::runtime(true);
     let models = models();
+    // The largest linear memory a request reaches (measured at load): what the instance
+    // holds inside an isolate's memory limit, whichever host runs it.
+    let mut linear_memory = Vec::new();
     for model in &models {
-        support::compile_version(&runtime, &repo, model.file, model.name, 1);
+        let (loaded, _) = support::compile_version(&runtime, &repo, model.file, model.name, 1);
+        linear_memory.push(loaded.request_memory_bytes().unwrap_or(0));
     }
     drop(runtime);
     let cache = edge_hosts::repo_root().join("target/bench-cache");
@@ -203,7 +207,7 @@ fn main() {
     let site = temp.path().join("site");
 
     let mut rows = Vec::new();
-    for model in &models {
+    for (model, memory) in models.iter().zip(&linear_memory) {
         let worker_dir = temp.path().join(format!("worker-{}", model.name));
         package_ok(&repo, model.name, "cloudflare", &worker_dir);
         package_ok(&repo, model.name, "browser", &site.join(model.name));
@@ -213,21 +217,21 @@ fn main() {
         let started = Instant::now();
         let worker = Workerd::start(&workerd, &worker_dir);
         wait_for("workerd", Duration::from_secs(120), || std::net::TcpStream::connect(worker.addr).is_ok());
-        let first = model.send(worker.addr);
+        model.send(worker.addr);
         let cold = started.elapsed();
         let on_workerd = sample(3, model.runs, || model.send(worker.addr));
         let rss = process_usage(worker.pid()).rss_kib;
-        rows.push((model, raw, gzipped, serve, on_workerd, first, cold, rss));
+        rows.push((model, raw, gzipped, serve, on_workerd, cold, rss, *memory));
     }
     drop(server);
     let in_browser = browser.as_deref().map(|chromium| browser_figures(chromium, &site, &models));
 
     println!("\nplatforms: latency per request, p50 (ratio to edgeinfer serve in the same run)\n");
     println!(
-        "| model | Worker package MB (gzip) | edgeinfer serve ms | workerd ms | browser ms | workerd first request ms (start to answer) | browser first call ms | workerd RSS MiB |"
+        "| model | Worker package MB (gzip) | edgeinfer serve ms | workerd ms | browser ms | workerd start to first answer ms | browser first call ms | linear memory MiB | workerd RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (model, raw, gzipped, serve, on_workerd, first, cold, rss) in &rows {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (model, raw, gzipped, serve, on_workerd, cold, rss, memory) in &rows {
         let serve_p50 = percentile(serve, 50.0);
         let workerd_p50 = percentile(on_workerd, 50.0);
         let (browser_p50, browser_first) = match &in_browser {
@@ -239,7 +243,7 @@ fn main() {
             None => ("(no Chromium)".into(), "-".into()),
         };
         println!(
-            "| {} | {} ({}) | {} | {} ({}) | {} | {} ({}) | {} | {:.0} |",
+            "| {} | {} ({}) | {} | {} ({}) | {} | {:.0} | {} | {:.1} | {:.0} |",
             model.name,
             mb(*raw),
             mb(*gzipped),
@@ -247,9 +251,9 @@ fn main() {
             ms(workerd_p50),
             ratio(workerd_p50, serve_p50),
             browser_p50,
-            ms(*first),
-            ms(*cold),
+            cold.as_secs_f64() * 1e3,
             browser_first,
+            *memory as f64 / (1024.0 * 1024.0),
             *rss as f64 / 1024.0,
         );
     }
