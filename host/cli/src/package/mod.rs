@@ -9,7 +9,7 @@
 //!   `wrangler.toml` for `wrangler deploy`;
 //! - [`browser`]: an ES module exporting `infer(request)` and `metadata()`, and a demo page;
 //! - [`spin`]: `spin.toml` beside the component, for `spin up` and `spin deploy`;
-//! - [`fastly`]: a Compute package (`fastly.toml`, `bin/main.wasm`, `pkg/*.tar.gz`).
+//! - [`fastly`]: refused, saying why: Fastly Compute links its own world, not wasi:http.
 
 mod browser;
 mod cloudflare;
@@ -27,7 +27,7 @@ use edgeinfer_runtime::VerifiedComponent;
 pub enum Target {
     /// Cloudflare Workers (`workerd serve`, `wrangler deploy`).
     Cloudflare,
-    /// Fastly Compute (`fastly compute deploy`, Viceroy).
+    /// Fastly Compute: refused, saying why (it links only Fastly's own world, not wasi:http).
     Fastly,
     /// Any web page: an ES module and a static demo page.
     Browser,
