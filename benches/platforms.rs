@@ -23,7 +23,7 @@ mod soak_driver;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -177,19 +177,12 @@ fn browser_figures(chromium: &Path, site: &Path, models: &[Model]) -> Value {
     serde_json::from_str(&report.expect("report")).expect("report JSON")
 }
 
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).find_map(|dir| {
-        ["chromium", "chromium-browser", "google-chrome"].into_iter().map(|name| dir.join(name)).find(|p| p.is_file())
-    })
-}
-
 fn main() {
     let Some(workerd) = edge_hosts::workerd_binary() else {
         println!("platforms bench: needs workerd (tests/setup.sh installs it into target/npm); nothing measured");
         return;
     };
-    let browser = chromium();
+    let browser = edge_hosts::chromium();
     let temp = tempfile::tempdir().expect("tempdir");
     let repo = temp.path().join("repo");
     let runtime = support::runtime(true);

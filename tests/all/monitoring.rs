@@ -575,15 +575,8 @@ fn alert_rules_export_as_a_prometheus_rules_file() {
 }
 
 pub fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Some(path) = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-        {
-            return path;
-        }
-    }
-    panic!("the status page test needs Chromium: apt-get install chromium (.ci/run installs it)");
+    crate::platforms::edge_hosts::chromium()
+        .expect("the status page test needs Chromium: apt-get install chromium (.ci/run installs it)")
 }
 
 pub fn headless(browser: &Path, extra: &[&str], url: &str) -> Output {

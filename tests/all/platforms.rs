@@ -24,9 +24,8 @@ use edge_hosts::{Browser, StaticServer, Workerd, package, package_ok};
 use crate::aarch64::{Case, cases, header_of};
 use crate::common::*;
 use crate::http::{Reply, get, request};
-use crate::monitoring::chromium;
 use crate::soak::soak_driver::ServerProcess;
-use crate::wasi_http::{OTHER_REQUESTS, bad_digits_bodies, serve_component};
+use crate::wasi_http::{assert_errors_match, bad_digits_bodies, serve_component};
 
 const MODELS: [&str; 3] = ["digits", "squeezenet", "pipeline"];
 
@@ -85,19 +84,7 @@ fn assert_answers_match(platform: &str, model: &str, ours: SocketAddr, server: S
     if model != "digits" {
         return;
     }
-    for (case, body) in bad_digits_bodies() {
-        let send = |addr| {
-            request(addr, "POST", "/v2/models/digits/infer", &[("Content-Type", "application/json".into())], &body)
-        };
-        let (mine, theirs) = (send(ours), send(server));
-        assert_eq!(mine.status, 400, "{platform} {case}: {}", mine.text());
-        assert_eq!((mine.status, mine.json()), (theirs.status, theirs.json()), "{platform} {case}");
-    }
-    for (method, path, status) in OTHER_REQUESTS {
-        let (mine, theirs) = (request(ours, method, path, &[], b""), request(server, method, path, &[], b""));
-        assert_eq!(mine.status, status, "{platform} {method} {path}: {}", mine.text());
-        assert_eq!((mine.status, mine.json()), (theirs.status, theirs.json()), "{platform} {method} {path}");
-    }
+    assert_errors_match(platform, ours, server);
 }
 
 /// `wrangler deploy --dry-run` (everything a deploy does short of uploading) takes the package
@@ -309,7 +296,7 @@ fn the_browser_module_in_headless_chromium_answers_as_edgeinfer_serve() {
     std::fs::write(site.join("cases.json"), cases.to_string()).expect("cases");
     std::fs::write(site.join("test.html"), TEST_PAGE).expect("page");
     let files = StaticServer::start(site.clone());
-    let browser = Browser::open(&chromium(), &format!("http://{}/test.html", files.addr));
+    let browser = Browser::open(&crate::monitoring::chromium(), &format!("http://{}/test.html", files.addr));
     let mut report = None;
     wait_until("the page's results", Duration::from_secs(300), || {
         report = files.take_results();

@@ -228,7 +228,7 @@ pub fn bad_digits_bodies() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Requests off the inference path and the status `edgeinfer serve` answers each with.
-pub const OTHER_REQUESTS: [(&str, &str, u16); 5] = [
+const OTHER_REQUESTS: [(&str, &str, u16); 5] = [
     ("GET", "/v2/models/nope", 404),
     ("POST", "/v2/models/nope/infer", 404),
     ("GET", "/v2/nothing/here", 404),
@@ -236,23 +236,29 @@ pub const OTHER_REQUESTS: [(&str, &str, u16); 5] = [
     ("GET", "/v2/models/digits/versions/9", 404),
 ];
 
-#[test]
-fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
-    let (component, server) = (component_server().addr, host());
-    let host = server.addr;
+/// Every bad digits request and every off-path request gets from `ours` (a host of the digits
+/// component, named `label` in failures) the status and message `edgeinfer serve` at `server`
+/// answers with.
+pub fn assert_errors_match(label: &str, ours: SocketAddr, server: SocketAddr) {
     for (case, body) in bad_digits_bodies() {
         let send = |addr| {
             request(addr, "POST", "/v2/models/digits/infer", &[("Content-Type", "application/json".into())], &body)
         };
-        let (ours, theirs) = (send(component), send(host));
-        assert_eq!(ours.status, 400, "{case}: {}", ours.text());
-        assert_eq!((ours.status, ours.json()), (theirs.status, theirs.json()), "{case}");
+        let (mine, theirs) = (send(ours), send(server));
+        assert_eq!(mine.status, 400, "{label} {case}: {}", mine.text());
+        assert_eq!((mine.status, mine.json()), (theirs.status, theirs.json()), "{label} {case}");
     }
     for (method, path, status) in OTHER_REQUESTS {
-        let (ours, theirs) = (request(component, method, path, &[], b""), request(host, method, path, &[], b""));
-        assert_eq!(ours.status, status, "{method} {path}: {}", ours.text());
-        assert_eq!((ours.status, ours.json()), (theirs.status, theirs.json()), "{method} {path}");
+        let (mine, theirs) = (request(ours, method, path, &[], b""), request(server, method, path, &[], b""));
+        assert_eq!(mine.status, status, "{label} {method} {path}: {}", mine.text());
+        assert_eq!((mine.status, mine.json()), (theirs.status, theirs.json()), "{label} {method} {path}");
     }
+}
+
+#[test]
+fn bad_requests_get_the_same_status_and_message_as_edgeinfer_serve() {
+    let server = host();
+    assert_errors_match("wasmtime-wasi-http", component_server().addr, server.addr);
 }
 
 #[test]

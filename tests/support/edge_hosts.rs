@@ -170,6 +170,14 @@ fn serve_file(stream: TcpStream, root: &Path, report: &Mutex<Option<String>>) {
     let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&content));
 }
 
+/// Chromium (or Chrome) on PATH.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).find_map(|dir| {
+        ["chromium", "chromium-browser", "google-chrome"].into_iter().map(|name| dir.join(name)).find(|p| p.is_file())
+    })
+}
+
 /// Headless Chromium on `url` (a page that posts its results), killed when dropped.
 pub struct Browser {
     child: Child,

@@ -69,8 +69,8 @@ enum Command {
     /// Compile every version of a repository for another target (aarch64) into a cache
     /// directory that a host of that target then loads from.
     Precompile(precompile::PrecompileArgs),
-    /// Package a compiled version for another platform: a Cloudflare Worker, a Fastly Compute
-    /// package, a browser ES module, or a Spin application.
+    /// Package a compiled version for another platform: a Cloudflare Worker, a browser ES
+    /// module, or a Spin application (Fastly Compute is refused, saying why).
     Package(package::PackageArgs),
     /// Run one Open Inference Protocol v2 JSON request and print the v2 response.
     Infer(infer::InferArgs),

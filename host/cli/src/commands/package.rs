@@ -9,6 +9,7 @@ use clap::Args;
 use edgeinfer_runtime::signature::SignaturePolicy;
 use edgeinfer_runtime::{ModelRepository, VerifiedComponent};
 
+use super::ModelArgs;
 use crate::package::{self, Target};
 
 #[derive(Debug, Args)]
@@ -16,15 +17,8 @@ pub struct PackageArgs {
     /// The platform to package for.
     #[arg(long, value_enum)]
     target: Target,
-    /// Model repository directory.
-    #[arg(long)]
-    repo: PathBuf,
-    /// Model name.
-    #[arg(long)]
-    model: String,
-    /// Model version (default: the highest).
-    #[arg(long)]
-    version: Option<u64>,
+    #[command(flatten)]
+    version: ModelArgs,
     /// Output directory (must not exist, unless --replace).
     #[arg(long)]
     out: PathBuf,
@@ -37,8 +31,8 @@ pub struct PackageArgs {
 }
 
 pub fn run(args: PackageArgs) -> anyhow::Result<ExitCode> {
-    let repo = ModelRepository::open(&args.repo)?;
-    let version = repo.find(&args.model, args.version)?;
+    let repo = ModelRepository::open(&args.version.repo)?;
+    let version = repo.find(&args.version.model, args.version.version)?;
     let component = VerifiedComponent::read(&version.dir)
         .with_context(|| format!("checking {}/{}", version.model, version.version))?;
     let policy = SignaturePolicy::from_files(&args.trusted_keys)?;
