@@ -127,6 +127,10 @@ pub fn server(app: &App) -> Value {
         "tls": app.tls.as_ref().map(|tls| tls.reloads()).unwrap_or_default(),
     });
     view["repository_rescans"] = to_json(&app.registry.rescans());
+    #[cfg(feature = "oci")]
+    {
+        view["follow"] = app.follows.iter().map(|state| state.view()).collect();
+    }
     view
 }
 

@@ -100,6 +100,16 @@ pub struct ServerConfig {
     pub rollout_interval_ms: u64,
     /// Scoring threads of the running batch job (default: half the cores, at least 1), e.g. `2`.
     pub batch_workers: usize,
+    /// OCI registry repositories whose version tags are pulled into the model repository,
+    /// verified and loaded (`HOST[:PORT]/PATH`, the model being the path's last segment, or
+    /// `MODEL=HOST[:PORT]/PATH`), e.g. `["registry.example.com/models/digits"]`.
+    pub follow: Vec<String>,
+    /// How often followed repositories are polled, in ms (±20% jitter; doubled per failed
+    /// poll up to 16x), e.g. `30000`.
+    pub follow_interval_ms: u64,
+    /// Registries (`host[:port]`) followed over plain HTTP although not on loopback, e.g.
+    /// `["registry.internal:5000"]`.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +150,9 @@ impl Default for ServerConfig {
             inline_inference_us: 300,
             rollout_interval_ms: 1000,
             batch_workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            follow: Vec::new(),
+            follow_interval_ms: 30_000,
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -162,6 +175,9 @@ impl ServerConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.max_concurrent_inferences == 0 {
             return Err("`max_concurrent_inferences` must be at least 1".into());
+        }
+        if !self.follow.is_empty() && self.follow_interval_ms < 100 {
+            return Err("`follow_interval_ms` must be at least 100".into());
         }
         if self.max_body_bytes < 1024 {
             return Err("`max_body_bytes` must be at least 1024".into());

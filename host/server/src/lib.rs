@@ -13,6 +13,8 @@ mod body;
 mod coalescer;
 mod config;
 mod deployment;
+#[cfg(feature = "oci")]
+mod follow;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod history;
@@ -89,6 +91,9 @@ pub struct App {
     inline: inline::InlineGate,
     tls: Option<Arc<security::tls::TlsReloader>>,
     rollouts: rollout_control::Controller,
+    /// The followed registry repositories (`follow`).
+    #[cfg(feature = "oci")]
+    follows: Vec<Arc<follow::FollowState>>,
 }
 
 impl App {
@@ -134,6 +139,8 @@ impl App {
             config.max_concurrent_inferences,
         );
         Arc::new(App {
+            #[cfg(feature = "oci")]
+            follows: follow::states(&config),
             rollouts: rollout_control::Controller::default(),
             inline,
             tls,
@@ -149,6 +156,22 @@ impl App {
             alerts,
             batch,
         })
+    }
+
+    /// The followed registry repositories' figures (none without `follow`).
+    pub fn follow_figures(&self) -> Vec<metrics::FollowFigures> {
+        #[cfg(feature = "oci")]
+        return self
+            .follows
+            .iter()
+            .map(|state| metrics::FollowFigures {
+                repository: state.repository().to_string(),
+                reachable: state.reachable(),
+                counts: state.counts(),
+            })
+            .collect();
+        #[cfg(not(feature = "oci"))]
+        Vec::new()
     }
 
     /// Current admission counters (connections, queue, in flight, refusals, disconnects).
@@ -215,6 +238,13 @@ pub fn check_build(config: &ServerConfig) -> Result<()> {
             "grpc_listen is set, but this build of edgeinfer leaves out gRPC (cargo feature `grpc`)".into(),
         ));
     }
+    if !config.follow.is_empty() && cfg!(not(feature = "oci")) {
+        return Err(Error::Config(
+            "follow is set, but this build of edgeinfer leaves out OCI registries (cargo feature `oci`)".into(),
+        ));
+    }
+    #[cfg(feature = "oci")]
+    follow::targets(&config)?;
     if config.batch_dir.is_some() && cfg!(not(feature = "batch")) {
         return Err(Error::Config(
             "batch_dir is set, but this build of edgeinfer leaves out batch jobs (cargo feature `batch`)".into(),
@@ -261,6 +291,8 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
     let mut tasks =
         vec![tokio::spawn(serve(listener, app.clone(), main_role, tls.clone(), until_stopped(stopped.clone())))];
     tasks.push(tokio::spawn(evaluate_rollouts(app.clone(), until_stopped(stopped.clone()))));
+    #[cfg(feature = "oci")]
+    tasks.extend(follow::spawn(&app, &stopped));
     if !app.alerts.is_empty() {
         tasks.push(tokio::spawn(evaluate_alerts(app.clone(), until_stopped(stopped.clone()))));
     }

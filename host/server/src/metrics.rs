@@ -88,6 +88,30 @@ struct AlertLabels {
     severity: String,
 }
 
+/// A followed registry repository.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabels {
+    repository: String,
+}
+
+/// A followed registry repository and what became of its artifacts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryOutcomeLabels {
+    repository: String,
+    outcome: &'static str,
+}
+
+/// What `follow` reports of one followed repository at scrape time.
+#[derive(Debug, Clone)]
+pub struct FollowFigures {
+    /// `host[:port]/path`.
+    pub repository: String,
+    /// Whether the last poll reached the registry.
+    pub reachable: bool,
+    /// Versions installed, artifacts refused, polls failed.
+    pub counts: (u64, u64, u64),
+}
+
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// How one request ended, as the `outcome` label says it.
@@ -175,6 +199,8 @@ pub struct Metrics {
     alerts_firing: Family<AlertLabels, Gauge>,
     inferences: Family<VersionLabels, Counter>,
     executions: Family<VersionLabels, Counter>,
+    registry_reachable: Family<RegistryLabels, Gauge>,
+    registry_artifacts: Family<RegistryOutcomeLabels, Counter>,
     /// Requests per (model, version), all outcomes: what the status page shows.
     totals: std::sync::Mutex<std::collections::HashMap<VersionLabels, u64>>,
     /// Scrapes refresh the gauges (clear, then set) and the disconnect counter (read, then
@@ -268,6 +294,18 @@ impl Metrics {
             rollout_decisions.clone(),
         );
         registry.register("client_disconnects", "Requests whose client left before the answer", disconnects.clone());
+        let registry_reachable = Family::<RegistryLabels, Gauge>::default();
+        let registry_artifacts = Family::<RegistryOutcomeLabels, Counter>::default();
+        registry.register(
+            "registry_reachable",
+            "1 while a followed registry repository answers its polls",
+            registry_reachable.clone(),
+        );
+        registry.register(
+            "registry_artifacts",
+            "Followed registry artifacts by outcome (installed, refused) and failed polls (poll_failed)",
+            registry_artifacts.clone(),
+        );
         registry.register(
             "build",
             "edgeinfer build information",
@@ -300,6 +338,8 @@ impl Metrics {
             alerts_firing,
             inferences,
             executions,
+            registry_reachable,
+            registry_artifacts,
             totals: std::sync::Mutex::default(),
             scrape: std::sync::Mutex::new(()),
         }
@@ -377,6 +417,7 @@ impl Metrics {
         registry: &ModelRegistry,
         observer: &Observer,
         alerts: &Alerts,
+        follows: &[FollowFigures],
     ) -> String {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
@@ -406,6 +447,17 @@ impl Metrics {
             }
         }
         self.render_monitoring(registry, observer, alerts);
+        for follow in follows {
+            let labels = RegistryLabels { repository: follow.repository.clone() };
+            self.registry_reachable.get_or_create(&labels).set(i64::from(follow.reachable));
+            let (installed, refused, failed) = follow.counts;
+            for (outcome, total) in [("installed", installed), ("refused", refused), ("poll_failed", failed)] {
+                let counter = self
+                    .registry_artifacts
+                    .get_or_create(&RegistryOutcomeLabels { repository: follow.repository.clone(), outcome });
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(%error, "cannot encode the metrics");

@@ -99,7 +99,13 @@ async fn route(
         }
         ["metrics"] => {
             allow(&method, Method::GET)?;
-            let text = app.metrics.render(app.admission.snapshot(), &app.registry, &app.observer, &app.alerts);
+            let text = app.metrics.render(
+                app.admission.snapshot(),
+                &app.registry,
+                &app.observer,
+                &app.alerts,
+                &app.follow_figures(),
+            );
             let mut response = Response::new(Body::new(text));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,

@@ -11,6 +11,8 @@ mod package;
 mod precompile;
 mod predictions;
 mod profile;
+#[cfg(feature = "oci")]
+mod registry;
 mod replay;
 mod rollout;
 mod serve;
@@ -103,6 +105,18 @@ enum Command {
     #[cfg(not(feature = "batch"))]
     #[command(hide = true)]
     Batch(LeftOut),
+    /// Upload a model version to an OCI registry as one artifact; prints its digest.
+    #[cfg(feature = "oci")]
+    Push(registry::PushArgs),
+    /// Download a model version from an OCI registry into a repository, verified.
+    #[cfg(feature = "oci")]
+    Pull(registry::PullArgs),
+    #[cfg(not(feature = "oci"))]
+    #[command(hide = true)]
+    Push(LeftOut),
+    #[cfg(not(feature = "oci"))]
+    #[command(hide = true)]
+    Pull(LeftOut),
     /// Check the audit log's hash chain: any record edited, removed or reordered is named.
     Audit(audit::AuditArgs),
     /// Create, rotate or list data keys (they seal the prediction log at rest).
@@ -220,6 +234,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Batch(args) => batch::run(args, &cli.runtime),
         #[cfg(not(feature = "batch"))]
         Command::Batch(_) => anyhow::bail!("this build of edgeinfer leaves out batch scoring (cargo feature `batch`)"),
+        #[cfg(feature = "oci")]
+        Command::Push(args) => registry::push(args),
+        #[cfg(feature = "oci")]
+        Command::Pull(args) => registry::pull(args),
+        #[cfg(not(feature = "oci"))]
+        Command::Push(_) | Command::Pull(_) => {
+            anyhow::bail!("this build of edgeinfer leaves out OCI registries (cargo feature `oci`)")
+        }
         Command::Audit(args) => audit::run(args),
         Command::Key(args) => key::run(args),
         Command::Predictions(args) => predictions::run(args),

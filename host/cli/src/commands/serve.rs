@@ -41,6 +41,18 @@ pub struct ServeArgs {
     /// (overrides `data_key_file`).
     #[arg(long)]
     data_key: Option<PathBuf>,
+    /// Follow an OCI registry repository, `HOST[:PORT]/PATH` or `MODEL=HOST[:PORT]/PATH`:
+    /// new version tags are pulled into --repo, verified and loaded. Repeatable (adds to
+    /// `follow`).
+    #[arg(long)]
+    follow: Vec<String>,
+    /// How often followed repositories are polled, in ms (overrides `follow_interval_ms`).
+    #[arg(long)]
+    follow_interval_ms: Option<u64>,
+    /// A registry (`host[:port]`) followed over plain HTTP although not on loopback.
+    /// Repeatable (adds to `insecure_registries`).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 impl ServeArgs {
@@ -71,6 +83,12 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         let port = if config.listen.port() == 0 { 0 } else { 8001 };
         config.grpc_listen = Some(SocketAddr::new(config.listen.ip(), port));
     }
+    config.follow.extend(args.follow);
+    config.insecure_registries.extend(args.insecure_registries);
+    if let Some(interval) = args.follow_interval_ms {
+        config.follow_interval_ms = interval;
+    }
+    config.validate().map_err(edgeinfer_server::Error::Config)?;
     config.insecure_no_auth |= args.insecure_no_auth;
     config.accept_broken_audit = args.accept_broken_audit;
     if let Some(key) = args.data_key {

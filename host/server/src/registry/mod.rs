@@ -199,6 +199,11 @@ impl ModelRegistry {
         edgeinfer_runtime::repository::state_dir(repo).join("history.jsonl")
     }
 
+    /// The signature policy versions are loaded under now.
+    pub fn signature_policy(&self) -> Arc<edgeinfer_runtime::signature::SignaturePolicy> {
+        self.signatures.load_full()
+    }
+
     /// Sets which signatures versions loaded from now on must carry.
     pub fn set_signature_policy(&self, policy: edgeinfer_runtime::signature::SignaturePolicy) {
         self.signatures.store(Arc::new(policy));
