@@ -12,6 +12,7 @@ mod conformance;
 mod data_protection;
 mod deploy;
 mod determinism;
+mod fleet;
 mod docs;
 mod grpc;
 mod hostile;

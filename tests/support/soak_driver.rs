@@ -37,18 +37,35 @@ impl ServerProcess {
     /// `program` (an `edgeinfer` binary, or an emulator running one) with `serve` and the
     /// arguments of [`Self::start_with`]; waits up to `patience` for its addresses.
     pub fn start_program(
+        program: Command,
+        repo: &Path,
+        cache: &Path,
+        args: &[&str],
+        patience: Duration,
+    ) -> ServerProcess {
+        Self::start_configured(program, repo, cache, "", args, patience)
+    }
+
+    /// [`Self::start_program`] with `settings` (top-level `edgeinfer.toml` keys) in its
+    /// config file; `--listen` among `args` replaces the default `127.0.0.1:0`.
+    pub fn start_configured(
         mut program: Command,
         repo: &Path,
         cache: &Path,
+        settings: &str,
         args: &[&str],
         patience: Duration,
     ) -> ServerProcess {
         // Bounded caches (the feedback index, kept pool pages) are small enough to fill
         // during the warm-up, so any growth afterwards is a leak.
         let config = repo.join("soak.toml");
-        std::fs::write(&config, "[monitoring]\nfeedback_index = 1000\n").expect("soak config");
+        std::fs::write(&config, format!("{settings}\n[monitoring]\nfeedback_index = 1000\n")).expect("soak config");
+        program.arg("serve");
+        if !args.contains(&"--listen") {
+            program.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = program
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg("--config")
             .arg(&config)
             .arg("--repo")
             .arg(repo)
