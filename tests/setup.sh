@@ -5,8 +5,9 @@
 # `cargo test --release` reuses what it compiled), Chromium for the status page test and a
 # Java runtime for Spark, the aarch64 cross linker and qemu-user (Debian's packages, only
 # when missing; needs root or sudo), the aarch64 build of `edgeinfer` that
-# tests/all/aarch64.rs serves under qemu, and Cloudflare's workerd (npm, into target/npm)
-# that tests/all/platforms.rs serves the packaged Worker with.
+# tests/all/aarch64.rs serves under qemu, Cloudflare's workerd (npm, into target/npm)
+# that tests/all/platforms.rs serves the packaged Worker with, and Debian's docker-registry,
+# nginx and buildah for the fleet and container image tests (tests/all/fleet.rs, container.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 aarch64-unknown-linux-gnu
@@ -26,6 +27,16 @@ if ! command -v qemu-aarch64 >/dev/null; then
 fi
 if ! command -v npm >/dev/null; then
     debian+=(nodejs npm)
+fi
+# The fleet test's OCI registry (CNCF distribution) and load balancer; the image build.
+if ! command -v docker-registry >/dev/null; then
+    debian+=(docker-registry)
+fi
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    debian+=(nginx)
+fi
+if ! command -v buildah >/dev/null; then
+    debian+=(buildah)
 fi
 if [ ${#debian[@]} -gt 0 ]; then
     sudo=""

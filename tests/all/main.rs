@@ -8,6 +8,7 @@ mod batching;
 mod cli;
 mod common;
 mod compile;
+mod container;
 mod conformance;
 mod data_protection;
 mod deploy;

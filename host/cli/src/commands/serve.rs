@@ -89,6 +89,10 @@ pub fn run(args: ServeArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         config.follow_interval_ms = interval;
     }
     config.validate().map_err(edgeinfer_server::Error::Config)?;
+    if let (false, Some(repo)) = (config.follow.is_empty(), &config.repo) {
+        // A replica following a registry may start with nothing: its versions arrive.
+        std::fs::create_dir_all(repo).with_context(|| format!("creating the model repository {}", repo.display()))?;
+    }
     config.insecure_no_auth |= args.insecure_no_auth;
     config.accept_broken_audit = args.accept_broken_audit;
     if let Some(key) = args.data_key {

@@ -1,4 +1,6 @@
-//! `edgeinfer verify --repo DIR`: one line per version, exit 1 if any fails.
+//! `edgeinfer verify [--repo DIR]`: one line per version, exit 1 if any fails. Without
+//! `--repo` it verifies the embedded demo model, compiling it into the code cache (what the
+//! container image build does so the image starts serving at once).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,17 +12,20 @@ use super::RuntimeArgs;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Model repository directory.
+    /// Model repository directory (default: the embedded demo model).
     #[arg(long)]
-    repo: PathBuf,
+    repo: Option<PathBuf>,
     /// A public key (PEM) one of which must have signed every version. Repeatable.
     #[arg(long = "trusted-key")]
     trusted_keys: Vec<PathBuf>,
 }
 
 pub fn run(args: VerifyArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
-    let repo = ModelRepository::open(&args.repo)?;
     let runtime = runtime.runtime()?;
+    let repo = match args.repo {
+        Some(repo) => ModelRepository::open(repo)?,
+        None => ModelRepository::open(crate::demo::demo_repository(&runtime)?)?,
+    };
     let policy = edgeinfer_runtime::signature::SignaturePolicy::from_files(&args.trusted_keys)?;
     let results = repo.verify_all(&runtime, &policy)?;
     let mut failures = 0;
