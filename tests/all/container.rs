@@ -36,7 +36,13 @@ fn run(command: &mut Command) -> String {
 /// buildah with its own storage in `dir` (vfs: no overlay mounts needed).
 fn buildah(dir: &Path) -> Command {
     let mut command = Command::new("buildah");
-    command.arg("--storage-driver").arg("vfs").arg("--root").arg(dir.join("root")).arg("--runroot").arg(dir.join("run"));
+    command
+        .arg("--storage-driver")
+        .arg("vfs")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"));
     command
 }
 

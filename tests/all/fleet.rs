@@ -31,7 +31,8 @@ const REPLICAS: usize = 3;
 /// saying so) outside CI.
 fn installed(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin")]).map(|d| d.join(name)).find(|p| p.is_file());
+    let found =
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin")]).map(|d| d.join(name)).find(|p| p.is_file());
     if found.is_none() {
         let why = format!("needs {name} (tests/setup.sh installs it)");
         assert!(std::env::var_os("CI").is_none(), "{why}");
@@ -80,7 +81,8 @@ fn start_registry(program: &Path, dir: &Path, port: u16) -> Daemon {
 fn start_nginx(program: &Path, dir: &Path, port: u16, replicas: &[u16]) -> Daemon {
     use std::os::unix::fs::MetadataExt;
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let servers: String = replicas.iter().map(|p| format!("    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n")).collect();
+    let servers: String =
+        replicas.iter().map(|p| format!("    server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n")).collect();
     let d = dir.display();
     let config = format!(
         "{user}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
@@ -343,6 +345,11 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
     let served_v2 = load.served_v2.load(Ordering::Relaxed);
     let (total, failures) = load.finish();
     eprintln!("fleet: {total} requests through nginx, {served_v2} answered by version 2, {} failed", failures.len());
-    assert!(failures.is_empty(), "{} of {total} requests failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
     drop(replicas);
 }

@@ -1,5 +1,5 @@
 //! The workspace's shape holds: the runtime crate pulls in no server, TLS, metrics, file
-//! format or CLI crates; monitor and batch do not know each other; no module of any host crate
+//! format or CLI crates; monitor, batch and oci do not know each other or the server; no module of any host crate
 //! imports a sibling that (directly or not) imports it back.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +56,11 @@ fn monitor_and_batch_do_not_know_each_other_and_only_the_cli_knows_clap() {
     }
     let server = dependency_tree("edgeinfer-server");
     assert!(!server.contains("clap"), "edgeinfer-server depends on clap");
+    let oci = dependency_tree("edgeinfer-oci");
+    assert!(oci.contains("oci-client") && oci.contains("edgeinfer-runtime"), "the tree was read: {oci:?}");
+    for other in ["edgeinfer-server", "edgeinfer-monitor", "edgeinfer-batch", "clap", "tonic", "prometheus-client"] {
+        assert!(!oci.contains(other), "edgeinfer-oci depends on {other}");
+    }
 }
 
 #[test]
@@ -75,7 +80,7 @@ fn the_embedding_example_uses_the_runtime_alone() {
 #[test]
 fn no_module_imports_a_sibling_that_imports_it_back() {
     let mut cycles = Vec::new();
-    for krate in ["runtime", "monitor", "batch", "server", "cli"] {
+    for krate in ["runtime", "monitor", "batch", "oci", "server", "cli"] {
         let src = workspace().join("host").join(krate).join("src");
         assert!(rust_files(&src).len() > 1, "{krate}: no modules found in {}", src.display());
         let graph = module_graph(&src);
