@@ -353,3 +353,64 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
     );
     drop(replicas);
 }
+
+#[test]
+fn push_and_pull_verify_everything_and_say_why() {
+    let Some(registry_program) = installed("docker-registry") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("dir");
+        path
+    };
+    let (publisher, keys) = (at("publisher"), at("keys"));
+    for name in ["trusted", "attacker"] {
+        assert!(edgeinfer(&["keygen", "--out", keys.join(name).to_str().expect("path")]).status.success());
+    }
+    publish(&publisher, "digits.onnx", 1, &keys.join("trusted.key"));
+    let registry_dir = at("registry");
+    let port = free_port();
+    let _registry = start_registry(&registry_program, &registry_dir, port);
+    let repository = format!("127.0.0.1:{port}/models/digits");
+    let digest = push(&publisher, 1, &repository);
+
+    let pull = |reference: &str, repo: &Path, key: Option<&str>| {
+        let mut args = vec!["pull", reference, "--repo", repo.to_str().expect("path")];
+        let key = key.map(|k| keys.join(k));
+        if let Some(key) = &key {
+            args.extend(["--trusted-key", key.to_str().expect("path")]);
+        }
+        edgeinfer(&args)
+    };
+    let refused = |output: std::process::Output, needle: &str| {
+        let text = stderr(&output);
+        assert!(!output.status.success() && text.contains(needle) && !text.contains("panicked"), "{text}");
+    };
+    let empty = |repo: &Path| std::fs::read_dir(repo.join("digits")).map_or(true, |mut d| d.next().is_none());
+
+    let replica = at("replica");
+    refused(pull("digits:1", &replica, None), "invalid reference");
+    refused(pull(&format!("127.0.0.1:{}/models/digits:1", free_port()), &replica, None), "Connection refused");
+    refused(pull(&format!("{repository}:7"), &replica, None), "manifest unknown");
+    refused(pull(&format!("{repository}:1"), &replica, Some("attacker.pub")), "not signed by any trusted key");
+    assert!(empty(&replica), "a refused pull writes nothing (no staging left behind)");
+
+    let pulled = pull(&format!("{repository}:1"), &replica, Some("trusted.pub"));
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    assert_eq!(component_sha256(&replica, 1), component_sha256(&publisher, 1));
+    let again = pull(&format!("{repository}@{digest}"), &replica, Some("trusted.pub"));
+    assert!(again.status.success() && stdout(&again).contains("already have"), "{}", stdout(&again));
+
+    // A blob changed inside the registry's storage: the pull's digest check catches it.
+    let component = component_sha256(&publisher, 1);
+    let blob = registry_dir.join(format!("data/docker/registry/v2/blobs/sha256/{}/{component}/data", &component[..2]));
+    let mut bytes = std::fs::read(&blob).expect("the component's blob");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob, bytes).expect("tamper");
+    let elsewhere = at("elsewhere");
+    refused(pull(&format!("{repository}:1"), &elsewhere, None), "digest");
+    assert!(empty(&elsewhere), "a layer that fails its digest writes nothing");
+}

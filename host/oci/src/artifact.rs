@@ -37,6 +37,9 @@ pub const COMPONENT_MEDIA_TYPE: &str = "application/wasm";
 /// The signature layer: the DSSE envelope of `signature.json`.
 pub const SIGNATURE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 
+/// Every layer media type an artifact may hold.
+pub const LAYER_MEDIA_TYPES: [&str; 3] = [MANIFEST_MEDIA_TYPE, COMPONENT_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE];
+
 /// Annotation: the model name.
 pub const ANNOTATION_MODEL: &str = "dev.edgeinfer.model.name";
 /// Annotation: the version number.
@@ -179,11 +182,7 @@ pub fn install(
         .map_err(|e| Error::io(model_dir.clone(), e))?;
     for layer in layers {
         let name = layer.annotations.as_ref().and_then(|a| a.get(TITLE)).map(String::as_str).unwrap_or_default();
-        let expected = match layer.media_type.as_str() {
-            MANIFEST_MEDIA_TYPE | COMPONENT_MEDIA_TYPE | SIGNATURE_MEDIA_TYPE => true,
-            _ => false,
-        };
-        if !expected {
+        if !LAYER_MEDIA_TYPES.contains(&layer.media_type.as_str()) {
             return Err(refuse(format!("unexpected layer of media type {}", layer.media_type)));
         }
         if !is_plain_file_name(name) {
@@ -230,4 +229,58 @@ pub fn local_component(repo: &Path, model: &str, version: u64) -> Result<Option<
         return Ok(None);
     }
     Ok(Some(Manifest::load(&dir.join("manifest.toml"))?.component.sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(artifact_type: Option<&str>, annotations: &[(&str, &str)]) -> OciImageManifest {
+        let mut manifest = OciImageManifest {
+            artifact_type: artifact_type.map(str::to_string),
+            annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..OciImageManifest::default()
+        };
+        manifest.config.media_type = "application/vnd.oci.image.config.v1+json".into();
+        manifest
+    }
+
+    #[test]
+    fn only_edgeinfer_artifacts_are_described() {
+        let image = describe("r/busybox:1", &manifest(None, &[]));
+        assert!(matches!(image, Err(Error::NotAModel { .. })), "{image:?}");
+        let complete = [(ANNOTATION_MODEL, "digits"), (ANNOTATION_VERSION, "2"), (ANNOTATION_COMPONENT, "ab")];
+        let described = describe("r/digits:2", &manifest(Some(ARTIFACT_TYPE), &complete)).expect("a model");
+        assert_eq!(described, Described { model: "digits".into(), version: 2, component_sha256: "ab".into() });
+        let bad_version = [(ANNOTATION_MODEL, "digits"), (ANNOTATION_VERSION, "two"), (ANNOTATION_COMPONENT, "ab")];
+        let error = describe("r/digits:2", &manifest(Some(ARTIFACT_TYPE), &bad_version)).expect_err("refused");
+        assert!(error.to_string().contains("'two' is not a number"), "{error}");
+        let error = describe("r/digits:2", &manifest(Some(ARTIFACT_TYPE), &complete[..2])).expect_err("refused");
+        assert!(error.to_string().contains(ANNOTATION_COMPONENT), "{error}");
+    }
+
+    #[test]
+    fn layer_titles_must_be_plain_file_names() {
+        for bad in ["", ".", "..", "../x", "a/b", "a\\b"] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+        assert!(is_plain_file_name("model.wasm"));
+    }
+
+    #[test]
+    fn a_layer_titled_outside_the_version_is_refused_and_nothing_is_written() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let described = Described { model: "digits".into(), version: 1, component_sha256: "ab".into() };
+        let layer = ImageLayer::new(
+            b"x".to_vec(),
+            MANIFEST_MEDIA_TYPE.into(),
+            Some(BTreeMap::from([(TITLE.to_string(), "../escape".to_string())])),
+        );
+        let error =
+            install("r/digits:1", &described, &[layer], repo.path(), &SignaturePolicy::default()).expect_err("refused");
+        assert!(error.to_string().contains("not a plain file name"), "{error}");
+        let left: Vec<_> = std::fs::read_dir(repo.path().join("digits")).expect("model dir").collect();
+        assert!(left.is_empty(), "staging removed: {left:?}");
+        assert!(!repo.path().join("escape").exists());
+    }
 }

@@ -244,7 +244,7 @@ pub fn check_build(config: &ServerConfig) -> Result<()> {
         ));
     }
     #[cfg(feature = "oci")]
-    follow::targets(&config)?;
+    follow::targets(config)?;
     if config.batch_dir.is_some() && cfg!(not(feature = "batch")) {
         return Err(Error::Config(
             "batch_dir is set, but this build of edgeinfer leaves out batch jobs (cargo feature `batch`)".into(),
