@@ -259,22 +259,32 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
         "trusted_keys = [\"{}\"]\nfollow = [\"{repository}\"]\nfollow_interval_ms = {POLL_MS}\n",
         keys.join("trusted.pub").display()
     );
-    let cache = cache_dir();
+    // EDGEINFER_FLEET_COLD_CACHE=1: every replica starts with an empty code cache of its own,
+    // as a new pod does (the figures on the Kubernetes page); otherwise the tests' warm cache.
+    let cold = std::env::var_os("EDGEINFER_FLEET_COLD_CACHE").is_some_and(|v| v == "1");
+    let caches: Vec<PathBuf> =
+        (0..REPLICAS).map(|i| if cold { at(&format!("cache{i}")) } else { cache_dir() }).collect();
     let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
     let repos: Vec<PathBuf> = (0..REPLICAS).map(|i| at(&format!("replica{i}"))).collect();
     let start_replica = |i: usize| {
         let listen = format!("127.0.0.1:{}", ports[i]);
         let args = ["--listen", listen.as_str()];
         let program = Command::new(env!("CARGO_BIN_EXE_edgeinfer"));
-        ServerProcess::start_configured(program, &repos[i], &cache, &settings, &args, Duration::from_secs(120))
+        ServerProcess::start_configured(program, &repos[i], &caches[i], &settings, &args, Duration::from_secs(120))
     };
+    let started = Instant::now();
     let mut replicas: Vec<ServerProcess> = (0..REPLICAS).map(start_replica).collect();
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     for &addr in &addrs {
-        wait_until("every replica to serve version 1", Duration::from_secs(120), || {
+        wait_until("every replica to serve version 1", Duration::from_secs(600), || {
             served_version(addr).as_deref() == Some("1")
         });
     }
+    eprintln!(
+        "fleet: {REPLICAS} replicas started empty serve version 1 in {} ms ({} code cache)",
+        started.elapsed().as_millis(),
+        if cold { "cold" } else { "warm" }
+    );
 
     let balancer_port = free_port();
     let _nginx = start_nginx(&nginx_program, &at("nginx"), balancer_port, &ports);
