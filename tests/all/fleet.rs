@@ -254,9 +254,16 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
     let mut registry = Some(start_registry(&registry_program, &registry_dir, registry_port));
     let repository = format!("127.0.0.1:{registry_port}/models/digits");
     push(&publisher, 1, &repository);
+    let firing = |addr: SocketAddr| {
+        let metrics = get(addr, "/metrics").text();
+        metrics
+            .lines()
+            .any(|l| l.starts_with("edgeinfer_alerts_firing{alertname=\"registry-down\"") && l.ends_with(" 1"))
+    };
 
     let settings = format!(
-        "trusted_keys = [\"{}\"]\nfollow = [\"{repository}\"]\nfollow_interval_ms = {POLL_MS}\n",
+        "trusted_keys = [\"{}\"]\nfollow = [\"{repository}\"]\nfollow_interval_ms = {POLL_MS}\n\
+         [[alerts]]\nname = \"registry-down\"\ncondition = \"registry_unreachable\"\nthreshold = 0\n",
         keys.join("trusted.pub").display()
     );
     // EDGEINFER_FLEET_COLD_CACHE=1: every replica starts with an empty code cache of its own,
@@ -311,6 +318,7 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
     for repo in &repos {
         assert_eq!(component_sha256(repo, 2), digest, "every replica holds the pushed component");
     }
+    assert!(addrs.iter().all(|&a| !firing(a)), "registry-down fired while the registry was up");
     let splits: Vec<Value> = addrs.iter().map(|&a| split(a)).collect();
     assert!(splits.iter().all(|s| s == &splits[0] && s["2"] == 100), "one split everywhere: {splits:?}");
 
@@ -337,6 +345,9 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
     }
     let metrics = get(addrs[0], "/metrics").text();
     assert!(metrics.contains(&format!("edgeinfer_registry_reachable{{repository=\"{repository}\"}} 0")), "{metrics}");
+    for &addr in &addrs {
+        wait_until("the registry-down alert to fire on every replica", Duration::from_secs(60), || firing(addr));
+    }
     let sent = load.sent();
     wait_until("load with the registry down", Duration::from_secs(60), || load.sent() >= sent + 100);
 

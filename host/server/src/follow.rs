@@ -31,6 +31,7 @@ pub struct FollowState {
     target: FollowTarget,
     reachable: AtomicBool,
     polls: AtomicU64,
+    polls_ended: AtomicU64,
     failed_polls: AtomicU64,
     installed: AtomicU64,
     refused: AtomicU64,
@@ -43,6 +44,7 @@ impl FollowState {
             target,
             reachable: AtomicBool::new(false),
             polls: AtomicU64::new(0),
+            polls_ended: AtomicU64::new(0),
             failed_polls: AtomicU64::new(0),
             installed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -53,6 +55,16 @@ impl FollowState {
     /// `host[:port]/path`.
     pub fn repository(&self) -> &str {
         &self.target.repository
+    }
+
+    /// The model its versions are installed as.
+    pub fn model(&self) -> &str {
+        &self.target.model
+    }
+
+    /// Whether a poll has ended (until then, reachability is unknown).
+    pub fn polled(&self) -> bool {
+        self.polls_ended.load(Ordering::Relaxed) > 0
     }
 
     /// Whether the last poll reached the registry.
@@ -148,12 +160,14 @@ async fn poll_once(app: &Arc<App>, state: &FollowState, follower: &mut Follower)
             }
             state.failed_polls.fetch_add(1, Ordering::Relaxed);
             *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+            state.polls_ended.fetch_add(1, Ordering::Relaxed);
             return false;
         }
     };
     if !state.reachable.swap(true, Ordering::Relaxed) {
         tracing::info!(%repository, "following the registry repository");
     }
+    state.polls_ended.fetch_add(1, Ordering::Relaxed);
     *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let mut installed_any = false;
     for outcome in outcomes {

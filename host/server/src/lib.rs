@@ -158,14 +158,16 @@ impl App {
         })
     }
 
-    /// The followed registry repositories' figures (none without `follow`).
+    /// The followed registry repositories' figures, once polled (none without `follow`).
     pub fn follow_figures(&self) -> Vec<metrics::FollowFigures> {
         #[cfg(feature = "oci")]
         return self
             .follows
             .iter()
+            .filter(|state| state.polled())
             .map(|state| metrics::FollowFigures {
                 repository: state.repository().to_string(),
+                model: state.model().to_string(),
                 reachable: state.reachable(),
                 counts: state.counts(),
             })
@@ -310,7 +312,9 @@ pub async fn start(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result
 async fn evaluate_alerts(app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let period = Duration::from_millis(app.config.monitoring.alert_interval_ms);
     every(period, shutdown, || {
+        let follows = app.follow_figures();
         let signals = alerts::Signals {
+            follows: &follows,
             series: &app.series,
             registry: &app.registry,
             observer: &app.observer,

@@ -106,6 +106,8 @@ struct RegistryOutcomeLabels {
 pub struct FollowFigures {
     /// `host[:port]/path`.
     pub repository: String,
+    /// The model its versions are installed as.
+    pub model: String,
     /// Whether the last poll reached the registry.
     pub reachable: bool,
     /// Versions installed, artifacts refused, polls failed.

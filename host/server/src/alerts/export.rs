@@ -31,6 +31,7 @@ pub fn promql(rule: &AlertRule) -> String {
         Condition::Psi => format!("max by (model, version) (edgeinfer_feature_drift_psi{})", with("")),
         Condition::ShadowAgreement => format!("edgeinfer_shadow_agreement_ratio{}", with("")),
         Condition::QueueDepth => "edgeinfer_queue_depth".to_string(),
+        Condition::RegistryUnreachable => "(1 - edgeinfer_registry_reachable)".to_string(),
         Condition::RolloutRolledBack => {
             format!(
                 "sum by (model) (increase(edgeinfer_rollout_decisions_total{}[{window}]))",

@@ -35,6 +35,8 @@ pub struct Signals<'a> {
     pub observer: &'a Observer,
     /// Requests waiting for a slot now.
     pub queued: usize,
+    /// The followed registry repositories.
+    pub follows: &'a [crate::metrics::FollowFigures],
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +278,17 @@ fn readings(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
     match rule.condition {
         Condition::QueueDepth => return vec![(labels(&[]), signals.queued as f64)],
         Condition::RolloutRolledBack => return Vec::new(),
+        Condition::RegistryUnreachable => {
+            return signals
+                .follows
+                .iter()
+                .filter(|follow| rule.model == "*" || rule.model == follow.model)
+                .map(|follow| {
+                    let extra = [("model", follow.model.clone()), ("repository", follow.repository.clone())];
+                    (labels(&extra), f64::from(u8::from(!follow.reachable)))
+                })
+                .collect();
+        }
         _ => {}
     }
     let models: Vec<String> = if rule.model == "*" {
@@ -319,7 +332,7 @@ fn readings(rule: &AlertRule, signals: &Signals<'_>) -> Vec<(Labels, f64)> {
                     }
                 }
             }
-            Condition::QueueDepth | Condition::RolloutRolledBack => {}
+            Condition::QueueDepth | Condition::RolloutRolledBack | Condition::RegistryUnreachable => {}
         }
     }
     found

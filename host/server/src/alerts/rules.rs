@@ -30,6 +30,9 @@ pub enum Condition {
     /// 1 while a model's last rollout was rolled back by a failing check (0 otherwise);
     /// the alert's `description` names the checks. Use a threshold of 0.
     RolloutRolledBack,
+    /// 1 while a followed registry repository of the model cannot be polled (0 otherwise);
+    /// what is loaded keeps serving meanwhile. Use a threshold of 0.
+    RegistryUnreachable,
 }
 
 impl Condition {
@@ -45,6 +48,7 @@ impl Condition {
             Condition::ShadowAgreement => "shadow_agreement",
             Condition::QueueDepth => "queue_depth",
             Condition::RolloutRolledBack => "rollout_rolled_back",
+            Condition::RegistryUnreachable => "registry_unreachable",
         }
     }
 
