@@ -27,6 +27,10 @@ printf 'root:x:0:\nnonroot:x:65532:\n' > "$out"/etc/group
 chmod 1777 "$out"/tmp
 # The demo model compiled into the image's code cache, so `docker run IMAGE` serves at once
 # (skipped, saying so, when BINARY does not run here, e.g. cross-built).
-if ! EDGEINFER_CACHE_DIR="$out/../state/cache" "$binary" verify >/dev/null; then
+if EDGEINFER_CACHE_DIR="$out/../state/cache" "$binary" verify >/dev/null; then
+    # Keep the compiled code; cranelift's incremental cache (about 260 MB) only speeds up
+    # compiling further models, which a replica does into its own cache volume.
+    rm -rf "$out/../state/cache/functions"
+else
     echo "rootfs.sh: $binary does not run here; the image compiles the demo model on first start" >&2
 fi
