@@ -15,6 +15,7 @@ mod config;
 mod deployment;
 #[cfg(feature = "oci")]
 mod follow;
+mod follow_figures;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod history;

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use super::admission::AdmissionSnapshot;
 use super::alerts::Alerts;
+pub use super::follow_figures::FollowFigures;
 use super::history::{Change, ChangeKind};
 use super::observer::Observer;
 use super::registry::ModelRegistry;
@@ -99,19 +100,6 @@ struct RegistryLabels {
 struct RegistryOutcomeLabels {
     repository: String,
     outcome: &'static str,
-}
-
-/// What `follow` reports of one followed repository at scrape time.
-#[derive(Debug, Clone)]
-pub struct FollowFigures {
-    /// `host[:port]/path`.
-    pub repository: String,
-    /// The model its versions are installed as.
-    pub model: String,
-    /// Whether the last poll reached the registry.
-    pub reachable: bool,
-    /// Versions installed, artifacts refused, polls failed.
-    pub counts: (u64, u64, u64),
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;

@@ -36,7 +36,7 @@ pub struct Signals<'a> {
     /// Requests waiting for a slot now.
     pub queued: usize,
     /// The followed registry repositories.
-    pub follows: &'a [crate::metrics::FollowFigures],
+    pub follows: &'a [crate::follow_figures::FollowFigures],
 }
 
 #[derive(Debug, Clone)]
