@@ -172,6 +172,28 @@ impl Load {
     }
 }
 
+/// A temporary directory whose named subdirectories are made on first use, with a trusted and
+/// an attacker's key pair (`edgeinfer keygen`) in `keys/`.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn with_keys() -> Scratch {
+        let scratch = Scratch(tempfile::tempdir().expect("tempdir"));
+        let keys = scratch.at("keys");
+        for name in ["trusted", "attacker"] {
+            assert!(edgeinfer(&["keygen", "--out", keys.join(name).to_str().expect("path")]).status.success());
+        }
+        scratch
+    }
+
+    /// `<dir>/<name>`, created.
+    fn at(&self, name: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::create_dir_all(&path).expect("dir");
+        path
+    }
+}
+
 /// `edgeinfer compile` of `onnx` as digits `version` into `repo`, signed with `key`.
 fn publish(repo: &Path, onnx: &str, version: u64, key: &Path) {
     let output = edgeinfer(&[
@@ -230,17 +252,9 @@ fn a_fleet_follows_a_registry_with_zero_failed_requests() {
     let (Some(registry_program), Some(nginx_program)) = (installed("docker-registry"), installed("nginx")) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let at = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(&path).expect("dir");
-        path
-    };
+    let scratch = Scratch::with_keys();
+    let at = |name: &str| scratch.at(name);
     let (publisher, forged, keys) = (at("publisher"), at("forged"), at("keys"));
-    for (name, path) in [("trusted", &keys), ("attacker", &keys)] {
-        let out = path.join(name);
-        assert!(edgeinfer(&["keygen", "--out", out.to_str().expect("path")]).status.success());
-    }
     let (trusted, attacker) = (keys.join("trusted.key"), keys.join("attacker.key"));
     publish(&publisher, "digits.onnx", 1, &trusted);
     publish(&publisher, "digits.onnx", 2, &trusted);
@@ -380,16 +394,9 @@ fn push_and_pull_verify_everything_and_say_why() {
     let Some(registry_program) = installed("docker-registry") else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let at = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(&path).expect("dir");
-        path
-    };
+    let scratch = Scratch::with_keys();
+    let at = |name: &str| scratch.at(name);
     let (publisher, keys) = (at("publisher"), at("keys"));
-    for name in ["trusted", "attacker"] {
-        assert!(edgeinfer(&["keygen", "--out", keys.join(name).to_str().expect("path")]).status.success());
-    }
     publish(&publisher, "digits.onnx", 1, &keys.join("trusted.key"));
     let registry_dir = at("registry");
     let port = free_port();

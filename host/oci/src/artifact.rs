@@ -222,13 +222,35 @@ fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
-/// The component sha256 of `<repo>/<model>/<version>` when that version is already here.
-pub fn local_component(repo: &Path, model: &str, version: u64) -> Result<Option<String>> {
-    let dir = repo.join(model).join(version.to_string());
+/// The version `described` when `<repo>` holds it already with the same component
+/// (`new: false`); `None` when it is not there; [`Error::Refused`] when it is there with
+/// another component, since a published version is never replaced.
+pub fn already_here(reference: &str, described: &Described, repo: &Path) -> Result<Option<Installed>> {
+    let dir = repo.join(&described.model).join(described.version.to_string());
     if !dir.exists() {
         return Ok(None);
     }
-    Ok(Some(Manifest::load(&dir.join("manifest.toml"))?.component.sha256))
+    let local = Manifest::load(&dir.join("manifest.toml"))?.component.sha256;
+    if !edgeinfer_runtime::digest::digests_equal(&local, &described.component_sha256) {
+        return Err(Error::Refused {
+            reference: reference.to_string(),
+            message: format!(
+                "it is {} version {} with component sha256 {}, but that version in {} has {local}; a published \
+                 version is never replaced (publish a new version number)",
+                described.model,
+                described.version,
+                described.component_sha256,
+                repo.display()
+            ),
+        });
+    }
+    Ok(Some(Installed {
+        model: described.model.clone(),
+        version: described.version,
+        dir,
+        component_sha256: local,
+        new: false,
+    }))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use edgeinfer_runtime::signature::SignaturePolicy;
 use oci_client::Reference;
 
-use crate::artifact::{Installed, install, local_component};
+use crate::artifact::{Installed, already_here, install};
 use crate::registry::{Registry, RegistryOptions, parse_reference};
 use crate::{Error, Result};
 
@@ -134,18 +134,9 @@ impl Follower {
                 described.model, self.target.model
             )));
         }
-        let (repo, model, version) = (self.repo.clone(), described.model.clone(), described.version);
-        let here = blocking(move || local_component(&repo, &model, version)).await?;
-        if let Some(local) = here {
-            return if edgeinfer_runtime::digest::digests_equal(&local, &described.component_sha256) {
-                Ok(None)
-            } else {
-                Err(refuse(format!(
-                    "it is version {version} with component sha256 {}, but version {version} here has {local}; a \
-                     published version is never replaced (publish a new version number)",
-                    described.component_sha256
-                )))
-            };
+        let (repo, whole, wanted) = (self.repo.clone(), tagged.whole(), described.clone());
+        if blocking(move || already_here(&whole, &wanted, &repo)).await?.is_some() {
+            return Ok(None);
         }
         let layers = self.registry.layers(&pinned, &manifest).await?;
         let (repo, signatures, whole) = (self.repo.clone(), self.signatures.clone(), tagged.whole());

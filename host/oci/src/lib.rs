@@ -116,28 +116,8 @@ pub async fn pull(
     let registry = Registry::for_reference(&reference, options)?;
     let (manifest, described, digest) = registry.describe(&reference).await?;
     let pinned = reference.clone_with_digest(digest);
-    if let Some(local) = artifact::local_component(repo, &described.model, described.version)? {
-        if edgeinfer_runtime::digest::digests_equal(&local, &described.component_sha256) {
-            let dir = repo.join(&described.model).join(described.version.to_string());
-            return Ok(Installed {
-                model: described.model,
-                version: described.version,
-                dir,
-                component_sha256: local,
-                new: false,
-            });
-        }
-        return Err(Error::Refused {
-            reference: reference.whole(),
-            message: format!(
-                "it is {} version {} with component sha256 {}, but that version in {} has {local}; a version is \
-                 never replaced",
-                described.model,
-                described.version,
-                described.component_sha256,
-                repo.display()
-            ),
-        });
+    if let Some(here) = artifact::already_here(&reference.whole(), &described, repo)? {
+        return Ok(here);
     }
     let layers = registry.layers(&pinned, &manifest).await?;
     artifact::install(&reference.whole(), &described, &layers, repo, signatures)
