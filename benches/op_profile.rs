@@ -11,7 +11,8 @@
 //! is in the sandbox than natively.
 //!
 //! `cargo bench -p edgeinfer --features bench-native --bench op_profile` prints one table per
-//! model (without the feature, the native columns say "-").
+//! model (without the feature, the native columns say "-"); `EDGEINFER_PROFILE_MODELS`
+//! (comma-separated names) profiles only those.
 
 #[path = "support.rs"]
 mod support;
@@ -38,7 +39,8 @@ fn main() {
     let repo = tempfile::tempdir().expect("tempdir");
     let zoo = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/zoo/models");
     let unlimited = LimitOverrides { fuel: Some(u64::MAX / 4), timeout_ms: Some(600_000), memory_mb: None };
-    for name in MODELS {
+    let only = std::env::var("EDGEINFER_PROFILE_MODELS").unwrap_or_default();
+    for name in MODELS.into_iter().filter(|name| only.is_empty() || only.split(',').any(|o| o == *name)) {
         let file = format!("../zoo/models/{name}.onnx");
         let (model, _) = compile(&runtime, repo.path(), &file, &name.replace('_', "-"));
         let inputs = zoo_case::case_inputs(&zoo, name);

@@ -164,6 +164,10 @@ impl Runtime {
             .cranelift_opt_level(OptLevel::Speed)
             .enable_incremental_compilation(Arc::new(cache.function_store()))
             .map_err(Error::runtime)?;
+        if std::env::var_os("EDGEINFER_PERF_MAP").is_some_and(|v| v != "0") {
+            // `perf record` then names the guest's functions (wasmtime writes /tmp/perf-PID.map).
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(target) = config.target.as_deref().or(portable_target()) {
             wasm.target(target).map_err(|e| Error::Runtime(format!("target {target:?}: {e:#}")))?;
         }
