@@ -164,7 +164,11 @@ impl Runtime {
             .cranelift_opt_level(OptLevel::Speed)
             .enable_incremental_compilation(Arc::new(cache.function_store()))
             .map_err(Error::runtime)?;
-        if std::env::var_os("EDGEINFER_PERF_MAP").is_some_and(|v| v != "0") {
+        // Off for the values the CLI's flags read as false (clap's `FalseyValueParser`).
+        let perf_map = std::env::var("EDGEINFER_PERF_MAP").is_ok_and(|v| {
+            !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "n" | "no" | "f" | "false" | "off")
+        });
+        if perf_map {
             // `perf record` then names the guest's functions (wasmtime writes /tmp/perf-PID.map).
             wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
