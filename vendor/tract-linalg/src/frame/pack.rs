@@ -539,6 +539,56 @@ pub trait PackingWriter<T: Copy> {
             self.write(*t);
         }
     }
+
+    /// edgeinfer patch: writes `count` copies of `t` (im2col's padding). Byte-identical to
+    /// `count` calls of `write`; concrete writers may fill a panel's run at a time.
+    #[inline]
+    fn write_repeated(&mut self, t: T, count: usize) {
+        for _ in 0..count {
+            self.write(t);
+        }
+    }
+
+    /// edgeinfer patch: writes the `count` values found `stride` elements apart from `ptr`
+    /// (im2col over strided inputs). Byte-identical to one `write` per value.
+    ///
+    /// # Safety
+    /// `ptr.offset(i * stride)` must be readable for every `i < count`.
+    #[inline]
+    unsafe fn write_strided(&mut self, ptr: *const T, stride: isize, count: usize) {
+        for i in 0..count as isize {
+            self.write(unsafe { *ptr.offset(i * stride) });
+        }
+    }
+}
+
+/// edgeinfer patch: copies a run of at most 8 values with fixed-size moves. A copy of variable
+/// length lowers to `memory.copy` on wasm32, which wasmtime runs as a call into the host:
+/// for im2col's runs of 8 floats that call cost as much as the rest of the packing.
+#[inline(always)]
+unsafe fn copy_short_run<T: Copy>(src: *const T, dst: *mut T, n: usize) {
+    unsafe {
+        if n > 8 {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+            return;
+        }
+        let mut at = 0;
+        if n == 8 {
+            dst.cast::<[T; 8]>().write_unaligned(src.cast::<[T; 8]>().read_unaligned());
+            return;
+        }
+        if n & 4 != 0 {
+            dst.cast::<[T; 4]>().write_unaligned(src.cast::<[T; 4]>().read_unaligned());
+            at = 4;
+        }
+        if n & 2 != 0 {
+            dst.add(at).cast::<[T; 2]>().write_unaligned(src.add(at).cast::<[T; 2]>().read_unaligned());
+            at += 2;
+        }
+        if n & 1 != 0 {
+            *dst.add(at) = *src.add(at);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -650,6 +700,40 @@ where
             self.remain = self.panel_width;
         }
     }
+
+    /// edgeinfer patch: cuts the next `count` values into panel runs and calls
+    /// `fill(destination, index of the run's first value, run length)` for each, with the
+    /// same bookkeeping as `write`. The state lives in locals during the loop: stores through
+    /// `destination` may alias `self` as far as the compiler knows, so fields would be
+    /// reloaded and stored around every run.
+    #[inline(always)]
+    fn for_each_run(&mut self, count: usize, mut fill: impl FnMut(*mut T, usize, usize)) {
+        let (panels, panel_width, last_panel_width) =
+            (self.panels, self.panel_width, self.last_panel_width);
+        let (next_panel, next_lane) = (self.next_panel, self.next_lane);
+        let (mut ptr, mut remain, mut panel) = (self.ptr, self.remain, self.current_panel);
+        let mut done = 0;
+        while done < count {
+            let n = (count - done).min(remain);
+            fill(ptr, done, n);
+            done += n;
+            remain -= n;
+            unsafe {
+                ptr = ptr.add(n);
+                if remain == 0 {
+                    panel += 1;
+                    if panel == panels {
+                        ptr = ptr.offset(next_lane);
+                        panel = 0;
+                    } else {
+                        ptr = ptr.offset(next_panel);
+                    }
+                    remain = if panel == panels - 1 { last_panel_width } else { panel_width };
+                }
+            }
+        }
+        (self.ptr, self.remain, self.current_panel) = (ptr, remain, panel);
+    }
 }
 
 impl<T> PackingWriter<T> for KOutWriter<'_, T>
@@ -671,22 +755,29 @@ where
     #[inline]
     fn write_slice(&mut self, ts: &[T]) {
         // edgeinfer patch: a slice spanning panel boundaries is copied one panel's run at a
-        // time, with the same bookkeeping `write` does at the end of each run (upstream fell
-        // back to one `write` per element; native tract's ResNet18 im2col went 31.9 -> 26 ms,
-        // the sandbox's measured about the same). Byte-identical to a per-element loop.
-        let mut ts = ts;
-        while !ts.is_empty() {
-            let n = ts.len().min(self.remain);
-            unsafe {
-                std::ptr::copy_nonoverlapping(ts.as_ptr(), self.ptr, n);
-                self.ptr = self.ptr.add(n);
+        // time (upstream fell back to one `write` per element; native tract's ResNet18 im2col
+        // went 31.9 -> 26 ms), each run with fixed-size moves (`copy_short_run`).
+        // Byte-identical to a per-element loop.
+        let src = ts.as_ptr();
+        self.for_each_run(ts.len(), |dst, at, n| unsafe { copy_short_run(src.add(at), dst, n) });
+    }
+
+    #[inline]
+    fn write_repeated(&mut self, t: T, count: usize) {
+        self.for_each_run(count, |dst, _, n| {
+            for i in 0..n {
+                unsafe { dst.add(i).write(t) };
             }
-            self.remain -= n;
-            if self.remain == 0 {
-                self.next_run();
+        });
+    }
+
+    #[inline]
+    unsafe fn write_strided(&mut self, ptr: *const T, stride: isize, count: usize) {
+        self.for_each_run(count, |dst, at, n| {
+            for i in 0..n {
+                unsafe { dst.add(i).write(*ptr.offset((at + i) as isize * stride)) };
             }
-            ts = &ts[n..];
-        }
+        });
     }
 }
 
@@ -2126,40 +2217,65 @@ mod test {
         }
     }
 
-    // edgeinfer patch: `write_slice` on the K-outer writer, in slices of any length crossing
-    // any number of panels, writes what one `write` per element writes.
+    // edgeinfer patch: `write_slice`, `write_repeated` and `write_strided` on the K-outer
+    // writer, in runs of any length crossing any number of panels, write what one `write` per
+    // element writes.
     proptest::proptest! {
         #[test]
-        fn k_outer_write_slice_matches_per_element_writes(
+        fn k_outer_runs_match_per_element_writes(
             r in prop::sample::select(vec![1usize, 4, 5, 8, 16, 24]),
             k in 1usize..6,
             mn in 1usize..80,
-            cuts in prop::collection::vec(1usize..40, 1..20),
+            runs in prop::collection::vec((0usize..3, 1usize..40, 1isize..4), 1..20),
         ) {
             let format = super::PackedFormat::new(f32::datum_type(), r, 4);
             let len = format.single_panel_len(k) * mn.div_ceil(r);
-            let values: Vec<f32> = (0..k * mn).map(|i| i as f32).collect();
+            let source: Vec<f32> = (0..4 * k * mn).map(|i| i as f32).collect();
             let mut by_element = vec![-1f32; len];
-            let mut by_slice = vec![-1f32; len];
-            {
-                let mut w = format.write_with_k_outer(by_element.as_mut_ptr(), k, mn);
-                for v in &values {
-                    super::PackingWriter::write(&mut w, *v);
+            let mut by_run = vec![-1f32; len];
+            let mut by_element_writer = format.write_with_k_outer(by_element.as_mut_ptr(), k, mn);
+            let mut by_run_writer = format.write_with_k_outer(by_run.as_mut_ptr(), k, mn);
+            let mut left = k * mn;
+            for (index, (kind, len, stride)) in runs.iter().cycle().enumerate() {
+                if left == 0 {
+                    break;
                 }
-            }
-            {
-                let mut w = format.write_with_k_outer(by_slice.as_mut_ptr(), k, mn);
-                let mut rest = &values[..];
-                for cut in cuts.iter().cycle() {
-                    if rest.is_empty() {
-                        break;
+                let len = (*len).min(left);
+                left -= len;
+                let start = index % 7;
+                match kind {
+                    0 => {
+                        let slice = &source[start..start + len];
+                        for v in slice {
+                            super::PackingWriter::write(&mut by_element_writer, *v);
+                        }
+                        super::PackingWriter::write_slice(&mut by_run_writer, slice);
                     }
-                    let (head, tail) = rest.split_at((*cut).min(rest.len()));
-                    super::PackingWriter::write_slice(&mut w, head);
-                    rest = tail;
+                    1 => {
+                        let value = -(index as f32);
+                        for _ in 0..len {
+                            super::PackingWriter::write(&mut by_element_writer, value);
+                        }
+                        super::PackingWriter::write_repeated(&mut by_run_writer, value, len);
+                    }
+                    _ => {
+                        let picked = (0..len).map(|i| source[start + i * *stride as usize]);
+                        for v in picked {
+                            super::PackingWriter::write(&mut by_element_writer, v);
+                        }
+                        unsafe {
+                            super::PackingWriter::write_strided(
+                                &mut by_run_writer,
+                                source[start..].as_ptr(),
+                                *stride,
+                                len,
+                            )
+                        };
+                    }
                 }
             }
-            prop_assert_eq!(by_element, by_slice);
+            drop((by_element_writer, by_run_writer));
+            prop_assert_eq!(by_element, by_run);
         }
     }
 }

@@ -390,12 +390,8 @@ impl Patcher {
                         let row = std::slice::from_raw_parts(iptr, output_x);
                         writer.write_slice(row);
                     } else {
-                        // Hoist multiplication out of inner loop.
-                        let mut iptr_x = iptr;
-                        for _ in 0..output_x {
-                            writer.write(*iptr_x);
-                            iptr_x = iptr_x.offset(x_stride);
-                        }
+                        // edgeinfer patch: strided reads in one call.
+                        writer.write_strided(iptr, x_stride, output_x);
                     }
                 }
             }
@@ -521,18 +517,21 @@ impl Patcher {
         Ok(())
     }
 
-    #[inline(never)]
+    // edgeinfer patch: inlined (upstream: never). Called up to three times per row of output,
+    // often for one or two values; a call costs more than that under wasmtime.
+    #[inline(always)]
     unsafe fn padded_invalid_x_loop<T: Copy + Datum, W: PackingWriter<T>>(
         count: usize,
         pad_value: T,
         writer: &mut W,
     ) {
-        for _ in 0..count {
-            writer.write(pad_value);
-        }
+        // edgeinfer patch: one call per run of padding, not per element.
+        writer.write_repeated(pad_value, count);
     }
 
-    #[inline(never)]
+    // edgeinfer patch: inlined (upstream: never). Called up to three times per row of output,
+    // often for one or two values; a call costs more than that under wasmtime.
+    #[inline(always)]
     unsafe fn padded_valid_x_loop<T: Copy + Datum, W: PackingWriter<T>>(
         x_min: isize,
         x_max: isize,
@@ -548,10 +547,15 @@ impl Patcher {
                 let row = std::slice::from_raw_parts(iptr.offset(x_min), (x_max - x_min) as usize);
                 writer.write_slice(row);
             }
-        } else {
-            for x in x_min..x_max {
-                writer.write(unsafe { *iptr.offset(x * x_stride_ptr) });
-            }
+        } else if x_max > x_min {
+            // edgeinfer patch: strided reads in one call (a panel's run at a time).
+            unsafe {
+                writer.write_strided(
+                    iptr.offset(x_min * x_stride_ptr),
+                    x_stride_ptr,
+                    (x_max - x_min) as usize,
+                )
+            };
         }
     }
 
@@ -587,12 +591,8 @@ impl Patcher {
                             let row = std::slice::from_raw_parts(iptr_y, output_x);
                             writer.write_slice(row);
                         } else {
-                            // Hoist x multiplication out of inner loop.
-                            let mut iptr_x = iptr_y;
-                            for _ in 0..output_x {
-                                writer.write(*iptr_x);
-                                iptr_x = iptr_x.offset(x_stride_ptr);
-                            }
+                            // edgeinfer patch: strided reads in one call.
+                            writer.write_strided(iptr_y, x_stride_ptr, output_x);
                         }
                         iptr_y = iptr_y.offset(y_stride_ptr);
                     }
