@@ -169,11 +169,14 @@ impl LoadedModel {
     }
 }
 
-/// A run of the model set up for profiling: its state, the nodes in evaluation order, and
-/// how many have run.
+/// A run of the model set up for profiling: its state, the nodes in evaluation order, the
+/// values each step is the last to read (dropped before it runs, as tract's own run does, so
+/// operators that work in place on a value nothing else holds do not copy it instead), and
+/// how many steps have run.
 struct ProfileRun {
     state: TypedSimpleState,
     order: Vec<usize>,
+    last_reads: Vec<TVec<usize>>,
     next: usize,
 }
 
@@ -201,7 +204,12 @@ pub fn start_profile(model: &LoadedModel, request: Vec<WitTensor>) -> Result<Vec
         .filter(|&id| !model.plan.model().input_outlets().is_ok_and(|inputs| inputs.iter().any(|o| o.node == id)))
         .collect();
     let names = order.iter().map(|&id| (nodes[id].name.clone(), nodes[id].op.name().to_string())).collect();
-    PROFILE.with(|slot| *slot.borrow_mut() = Some(ProfileRun { state, order, next: 0 }));
+    let outputs = model.plan.model().output_outlets().map_err(model_error)?;
+    let last_reads =
+        tract_onnx::tract_core::model::order::build_flush_list(model.plan.model(), &order, outputs, |node| {
+            !node.op_is::<tract_onnx::tract_core::ops::konst::Const>()
+        });
+    PROFILE.with(|slot| *slot.borrow_mut() = Some(ProfileRun { state, order, last_reads, next: 0 }));
     Ok(names)
 }
 
@@ -211,7 +219,12 @@ pub fn step_profile() -> Result<bool, Error> {
         let mut slot = slot.borrow_mut();
         let run = slot.as_mut().ok_or_else(|| Error::Model("no profiled run was started".into()))?;
         let Some(&node) = run.order.get(run.next) else { return Ok(false) };
-        run.state.compute_one(node).map_err(|e| Error::Model(format!("{e:#}")))?;
+        let model_error = |e: TractError| Error::Model(format!("{e:#}"));
+        let inputs = run.state.prepare_inputs(node).map_err(model_error)?;
+        for &value in &run.last_reads[run.next] {
+            run.state.turn_state.values[value] = None;
+        }
+        run.state.compute_one_with_inputs(node, inputs).map_err(model_error)?;
         run.next += 1;
         Ok(true)
     })
