@@ -143,7 +143,7 @@ impl LoadedModel {
             }
         }
         let values = self.input_values(&request)?;
-        let results = self.plan.run(values).map_err(|e| Error::Model(format!("{e:#}")))?;
+        let results = self.plan.run(values).map_err(model_error)?;
         self.network
             .outputs
             .iter()
@@ -169,6 +169,11 @@ impl LoadedModel {
     }
 }
 
+/// A tract failure while running the model, with its chain of causes.
+fn model_error(e: TractError) -> Error {
+    Error::Model(format!("{e:#}"))
+}
+
 /// A run of the model set up for profiling: its state, the nodes in evaluation order, the
 /// values each step is the last to read (dropped before it runs, as tract's own run does, so
 /// operators that work in place on a value nothing else holds do not copy it instead), and
@@ -192,7 +197,6 @@ pub fn start_profile(model: &LoadedModel, request: Vec<WitTensor>) -> Result<Vec
         None => request,
     };
     let values = model.input_values(&request)?;
-    let model_error = |e: TractError| Error::Model(format!("{e:#}"));
     let mut state = model.plan.spawn().map_err(model_error)?;
     state.set_inputs(values).map_err(model_error)?;
     let nodes = model.plan.model().nodes();
@@ -219,7 +223,6 @@ pub fn step_profile() -> Result<bool, Error> {
         let mut slot = slot.borrow_mut();
         let run = slot.as_mut().ok_or_else(|| Error::Model("no profiled run was started".into()))?;
         let Some(&node) = run.order.get(run.next) else { return Ok(false) };
-        let model_error = |e: TractError| Error::Model(format!("{e:#}"));
         let inputs = run.state.prepare_inputs(node).map_err(model_error)?;
         for &value in &run.last_reads[run.next] {
             run.state.turn_state.values[value] = None;

@@ -681,26 +681,6 @@ impl<T> KOutWriter<'_, T>
 where
     T: Copy + std::fmt::Debug,
 {
-    /// Moves to the next panel (or back to the first panel's next lane) once the current
-    /// panel's run of this lane is written.
-    #[inline(always)]
-    fn next_run(&mut self) {
-        unsafe {
-            self.current_panel += 1;
-            if self.current_panel == self.panels {
-                self.ptr = self.ptr.offset(self.next_lane);
-                self.current_panel = 0;
-            } else {
-                self.ptr = self.ptr.offset(self.next_panel);
-            }
-        }
-        if self.current_panel == self.panels - 1 {
-            self.remain = self.last_panel_width;
-        } else {
-            self.remain = self.panel_width;
-        }
-    }
-
     /// edgeinfer patch: cuts the next `count` values into panel runs and calls
     /// `fill(destination, index of the run's first value, run length)` for each, with the
     /// same bookkeeping as `write`. The state lives in locals during the loop: stores through
@@ -742,14 +722,9 @@ where
 {
     #[inline(always)]
     fn write(&mut self, t: T) {
-        unsafe {
-            *self.ptr = t;
-            self.remain -= 1;
-            self.ptr = self.ptr.offset(1);
-        }
-        if self.remain == 0 {
-            self.next_run();
-        }
+        // edgeinfer patch: a run of one value, so every write shares `for_each_run`'s
+        // bookkeeping.
+        self.for_each_run(1, |dst, _, _| unsafe { dst.write(t) });
     }
 
     #[inline]
@@ -2235,34 +2210,25 @@ mod test {
             let mut by_run = vec![-1f32; len];
             let mut by_element_writer = format.write_with_k_outer(by_element.as_mut_ptr(), k, mn);
             let mut by_run_writer = format.write_with_k_outer(by_run.as_mut_ptr(), k, mn);
-            let mut left = k * mn;
+            let mut written = Vec::with_capacity(k * mn);
             for (index, (kind, len, stride)) in runs.iter().cycle().enumerate() {
-                if left == 0 {
+                let len = (*len).min(k * mn - written.len());
+                if len == 0 {
                     break;
                 }
-                let len = (*len).min(left);
-                left -= len;
                 let start = index % 7;
-                match kind {
+                let values: Vec<f32> = match kind {
                     0 => {
                         let slice = &source[start..start + len];
-                        for v in slice {
-                            super::PackingWriter::write(&mut by_element_writer, *v);
-                        }
                         super::PackingWriter::write_slice(&mut by_run_writer, slice);
+                        slice.to_vec()
                     }
                     1 => {
                         let value = -(index as f32);
-                        for _ in 0..len {
-                            super::PackingWriter::write(&mut by_element_writer, value);
-                        }
                         super::PackingWriter::write_repeated(&mut by_run_writer, value, len);
+                        vec![value; len]
                     }
                     _ => {
-                        let picked = (0..len).map(|i| source[start + i * *stride as usize]);
-                        for v in picked {
-                            super::PackingWriter::write(&mut by_element_writer, v);
-                        }
                         unsafe {
                             super::PackingWriter::write_strided(
                                 &mut by_run_writer,
@@ -2271,10 +2237,23 @@ mod test {
                                 len,
                             )
                         };
+                        (0..len).map(|i| source[start + i * *stride as usize]).collect()
                     }
+                };
+                for v in &values {
+                    super::PackingWriter::write(&mut by_element_writer, *v);
                 }
+                written.extend(values);
             }
             drop((by_element_writer, by_run_writer));
+            // Both writers share `for_each_run`, so the element path is checked against the
+            // layout itself: the i-th value (k-major) lands in panel m / r, lane m % r of row k.
+            let mut expected = vec![-1f32; len];
+            for (i, value) in written.into_iter().enumerate() {
+                let (row, m) = (i / mn, i % mn);
+                expected[(m / r) * format.single_panel_len(k) + row * r + m % r] = value;
+            }
+            prop_assert_eq!(&by_element, &expected);
             prop_assert_eq!(by_element, by_run);
         }
     }
