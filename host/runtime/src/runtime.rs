@@ -162,10 +162,6 @@ impl Runtime {
             .consume_fuel(config.consume_fuel)
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
-            // The guest's matrix products use `f32x4.relaxed_madd`: always fused here (a CPU
-            // without FMA computes it in software), so outputs never depend on the CPU, and the
-            // native kernels fuse the same way.
-            .relaxed_simd_deterministic(true)
             .enable_incremental_compilation(Arc::new(cache.function_store()))
             .map_err(Error::runtime)?;
         // Off for the values the CLI's flags read as false (clap's `FalseyValueParser`).

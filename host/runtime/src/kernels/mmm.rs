@@ -8,9 +8,8 @@
 //! writes guest memory here: the tiles are returned, and the canonical ABI copies them to
 //! the place the guest chose (bounds-checked by wasmtime).
 //!
-//! Bit-identity with the wasm kernel: every accumulator step is a fused multiply-add in `k`
-//! order, as the wasm body's `f32x4.relaxed_madd` is on the edgeinfer host (which runs relaxed
-//! SIMD deterministically: always fused); min and max follow
+//! Bit-identity with the wasm kernel: every accumulator step is an unfused multiply then add
+//! in `k` order, as the wasm body (plain simd128, no relaxed FMA) does; min and max follow
 //! wasm's `f32x4.min`/`max` (NaN wins, -0 below +0). Only NaN payloads may differ, as wasm
 //! itself leaves them unspecified.
 
@@ -354,7 +353,7 @@ fn apply(memory: &[u8], op: &Op, acc: &mut [[f32; 8]; 8]) {
         Op::AddRowColProducts(rows, cols) => {
             let (rows, cols) = (floats8(memory, rows), floats8(memory, cols));
             for (acc_row, r) in acc.iter_mut().zip(rows) {
-                acc_row.iter_mut().zip(cols).for_each(|(x, c)| *x = r.mul_add(c, *x));
+                acc_row.iter_mut().zip(cols).for_each(|(x, c)| *x += r * c);
             }
         }
         Op::AddMatMul { k, a, b } => {
@@ -406,12 +405,12 @@ fn wasm_max(a: f32, b: f32) -> f32 {
 fn add_mat_mul(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX-512F and FMA (checked above).
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
             return unsafe { add_mat_mul_avx512(acc, a, b) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked above).
             return unsafe { add_mat_mul_avx2(acc, a, b) };
         }
     }
@@ -419,16 +418,18 @@ fn add_mat_mul(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
+#[target_feature(enable = "avx512f")]
 fn add_mat_mul_avx512(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
     add_mat_mul_portable(acc, a, b)
 }
 
 /// The AVX2 tile: one 8-lane register per row of the accumulator, `b`'s eight columns loaded
-/// once per step of `k` and each row's `a` broadcast onto them with a fused multiply-add (the
-/// portable loop's arithmetic, in its order).
+/// once per step of `k`, each row's `a` broadcast, multiplied, then added (the portable loop's
+/// arithmetic, in its order). The portable loop, widened by the compiler, left a call per
+/// panel load in the inner loop here: on an AVX2-only CPU, SqueezeNet's warm call on native
+/// kernels took 5.6x as long as with this.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 fn add_mat_mul_avx2(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
     use std::arch::x86_64::*;
     let steps = a.len() / 32;
@@ -446,7 +447,7 @@ fn add_mat_mul_avx2(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
             let b_k = _mm256_loadu_ps(pb.add(8 * step));
             for (r, lane) in rows.iter_mut().enumerate() {
                 let a_r = _mm256_set1_ps(pa.add(8 * step + r).read_unaligned());
-                *lane = _mm256_fmadd_ps(a_r, b_k, *lane);
+                *lane = _mm256_add_ps(*lane, _mm256_mul_ps(a_r, b_k));
             }
         }
     }
@@ -456,9 +457,8 @@ fn add_mat_mul_avx2(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
     }
 }
 
-/// `acc[r][c] = fma(a[k][r], b[k][c], acc[r][c])`, k in order: the vectorizer widens it to
-/// the enclosing target's fused multiply-add (without one, `mul_add` is computed in software:
-/// the same bits, slowly).
+/// `acc[r][c] = acc[r][c] + a[k][r] * b[k][c]`, k in order, never fused (Rust does not
+/// contract `x + y * z`): the vectorizer widens it to whatever the enclosing target allows.
 #[inline(always)]
 fn add_mat_mul_portable(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
     let mut local = *acc;
@@ -467,7 +467,7 @@ fn add_mat_mul_portable(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
         let b_k = load8(b_k);
         for (row, a_r) in local.iter_mut().zip(a_k) {
             for (x, b_c) in row.iter_mut().zip(b_k) {
-                *x = a_r.mul_add(b_c, *x);
+                *x += a_r * b_c;
             }
         }
     }
@@ -476,29 +476,29 @@ fn add_mat_mul_portable(acc: &mut [[f32; 8]; 8], a: &[u8], b: &[u8]) {
 
 /// Two tiles that share one operand's panel, computed together when this CPU has AVX-512:
 /// `out[i][j] = sum over k of shared[k][i] * others[k][j]`, `j` over the first panel's 8
-/// columns then the second's, `k` in order, fused. Sixteen columns fill one AVX-512
+/// columns then the second's, `k` in order, unfused. Sixteen columns fill one AVX-512
 /// register per row: twice the work per instruction of an 8-wide tile. `None` without
 /// AVX-512 (the tiles then run one by one).
 fn pair_mat_mul(shared: &[u8], first: &[u8], second: &[u8]) -> Option<[[f32; 16]; 8]> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX-512F and FMA (checked above).
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
         return Some(unsafe { pair_mat_mul_avx512(shared, first, second) });
     }
     let _ = (shared, first, second);
     None
 }
 
-/// The AVX-512 pair: one 16-lane register per row, `k` in order, fused multiply-add (the
-/// same single rounding as the portable loop).
+/// The AVX-512 pair: one 16-lane register per row, `k` in order, multiply then add (the
+/// same two roundings as the portable loop).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
+#[target_feature(enable = "avx512f")]
 fn pair_mat_mul_avx512(shared: &[u8], first: &[u8], second: &[u8]) -> [[f32; 16]; 8] {
     use std::arch::x86_64::*;
     let steps = shared.len() / 32;
     assert!(first.len() >= steps * 32 && second.len() >= steps * 32, "panels cover k steps");
     let mut acc = [_mm512_setzero_ps(); 8];
-    // edgeinfer's bit-identity rests on this: the first product fused onto +0, as the wasm kernel's
+    // edgeinfer's bit-identity rests on this: +0 plus the first product, as the wasm kernel's
     // cleared accumulator does.
     let (s, f, t) = (shared.as_ptr().cast::<f32>(), first.as_ptr().cast::<f32>(), second.as_ptr().cast::<f32>());
     for step in 0..steps {
@@ -512,7 +512,7 @@ fn pair_mat_mul_avx512(shared: &[u8], first: &[u8], second: &[u8]) -> [[f32; 16]
             ));
             for (row, lane) in acc.iter_mut().enumerate() {
                 let s_i = _mm512_set1_ps(s.add(8 * step + row).read_unaligned());
-                *lane = _mm512_fmadd_ps(s_i, others, *lane);
+                *lane = _mm512_add_ps(*lane, _mm512_mul_ps(s_i, others));
             }
         }
     }
@@ -579,7 +579,7 @@ mod tests {
             for c in 0..8 {
                 let mut expected = 0f32;
                 for step in 0..k {
-                    expected = a[step * 8 + r].mul_add(b[step * 8 + c], expected);
+                    expected += a[step * 8 + r] * b[step * 8 + c];
                 }
                 let expected = wasm_max(0.0, bias[r] + expected);
                 assert_eq!(out[r * 8 + c].to_bits(), expected.to_bits(), "({r}, {c})");
@@ -606,30 +606,30 @@ mod tests {
         let mut portable = start;
         add_mat_mul_portable(&mut portable, &a, &b);
         let bits = |acc: &[[f32; 8]; 8]| acc.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
-        // Fused: the portable loop is not the unfused sum (or this test could not tell them apart).
-        let mut unfused = start;
+        // Unfused: a fused multiply-add gives other bits on this fixture, so a vector path that
+        // fused (as a compiler may, with FMA enabled) would fail below.
+        let mut fused = start;
         for step in 0..k {
-            for (r, row) in unfused.iter_mut().enumerate() {
+            for (r, row) in fused.iter_mut().enumerate() {
                 for (c, x) in row.iter_mut().enumerate() {
                     let a_r = f32::from_le_bytes(a[32 * step + 4 * r..][..4].try_into().expect("4 bytes"));
                     let b_c = f32::from_le_bytes(b[32 * step + 4 * c..][..4].try_into().expect("4 bytes"));
-                    *x += a_r * b_c;
+                    *x = a_r.mul_add(b_c, *x);
                 }
             }
         }
-        assert_ne!(bits(&unfused), bits(&portable), "the fixture cannot tell fused from unfused");
+        assert_ne!(bits(&fused), bits(&portable), "the fixture cannot tell fused from unfused");
         #[cfg(target_arch = "x86_64")]
         {
-            let fma = std::arch::is_x86_feature_detected!("fma");
-            if fma && std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2") {
                 let mut avx2 = start;
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                // SAFETY: the CPU has AVX2 (checked above).
                 unsafe { add_mat_mul_avx2(&mut avx2, &a, &b) };
                 assert_eq!(bits(&avx2), bits(&portable), "AVX2");
             }
-            if fma && std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512f") {
                 let mut avx512 = start;
-                // SAFETY: the CPU has AVX-512F and FMA (checked above).
+                // SAFETY: the CPU has AVX-512F (checked above).
                 unsafe { add_mat_mul_avx512(&mut avx512, &a, &b) };
                 assert_eq!(bits(&avx512), bits(&portable), "AVX-512");
             }
