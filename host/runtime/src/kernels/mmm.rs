@@ -609,11 +609,9 @@ mod tests {
         // Unfused: a fused multiply-add gives other bits on this fixture, so a vector path that
         // fused (as a compiler may, with FMA enabled) would fail below.
         let mut fused = start;
-        for step in 0..k {
-            for (r, row) in fused.iter_mut().enumerate() {
-                for (c, x) in row.iter_mut().enumerate() {
-                    let a_r = f32::from_le_bytes(a[32 * step + 4 * r..][..4].try_into().expect("4 bytes"));
-                    let b_c = f32::from_le_bytes(b[32 * step + 4 * c..][..4].try_into().expect("4 bytes"));
+        for (a_k, b_k) in a.chunks_exact(32).zip(b.chunks_exact(32)) {
+            for (row, a_r) in fused.iter_mut().zip(load8(a_k)) {
+                for (x, b_c) in row.iter_mut().zip(load8(b_k)) {
                     *x = a_r.mul_add(b_c, *x);
                 }
             }
